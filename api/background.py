@@ -1,0 +1,55 @@
+"""Background loops an API process runs (reconciler, key-usage flush, workers).
+
+Each loop is registered with a name and an interval; failures are logged and
+the loop goes on, so a Neo4j outage never kills the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from api.resources import Resources
+
+log = structlog.get_logger("api.background")
+
+Job = Callable[[Resources], Awaitable[object]]
+
+
+@dataclass
+class BackgroundLoops:
+    resources: Resources
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self, name: str, job: Job, interval: float, *, run_at_start: bool = True) -> None:
+        async def loop() -> None:
+            if not run_at_start:
+                await asyncio.sleep(interval)
+            while True:
+                try:
+                    await job(self.resources)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("background.failed", job=name, error=str(exc)[:300])
+                await asyncio.sleep(interval)
+
+        self.tasks.append(asyncio.create_task(loop(), name=f"overwatch:{name}"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+
+
+# Hooks other modules register at import time: (name, job, interval seconds).
+PROCESS_LOOPS: list[tuple[str, Job, float]] = []
+# Jobs run once at the end of startup and at shutdown (e.g. final flushes).
+SHUTDOWN_HOOKS: list[Job] = []

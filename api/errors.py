@@ -1,0 +1,123 @@
+"""One error type, one JSON shape: `{"error": {"code", "message", "details"}}`.
+
+Services raise `OverwatchError` subclasses; a single handler renders them.
+Validation errors from FastAPI and HTTP errors from Starlette are rendered in
+the same shape, so clients parse one format everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("api.errors")
+
+
+class OverwatchError(Exception):
+    """Base error: a status code, a stable machine code and a human message."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details
+        self.headers = headers
+
+
+class NotFound(OverwatchError):
+    status_code = 404
+    code = "not_found"
+
+
+class Unauthorized(OverwatchError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(OverwatchError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Conflict(OverwatchError):
+    status_code = 409
+    code = "conflict"
+
+
+class Invalid(OverwatchError):
+    status_code = 422
+    code = "validation_error"
+
+
+class PayloadTooLarge(OverwatchError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class DependencyUnavailable(OverwatchError):
+    status_code = 503
+    code = "dependency_unavailable"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OverwatchError)
+    async def _overwatch(request: Request, exc: OverwatchError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.warning("request.dependency_error", code=exc.code, message=exc.message)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            error_body("validation_error", "request did not validate", _field_errors(exc)),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request.unhandled", error_type=type(exc).__name__)
+        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

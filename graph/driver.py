@@ -1,0 +1,134 @@
+"""The one thin wrapper around the official async Neo4j driver.
+
+Every query goes through `GraphClient.read` / `GraphClient.write` with a name:
+the name labels the latency histogram and the log line, and the parameters are
+never logged (they carry customer data). Query text is `LiteralString`, so a
+type checker flags any query assembled from runtime strings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, LiteralString, TypeVar, cast
+
+import structlog
+from neo4j import (
+    AsyncDriver,
+    AsyncGraphDatabase,
+    AsyncManagedTransaction,
+    Query,
+    unit_of_work,
+)
+from prometheus_client import Histogram
+
+log = structlog.get_logger("graph")
+
+NEO4J_QUERY_SECONDS = Histogram(
+    "overwatch_neo4j_query_duration_seconds",
+    "Latency of Neo4j queries and transactions, by query name.",
+    ["query", "mode"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+T = TypeVar("T")
+
+
+class GraphClient:
+    """Named, timed, tenant-agnostic access to one Neo4j database."""
+
+    def __init__(self, driver: AsyncDriver, database: str) -> None:
+        self.driver = driver
+        self.database = database
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str,
+        user: str,
+        password: str,
+        database: str,
+        *,
+        max_pool_size: int = 50,
+        connection_timeout: float = 5.0,
+    ) -> GraphClient:
+        driver = AsyncGraphDatabase.driver(
+            uri,
+            auth=(user, password),
+            max_connection_pool_size=max_pool_size,
+            connection_timeout=connection_timeout,
+            # Fail fast when the server is gone instead of retrying for 30 s:
+            # the write path records the change and the reconciler retries.
+            max_transaction_retry_time=5.0,
+        )
+        return cls(driver, database)
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial read."""
+        await self.read("ping", "RETURN 1 AS ok")
+
+    async def read(
+        self, name: str, query: LiteralString, params: Mapping[str, Any] | None = None,
+        *, timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run one read query in a managed read transaction; rows as dicts."""
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            result = await tx.run(query, dict(params or {}))
+            return [record.data() async for record in result]
+
+        if timeout is not None:
+            work = unit_of_work(timeout=timeout)(work)
+        return await self.read_tx(name, work)
+
+    async def write(
+        self, name: str, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run one write query in a managed write transaction; rows as dicts."""
+
+        async def work(tx: AsyncManagedTransaction) -> list[dict[str, Any]]:
+            result = await tx.run(query, dict(params or {}))
+            return [record.data() async for record in result]
+
+        return await self.write_tx(name, work)
+
+    async def read_tx(
+        self, name: str, work: Callable[[AsyncManagedTransaction], Awaitable[T]]
+    ) -> T:
+        async with self._timed(name, "read"), self.driver.session(database=self.database) as s:
+            return await s.execute_read(work)
+
+    async def write_tx(
+        self, name: str, work: Callable[[AsyncManagedTransaction], Awaitable[T]]
+    ) -> T:
+        async with self._timed(name, "write"), self.driver.session(database=self.database) as s:
+            return await s.execute_write(work)
+
+    @asynccontextmanager
+    async def _timed(self, name: str, mode: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            NEO4J_QUERY_SECONDS.labels(query=name, mode=mode).observe(elapsed)
+            log.debug("neo4j.query", query=name, mode=mode, ms=round(elapsed * 1000, 2),
+                      outcome=outcome)
+
+    async def run_schema(self, name: str, statement: str) -> None:
+        """Run one schema statement (constraint/index) in its own auto-commit transaction.
+
+        Schema statements come from the versioned files in `cypher/migrations/`,
+        never from a request, which is why plain `str` is accepted here.
+        """
+        async with self._timed(name, "schema"), self.driver.session(database=self.database) as s:
+            result = await s.run(Query(cast(LiteralString, statement)))
+            await result.consume()

@@ -1,0 +1,95 @@
+"""Overwatch Cloud API: the app factory.
+
+`uvicorn main:app` or `overwatch serve`. Tests call `create_app(settings)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import health
+from api.background import PROCESS_LOOPS, SHUTDOWN_HOOKS, BackgroundLoops
+from api.blobstore import ensure_bucket
+from api.errors import install_error_handlers
+from api.migrate import migrate_all
+from api.observability import RequestContextMiddleware, configure_logging
+from api.resources import Resources
+from api.router import v1_router
+from api.settings import Settings, get_settings
+
+log = structlog.get_logger("main")
+
+DESCRIPTION = """
+The system of record behind a mesh of autonomous perching drones.
+
+* **Venue intelligence** lives in a Neo4j knowledge graph.
+* **The registry** (customers, keys, workstations, kits, drones, telemetry,
+  the sync journal) lives in PostgreSQL.
+* Every call under `/api/v1` carries an `X-API-Key` header (use **Authorize**).
+* Errors always have the shape `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
+    """Build the API. `background=False` skips the timer loops (used by tests)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = Resources.open(settings)
+        app.state.resources = resources
+        if settings.db_auto_migrate:
+            applied = await migrate_all(settings, resources.graph)
+            log.info("startup.migrated", neo4j_applied=applied)
+        if settings.environment == "development":
+            await ensure_bucket(resources)
+        loops = BackgroundLoops(resources)
+        if background:
+            for name, job, interval in PROCESS_LOOPS:
+                loops.start(name, job, interval)
+        log.info("startup.ready", environment=settings.environment)
+        try:
+            yield
+        finally:
+            await loops.stop()
+            for hook in SHUTDOWN_HOOKS:
+                try:
+                    await hook(resources)
+                except Exception as exc:  # shutdown must finish
+                    log.warning("shutdown.hook_failed", error=str(exc)[:300])
+            await resources.close()
+
+    app = FastAPI(
+        title="Overwatch Cloud",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(v1_router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn main:app` builds the app lazily, so importing main (tests, CLI)
+    # never reads the environment as a side effect.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

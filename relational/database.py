@@ -1,0 +1,89 @@
+"""Async SQLAlchemy engine and sessions for the registry, with latency metrics.
+
+Repositories take an `AsyncSession`, build queries and flush; they never
+commit. Whoever opened the session (a request dependency, a CLI command, a
+service that owns a unit of work) commits or rolls back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import Histogram
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+POSTGRES_QUERY_SECONDS = Histogram(
+    "overwatch_postgres_query_duration_seconds",
+    "Latency of PostgreSQL statements, by statement kind.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+_KINDS = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK"}
+
+
+def _statement_kind(statement: str) -> str:
+    word = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+    return word if word in _KINDS else "OTHER"
+
+
+def _instrument(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _start(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("overwatch_started", []).append(time.perf_counter())
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _stop(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info["overwatch_started"].pop()
+        POSTGRES_QUERY_SECONDS.labels(operation=_statement_kind(statement)).observe(
+            time.perf_counter() - started
+        )
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _failed(context: Any) -> None:
+        stack = context.connection.info.get("overwatch_started") if context.connection else None
+        if stack:
+            stack.pop()
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An instrumented async engine; `pool_pre_ping` so a restarted server is survived."""
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        echo=echo,
+        connect_args={"timeout": 5, "command_timeout": 60},
+    )
+    _instrument(engine)
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction commits on success and rolls back on error."""
+    async with sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise if PostgreSQL cannot answer a trivial query."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

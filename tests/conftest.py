@@ -1,0 +1,189 @@
+"""Fixtures on real servers. Where they come from, in this order:
+
+1. URLs from the environment: TEST_DATABASE_URL (an admin-capable Postgres URL;
+   a fresh `<db>_test` database is built from it), TEST_NEO4J_URI /
+   TEST_NEO4J_USER / TEST_NEO4J_PASSWORD, TEST_BLOB_ENDPOINT_URL.
+2. Containers from testcontainers, when a Docker engine answers.
+3. The project's local servers (`scripts/stack.sh up`, started here if needed).
+
+Postgres: one test database per session, built by `alembic upgrade head`.
+Isolation: every test works in fresh tenants; their Neo4j data is removed after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from api.migrate import migrate_postgres
+from api.settings import Settings
+from graph.driver import GraphClient
+from graph.schema import migrate_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "ow_admin_test_" + secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Servers:
+    admin_database_url: str  # a database we may CREATE DATABASE from
+    neo4j_uri: str
+    neo4j_user: str
+    neo4j_password: str
+    blob_endpoint_url: str
+    origin: str
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _servers_from_env() -> Servers | None:
+    url = os.environ.get("TEST_DATABASE_URL")
+    neo4j = os.environ.get("TEST_NEO4J_URI")
+    if not (url and neo4j):
+        return None
+    return Servers(
+        admin_database_url=url,
+        neo4j_uri=neo4j,
+        neo4j_user=os.environ.get("TEST_NEO4J_USER", "neo4j"),
+        neo4j_password=os.environ["TEST_NEO4J_PASSWORD"],
+        blob_endpoint_url=os.environ.get("TEST_BLOB_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        origin="environment",
+    )
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    from_env = _servers_from_env()
+    if from_env:
+        yield from_env
+        return
+    if os.environ.get("OVERWATCH_TEST_CONTAINERS", "auto") != "off" and _docker_answers():
+        from testcontainers.minio import MinioContainer
+        from testcontainers.neo4j import Neo4jContainer
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver="asyncpg") as pg, \
+                Neo4jContainer("neo4j:5.26-community", password="containerpass") as neo, \
+                MinioContainer() as minio:
+            cfg = minio.get_config()
+            yield Servers(
+                admin_database_url=pg.get_connection_url(),
+                neo4j_uri=neo.get_connection_url(),
+                neo4j_user="neo4j",
+                neo4j_password="containerpass",
+                blob_endpoint_url=f"http://{cfg['endpoint']}",
+                origin="testcontainers",
+            )
+        return
+    subprocess.run(["bash", str(ROOT / "scripts" / "stack.sh"), "up"], check=True)
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    yield Servers(
+        admin_database_url=defaults.database_url,
+        neo4j_uri=defaults.neo4j_uri,
+        neo4j_user=defaults.neo4j_user,
+        neo4j_password=os.environ.get("NEO4J_PASSWORD", "overwatch-dev-password"),
+        blob_endpoint_url=defaults.blob_endpoint_url or "http://127.0.0.1:9000",
+        origin="local stack",
+    )
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+async def test_database_url(servers: Servers) -> str:
+    """A fresh database for this session, migrated with `alembic upgrade head`."""
+    admin = make_url(servers.admin_database_url)
+    name = f"{admin.database or 'overwatch'}_test"
+    conn = await asyncpg.connect(_asyncpg_dsn(servers.admin_database_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    await migrate_postgres(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def settings(servers: Servers, test_database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="development",
+        database_url=test_database_url,
+        database_pool_size=5,
+        neo4j_uri=servers.neo4j_uri,
+        neo4j_user=servers.neo4j_user,
+        neo4j_password=servers.neo4j_password,  # type: ignore[arg-type]
+        api_key_pepper="test-pepper-" + secrets.token_hex(16),  # type: ignore[arg-type]
+        admin_api_key=ADMIN_KEY,  # type: ignore[arg-type]
+        blob_endpoint_url=servers.blob_endpoint_url,
+        blob_bucket="overwatch-test-" + secrets.token_hex(4),
+        log_level="WARNING",
+        db_auto_migrate=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def graph(settings: Settings) -> AsyncIterator[GraphClient]:
+    client = GraphClient.connect(settings.neo4j_uri, settings.neo4j_user,
+                                 settings.neo4j_password.get_secret_value(),
+                                 settings.neo4j_database)
+    await migrate_graph(client)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, graph: GraphClient) -> AsyncIterator[FastAPI]:
+    """One app for the session, its lifespan running (bucket created, clients open)."""
+    from main import create_app
+
+    application = create_app(settings, background=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"X-API-Key": ADMIN_KEY}
+
+
+@pytest.fixture
+async def pg(test_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw asyncpg connection to the test database, for assertions."""
+    conn = await asyncpg.connect(_asyncpg_dsn(test_database_url))
+    yield conn
+    await conn.close()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
