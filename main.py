@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import health
-from api.background import PROCESS_LOOPS, SHUTDOWN_HOOKS, BackgroundLoops
+from api.auth.service import flush_key_usage
+from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
 from api.errors import install_error_handlers
 from api.migrate import migrate_all
@@ -23,6 +24,13 @@ from api.router import v1_router
 from api.settings import Settings, get_settings
 
 log = structlog.get_logger("main")
+
+# Loops every API process runs: (name, job, interval in seconds).
+PROCESS_LOOPS: list[tuple[str, Job, float]] = [
+    ("key_usage_flush", flush_key_usage, 30.0),
+]
+# Run once at shutdown, after the loops stop (final flushes).
+SHUTDOWN_HOOKS: list[Job] = [flush_key_usage]
 
 DESCRIPTION = """
 The system of record behind a mesh of autonomous perching drones.

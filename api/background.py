@@ -47,9 +47,3 @@ class BackgroundLoops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks.clear()
-
-
-# Hooks other modules register at import time: (name, job, interval seconds).
-PROCESS_LOOPS: list[tuple[str, Job, float]] = []
-# Jobs run once at the end of startup and at shutdown (e.g. final flushes).
-SHUTDOWN_HOOKS: list[Job] = []

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -187,3 +188,47 @@ async def pg(test_database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+@dataclass
+class Tenant:
+    id: str
+    name: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+
+@pytest.fixture
+async def make_tenant(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], graph: GraphClient
+) -> AsyncIterator[Any]:
+    """Factory for fresh tenants (via the admin API); their graph data is removed after."""
+    created: list[Tenant] = []
+
+    async def factory(name: str = "tenant") -> Tenant:
+        response = await client.post("/api/v1/auth/customers", json={"name": name},
+                                     headers=admin_headers)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        tenant = Tenant(id=body["id"], name=name, key=body["api_key"])
+        created.append(tenant)
+        return tenant
+
+    yield factory
+    if created:
+        await graph.write("test.clear_tenants",
+                          "MATCH (n) WHERE n.customer_id IN $ids DETACH DELETE n",
+                          {"ids": [t.id for t in created]})
+
+
+@pytest.fixture
+async def tenant(make_tenant: Any) -> Tenant:
+    return await make_tenant("alpha")
+
+
+@pytest.fixture
+async def other_tenant(make_tenant: Any) -> Tenant:
+    return await make_tenant("beta")
