@@ -36,9 +36,10 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, server_default=sa.func.now(), nullable=False),
         sa.Column("completed_at", TS),
         sa.UniqueConstraint("object_key", name="uq_blobs_object_key"),
-        sa.CheckConstraint("state IN ('pending', 'available')", name="ck_blobs_state"),
-        sa.CheckConstraint("declared_size >= 0", name="ck_blobs_declared_size"),
-        sa.CheckConstraint("(owner_type IS NULL) = (owner_id IS NULL)", name="ck_blobs_owner"),
+        # Names are completed by the naming convention: ck_blobs_<name>.
+        sa.CheckConstraint("state IN ('pending', 'available')", name="state"),
+        sa.CheckConstraint("declared_size >= 0", name="declared_size"),
+        sa.CheckConstraint("(owner_type IS NULL) = (owner_id IS NULL)", name="owner"),
     )
     op.create_index("ix_blobs_customer_created", "blobs", ["customer_id", "created_at", "id"])
     op.create_index("ix_blobs_customer_owner", "blobs", ["customer_id", "owner_id"],
