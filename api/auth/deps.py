@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 
 from api.auth.principal import Permission, Principal
 from api.auth.service import KeyUsage, authenticate
-from api.deps import SessionDep
-from api.errors import Forbidden, Unauthorized
+from api.errors import DependencyUnavailable, Forbidden, Unauthorized
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False,
@@ -28,12 +29,19 @@ def key_usage(request: Request) -> KeyUsage:
 
 async def current_principal(
     request: Request,
-    session: SessionDep,
     presented: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
     if not presented:
         raise Unauthorized("missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
-    principal = await authenticate(session, request.app.state.settings, presented)
+    # A short session of its own: the connection goes back to the pool before
+    # the endpoint runs, instead of being held for the whole request.
+    resources = request.app.state.resources
+    try:
+        async with resources.sessions() as session:
+            principal = await authenticate(session, request.app.state.settings, presented)
+    except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
+        raise DependencyUnavailable("postgres is unavailable",
+                                    details={"dependency": "postgres"}) from exc
     if principal.key_uuid is not None:
         key_usage(request).touch(principal.key_uuid)
     structlog.contextvars.bind_contextvars(

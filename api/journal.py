@@ -1,0 +1,286 @@
+"""The one write path: Postgres journal first, Neo4j second (DESIGN.md §3–4).
+
+1. `record` (inside the caller's Postgres transaction): allocate the tenant's
+   next versions from its counter row (`UPDATE … RETURNING` serialises writers
+   of one tenant, so versions become visible in order), write one journal row
+   per change as `pending`, and upsert the entity's latest state.
+2. After commit, `apply_pending` takes a per-tenant advisory lock, applies
+   *every* pending row of the tenant in version order to Neo4j in one write
+   transaction (idempotent, version-guarded), and marks them `applied`.
+3. `reconcile_all` does step 2 for every tenant with pending rows (startup,
+   timer, `overwatch reconcile`). If Neo4j is down, rows stay `pending` and the
+   frontier stops before the first of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.entities import EntityType
+from api.resources import Resources
+from graph.projection import GraphChange, apply_changes, stored_versions
+from relational.database import unit_of_work
+
+log = structlog.get_logger("api.journal")
+
+APPLY_BATCH = 5000
+
+JOURNAL_APPLIED = Counter("overwatch_journal_applied_total",
+                          "Journal rows applied to Neo4j.")
+JOURNAL_APPLY_FAILURES = Counter("overwatch_journal_apply_failures_total",
+                                 "Attempts to apply pending journal rows that failed.")
+JOURNAL_PENDING = Gauge("overwatch_journal_pending_rows",
+                        "Journal rows not yet applied to Neo4j (sampled by the reconciler).")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One accepted change of one entity. `data` is the complete state (upsert)
+    or the last known state (delete, so cascades and edge lookups work)."""
+
+    entity_type: EntityType
+    entity_id: uuid.UUID
+    op: str
+    data: dict[str, Any] | None
+    merged_into: uuid.UUID | None = None
+    mutation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who made the changes: a workstation (sync) or an API key (REST)."""
+
+    updated_by: str
+    workstation_id: uuid.UUID | None = None
+
+
+@dataclass
+class Recorded:
+    versions: list[int] = field(default_factory=list)
+    applied: bool = False
+
+    @property
+    def last_version(self) -> int:
+        return self.versions[-1] if self.versions else 0
+
+
+_ALLOCATE = text(
+    "UPDATE customer_versions SET version = version + :n WHERE customer_id = :customer_id "
+    "RETURNING version"
+)
+_INSERT_JOURNAL = text(
+    "INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload, "
+    "workstation_id, mutation_id, state) VALUES (:customer_id, :version, :entity_type, "
+    ":entity_id, :op, CAST(:payload AS jsonb), :workstation_id, :mutation_id, 'pending')"
+)
+_UPSERT_ENTITY = text(
+    "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload, "
+    "merged_into, updated_by, updated_at) VALUES (:customer_id, :entity_type, :entity_id, "
+    ":version, :deleted, CAST(:payload AS jsonb), :merged_into, :updated_by, now()) "
+    "ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET "
+    "version = excluded.version, deleted = excluded.deleted, payload = excluded.payload, "
+    "merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now() "
+    "WHERE sync_entities.version < excluded.version"
+)
+
+
+def _json(value: Any) -> str | None:
+    import json
+
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequence[Change],
+                 origin: Origin) -> list[int]:
+    """Journal `changes` as pending, in order; return their versions.
+
+    Runs in the caller's transaction and holds the tenant's counter row lock
+    until it commits: keep the transaction short.
+    """
+    if not changes:
+        return []
+    last = (await session.execute(_ALLOCATE, {"n": len(changes),
+                                              "customer_id": customer_id})).scalar_one_or_none()
+    if last is None:
+        raise LookupError(f"customer {customer_id} has no version counter")
+    first = last - len(changes) + 1
+    versions = list(range(first, last + 1))
+    journal_rows = []
+    latest: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
+    for version, change in zip(versions, changes, strict=True):
+        payload = dict(change.data or {})
+        if change.merged_into is not None:
+            payload["merged_into"] = str(change.merged_into)
+        journal_rows.append({
+            "customer_id": customer_id, "version": version,
+            "entity_type": change.entity_type.value, "entity_id": change.entity_id,
+            "op": change.op, "payload": _json(payload or None),
+            "workstation_id": origin.workstation_id, "mutation_id": change.mutation_id,
+        })
+        latest[(change.entity_type.value, change.entity_id)] = {
+            "customer_id": customer_id, "entity_type": change.entity_type.value,
+            "entity_id": change.entity_id, "version": version,
+            "deleted": change.op == "delete", "payload": _json(change.data),
+            "merged_into": change.merged_into, "updated_by": origin.updated_by,
+        }
+    await session.execute(_INSERT_JOURNAL, journal_rows)
+    await session.execute(_UPSERT_ENTITY, list(latest.values()))
+    return versions
+
+
+_PENDING = text(
+    "SELECT version, entity_type, entity_id, op, payload FROM sync_journal "
+    "WHERE customer_id = :customer_id AND state = 'pending' ORDER BY version LIMIT :limit"
+)
+_MARK_APPLIED = text(
+    "UPDATE sync_journal SET state = 'applied', applied_at = now() "
+    "WHERE customer_id = :customer_id AND state = 'pending' AND version <= :upto"
+)
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
+
+
+async def apply_pending(resources: Resources, customer_id: uuid.UUID) -> int:
+    """Apply every pending change of a tenant to Neo4j in version order.
+
+    Serialised per tenant by an advisory lock, so two processes never apply a
+    tenant's changes out of order. Raises if Neo4j fails; rows stay pending.
+    """
+    total = 0
+    while True:
+        async with unit_of_work(resources.sessions) as session:
+            await session.execute(_LOCK, {"customer_id": str(customer_id)})
+            rows = (await session.execute(_PENDING, {"customer_id": customer_id,
+                                                     "limit": APPLY_BATCH})).all()
+            if not rows:
+                return total
+            changes = [
+                GraphChange(entity_type=r.entity_type, entity_id=str(r.entity_id), op=r.op,
+                            version=r.version, customer_id=str(customer_id), data=r.payload)
+                for r in rows
+            ]
+            try:
+                await apply_changes(resources.graph, changes)
+            except Exception:
+                JOURNAL_APPLY_FAILURES.inc()
+                raise
+            await session.execute(_MARK_APPLIED, {"customer_id": customer_id,
+                                                  "upto": rows[-1].version})
+        total += len(rows)
+        JOURNAL_APPLIED.inc(len(rows))
+        if len(rows) < APPLY_BATCH:
+            return total
+
+
+async def submit(resources: Resources, customer_id: uuid.UUID, changes: Sequence[Change],
+                 origin: Origin) -> Recorded:
+    """Record changes in their own transaction, then try to apply them now.
+
+    The changes are accepted once the journal commits; if Neo4j is down they
+    stay pending for the reconciler and `applied` is False.
+    """
+    async with unit_of_work(resources.sessions) as session:
+        versions = await record(session, customer_id, changes, origin)
+    result = Recorded(versions=versions)
+    result.applied = await try_apply(resources, customer_id)
+    return result
+
+
+async def try_apply(resources: Resources, customer_id: uuid.UUID) -> bool:
+    try:
+        await apply_pending(resources, customer_id)
+    except Exception as exc:
+        log.warning("journal.apply_deferred", customer_id=str(customer_id),
+                    error=f"{type(exc).__name__}: {exc}"[:300])
+        return False
+    return True
+
+
+_FRONTIER = text(
+    "SELECT COALESCE("
+    " (SELECT min(version) - 1 FROM sync_journal "
+    "  WHERE customer_id = :customer_id AND state = 'pending'),"
+    " (SELECT version FROM customer_versions WHERE customer_id = :customer_id), 0)"
+)
+
+
+async def frontier(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """The highest version V such that every change of the tenant ≤ V is applied.
+
+    One statement, one snapshot: a committed counter value implies its journal
+    rows are committed too (same transaction), so nothing unseen lies below V.
+    """
+    return int((await session.execute(_FRONTIER, {"customer_id": customer_id})).scalar_one())
+
+
+async def reconcile_all(resources: Resources) -> dict[str, int]:
+    """Re-apply pending rows of every tenant, oldest tenants first."""
+    async with resources.sessions() as session:
+        pending = (await session.execute(text(
+            "SELECT customer_id, count(*) AS n FROM sync_journal WHERE state = 'pending' "
+            "GROUP BY customer_id ORDER BY min(created_at)"))).all()
+    JOURNAL_PENDING.set(sum(r.n for r in pending))
+    applied: dict[str, int] = {}
+    for row in pending:
+        try:
+            applied[str(row.customer_id)] = await apply_pending(resources, row.customer_id)
+        except Exception as exc:
+            log.warning("journal.reconcile_failed", customer_id=str(row.customer_id),
+                        error=f"{type(exc).__name__}: {exc}"[:300])
+    if applied:
+        log.info("journal.reconciled", tenants=len(applied), rows=sum(applied.values()))
+    return applied
+
+
+@dataclass
+class Drift:
+    customer_id: str
+    pending: int
+    missing: list[tuple[str, str]] = field(default_factory=list)      # journal has, graph lacks
+    unexpected: list[tuple[str, str]] = field(default_factory=list)   # graph has, journal deleted/never
+    stale: list[tuple[str, str, int, int]] = field(default_factory=list)  # type, id, graph, journal
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.stale)
+
+
+VERIFIED_TYPES = ("venue", "world_node", "world_edge", "operation", "kit", "drone")
+
+
+async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
+    """Compare what Neo4j holds with the latest state the journal implies."""
+    async with resources.sessions() as session:
+        expected_rows = (await session.execute(text(
+            "SELECT entity_type, entity_id, version FROM sync_entities "
+            "WHERE customer_id = :customer_id AND NOT deleted"), {"customer_id": customer_id})).all()
+        pending = int((await session.execute(text(
+            "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "
+            "AND state = 'pending'"), {"customer_id": customer_id})).scalar_one())
+    expected = {(r.entity_type, str(r.entity_id)): int(r.version) for r in expected_rows}
+    stored = await stored_versions(resources.graph, str(customer_id), VERIFIED_TYPES)
+    drift = Drift(customer_id=str(customer_id), pending=pending)
+    for key, version in expected.items():
+        if key not in stored:
+            drift.missing.append(key)
+        elif stored[key] != version:
+            drift.stale.append((key[0], key[1], stored[key], version))
+    drift.unexpected = [key for key in stored if key not in expected]
+    return drift
+
+
+async def tenants(resources: Resources) -> list[uuid.UUID]:
+    async with resources.sessions() as session:
+        return list((await session.execute(text("SELECT id FROM customers ORDER BY id"))).scalars())
+
+
+async def reconcile_job(resources: Resources) -> object:
+    """The background loop's job (every RECONCILE_INTERVAL_SECONDS, and at startup)."""
+    return await reconcile_all(resources)

@@ -1,0 +1,259 @@
+"""Turning requested changes into validated journal `Change`s.
+
+Used by the REST endpoints and by sync push alike, so both obey one set of
+rules. Current state comes from `sync_entities` (the journal's latest state
+per entity), overlaid with the earlier changes of the same batch, so a batch
+may create a venue and its nodes together.
+
+Rules (documented in docs/graph-model.md):
+- ids are UUIDs unique across tenants; another tenant's id is reported as
+  `id_in_use` without saying whose it is;
+- a world node's venue and an edge's venue, type and endpoints are fixed at
+  creation (supersede an edge instead of re-pointing it);
+- an edge connects two live nodes of its own venue; kinds and types come from
+  the ontology allowlist;
+- deleting a venue deletes its world nodes and edges (each gets a tombstone)
+  and keeps its operations as history; deleting a node deletes its edges.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.entities import (
+    EntityType,
+    OperationData,
+    WorldEdgeData,
+    WorldNodeData,
+    canonical,
+    parse_data,
+)
+from api.journal import Change
+from api.settings import Settings
+
+
+class ChangeRejected(Exception):
+    """One change cannot be accepted; `code` is stable, `details` lists fields."""
+
+    def __init__(self, code: str, message: str, details: Any = None,
+                 status_code: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.status_code = status_code
+
+
+@dataclass
+class EntityState:
+    entity_type: str
+    customer_id: uuid.UUID
+    version: int
+    deleted: bool
+    data: dict[str, Any] | None
+
+
+def field_errors(exc: ValidationError, prefix: tuple[str, ...] = ("data",)) -> list[dict[str, Any]]:
+    return [{"loc": [*prefix, *[str(p) for p in err["loc"]]], "msg": err["msg"],
+             "type": err["type"]} for err in exc.errors()]
+
+
+_FETCH = text(
+    "SELECT entity_id, entity_type, customer_id, version, deleted, payload "
+    "FROM sync_entities WHERE entity_id = ANY(:ids)"
+)
+_BY_VENUE = text(
+    "SELECT entity_id, entity_type, customer_id, version, deleted, payload FROM sync_entities "
+    "WHERE customer_id = :customer_id AND entity_type = ANY(:types) AND NOT deleted "
+    "AND payload->>'venue_id' = :venue_id ORDER BY entity_type, version"
+)
+_EDGES_OF_NODE = text(
+    "SELECT entity_id, entity_type, customer_id, version, deleted, payload FROM sync_entities "
+    "WHERE customer_id = :customer_id AND entity_type = 'world_edge' AND NOT deleted "
+    "AND (payload->>'from_id' = :node_id OR payload->>'to_id' = :node_id) ORDER BY version"
+)
+
+
+class ChangeSet:
+    """Validates changes of one tenant in order and collects the journal rows."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, customer_id: uuid.UUID) -> None:
+        self.session = session
+        self.customer_id = customer_id
+        self.kinds = frozenset(settings.ontology_node_kinds)
+        self.edge_types = frozenset(settings.ontology_edge_types)
+        self.changes: list[Change] = []
+        self._known: dict[uuid.UUID, EntityState | None] = {}
+
+    # ------------------------------------------------------------ state
+    async def prefetch(self, ids: list[uuid.UUID]) -> None:
+        """Load the current state of many ids in one query (optional speed-up)."""
+        missing = [i for i in set(ids) if i not in self._known]
+        if not missing:
+            return
+        for i in missing:
+            self._known[i] = None
+        rows = (await self.session.execute(_FETCH, {"ids": missing})).all()
+        for r in rows:
+            self._known[r.entity_id] = EntityState(r.entity_type, r.customer_id, r.version,
+                                                   r.deleted, r.payload)
+
+    async def state(self, entity_id: uuid.UUID) -> EntityState | None:
+        if entity_id not in self._known:
+            await self.prefetch([entity_id])
+        return self._known[entity_id]
+
+    async def own(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
+        """The tenant's entity of that type, deleted or not; None if it never existed.
+
+        Raises `id_in_use` if the id belongs to another tenant or another type.
+        """
+        found = await self.state(entity_id)
+        if found is None:
+            return None
+        if found.customer_id != self.customer_id or found.entity_type != entity_type.value:
+            raise ChangeRejected("id_in_use", f"id {entity_id} is already in use",
+                                 [{"loc": ["id"], "msg": "id already in use"}], 409)
+        return found
+
+    async def mine(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
+        """The tenant's entity of that type, or None (also for other tenants' ids)."""
+        found = await self.state(entity_id)
+        if (found is None or found.customer_id != self.customer_id
+                or found.entity_type != entity_type.value):
+            return None
+        return found
+
+    async def live(self, entity_id: uuid.UUID, entity_type: EntityType,
+                   loc: list[str]) -> EntityState:
+        found = await self.state(entity_id)
+        if (found is None or found.deleted or found.customer_id != self.customer_id
+                or found.entity_type != entity_type.value):
+            raise ChangeRejected(
+                "unknown_reference", f"{entity_type.value} {entity_id} does not exist",
+                [{"loc": loc, "msg": f"no such {entity_type.value}"}])
+        return found
+
+    def _remember(self, change: Change, version_hint: int = 0) -> None:
+        self.changes.append(change)
+        self._known[change.entity_id] = EntityState(
+            change.entity_type.value, self.customer_id, version_hint,
+            change.op == "delete", change.data)
+
+    # ----------------------------------------------------------- upsert
+    async def upsert(self, entity_type: EntityType, entity_id: uuid.UUID,
+                     data: dict[str, Any], *, mutation_id: int | None = None) -> dict[str, Any]:
+        """Validate a complete new state; returns its canonical form."""
+        try:
+            model = parse_data(entity_type, data)
+        except ValidationError as exc:
+            raise ChangeRejected("invalid_data", "data did not validate",
+                                 field_errors(exc)) from exc
+        existing = await self.own(entity_id, entity_type)
+        previous = existing.data if existing and not existing.deleted else None
+        if isinstance(model, WorldNodeData):
+            await self._check_node(model, previous)
+        elif isinstance(model, WorldEdgeData):
+            await self._check_edge(entity_id, model, previous)
+        elif isinstance(model, OperationData):
+            await self._check_operation(model, previous)
+        payload = canonical(model)
+        self._remember(Change(entity_type, entity_id, "upsert", payload,
+                              mutation_id=mutation_id))
+        return payload
+
+    async def _check_node(self, model: WorldNodeData, previous: dict[str, Any] | None) -> None:
+        if model.kind not in self.kinds:
+            raise ChangeRejected("unknown_kind", f"kind {model.kind[:40]!r} is not in the ontology",
+                                 [{"loc": ["data", "kind"], "msg": "not an allowed kind"}])
+        if previous is not None and previous.get("venue_id") != str(model.venue_id):
+            raise ChangeRejected("immutable_field", "a world node cannot move to another venue",
+                                 [{"loc": ["data", "venue_id"], "msg": "fixed at creation"}])
+        await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+
+    async def _check_edge(self, edge_id: uuid.UUID, model: WorldEdgeData,
+                          previous: dict[str, Any] | None) -> None:
+        if model.type not in self.edge_types:
+            raise ChangeRejected("unknown_type", f"edge type {model.type[:40]!r} is not in the "
+                                 "ontology", [{"loc": ["data", "type"], "msg": "not allowed"}])
+        if previous is not None:
+            for name in ("venue_id", "type", "from_id", "to_id"):
+                if str(previous.get(name)) != str(getattr(model, name)):
+                    raise ChangeRejected(
+                        "immutable_field", f"an edge's {name} is fixed at creation; "
+                        "supersede the edge instead",
+                        [{"loc": ["data", name], "msg": "fixed at creation"}])
+        await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+        for name in ("from_id", "to_id"):
+            node = await self.live(getattr(model, name), EntityType.world_node, ["data", name])
+            if (node.data or {}).get("venue_id") != str(model.venue_id):
+                raise ChangeRejected("cross_venue_edge",
+                                     f"{name} belongs to another venue than the edge",
+                                     [{"loc": ["data", name], "msg": "node of another venue"}])
+
+    async def _check_operation(self, model: OperationData,
+                               previous: dict[str, Any] | None) -> None:
+        if previous is None or previous.get("venue_id") != str(model.venue_id):
+            await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+        if model.kit_id is not None:
+            await self.live(model.kit_id, EntityType.kit, ["data", "kit_id"])
+        for index, drone_id in enumerate(model.drone_ids):
+            await self.live(drone_id, EntityType.drone, ["data", "drone_ids", str(index)])
+
+    # ----------------------------------------------------------- delete
+    async def delete(self, entity_type: EntityType, entity_id: uuid.UUID, *,
+                     mutation_id: int | None = None,
+                     merged_into: uuid.UUID | None = None) -> list[Change]:
+        """Delete a live entity and what it owns; returns the changes added."""
+        found = await self.mine(entity_id, entity_type)
+        if found is None or found.deleted:
+            raise ChangeRejected("not_found", f"{entity_type.value} {entity_id} does not exist",
+                                 status_code=404)
+        start = len(self.changes)
+        if entity_type is EntityType.venue:
+            await self._cascade_venue(entity_id)
+        elif entity_type is EntityType.world_node:
+            await self._cascade_node(entity_id)
+        self._remember(Change(entity_type, entity_id, "delete", found.data,
+                              merged_into=merged_into, mutation_id=mutation_id))
+        return self.changes[start:]
+
+    def _tombstone(self, entity_type: EntityType, entity_id: uuid.UUID,
+                   data: dict[str, Any] | None) -> None:
+        known = self._known.get(entity_id)
+        if known is not None and known.deleted:
+            return  # already deleted earlier in this batch
+        self._remember(Change(entity_type, entity_id, "delete", data))
+
+    def _batch_upserts(self, types: tuple[EntityType, ...]) -> list[Change]:
+        """Entities created or updated earlier in this batch and still live."""
+        last: dict[uuid.UUID, Change] = {c.entity_id: c for c in self.changes}
+        return [c for c in last.values() if c.entity_type in types and c.op == "upsert"]
+
+    async def _cascade_node(self, node_id: uuid.UUID) -> None:
+        rows = (await self.session.execute(_EDGES_OF_NODE, {
+            "customer_id": self.customer_id, "node_id": str(node_id)})).all()
+        for row in rows:
+            self._tombstone(EntityType.world_edge, row.entity_id, row.payload)
+        for change in self._batch_upserts((EntityType.world_edge,)):
+            data = change.data or {}
+            if str(node_id) in (data.get("from_id"), data.get("to_id")):
+                self._tombstone(change.entity_type, change.entity_id, data)
+
+    async def _cascade_venue(self, venue_id: uuid.UUID) -> None:
+        rows = (await self.session.execute(_BY_VENUE, {
+            "customer_id": self.customer_id, "venue_id": str(venue_id),
+            "types": ["world_edge", "world_node"]})).all()
+        # The query orders edges before nodes, so no edge outlives its endpoints.
+        for row in rows:
+            self._tombstone(EntityType(row.entity_type), row.entity_id, row.payload)
+        batch = self._batch_upserts((EntityType.world_edge, EntityType.world_node))
+        for change in sorted(batch, key=lambda c: c.entity_type is not EntityType.world_edge):
+            if (change.data or {}).get("venue_id") == str(venue_id):
+                self._tombstone(change.entity_type, change.entity_id, change.data)

@@ -1,0 +1,283 @@
+"""Applying journal changes to Neo4j, and reading back what Neo4j holds.
+
+Each statement is a named constant run with `UNWIND $rows` (one round trip per
+run of same-typed changes, all in one write transaction). Every write is
+version-guarded: properties change only where the stored version is lower, so
+applying a change twice is a no-op. Kinds and relationship types arrive as
+parameters and are used through Cypher's dynamic `$(...)` labels; they were
+checked against the ontology allowlist before they were journaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any, LiteralString
+
+from neo4j import AsyncManagedTransaction
+
+from graph.driver import GraphClient
+
+USER_PROPERTY_PREFIX = "p_"
+
+VENUE_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MERGE (v:Venue {id: row.id})
+  ON CREATE SET v.customer_id = row.customer_id, v.version = -1
+WITH v, row WHERE v.customer_id = row.customer_id AND v.version < row.version
+WITH v, row, v.embedding AS embedding, v.embedding_hash AS embedding_hash
+SET v = row.props
+SET v.embedding = embedding, v.embedding_hash = embedding_hash,
+    v.location = CASE WHEN row.lat IS NULL THEN null
+                      ELSE point({latitude: row.lat, longitude: row.lon}) END
+"""
+
+WORLD_NODE_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MATCH (venue:Venue {id: row.venue_id}) WHERE venue.customer_id = row.customer_id
+MERGE (n:WorldNode {id: row.id})
+  ON CREATE SET n.customer_id = row.customer_id, n.version = -1
+WITH n, row, venue WHERE n.customer_id = row.customer_id AND n.version < row.version
+WITH n, row, venue, n.embedding AS embedding, n.embedding_hash AS embedding_hash,
+     [label IN labels(n) WHERE label <> 'WorldNode'] AS old_labels
+REMOVE n:$(old_labels)
+SET n = row.props
+SET n:$(row.kind)
+SET n.embedding = embedding, n.embedding_hash = embedding_hash
+WITH n, venue
+CALL (n, venue) {
+  MATCH (n)-[old:IN_VENUE]->(other) WHERE other <> venue DELETE old
+}
+MERGE (n)-[:IN_VENUE]->(venue)
+"""
+
+WORLD_EDGE_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MATCH (a:WorldNode {id: row.from_id}) WHERE a.customer_id = row.customer_id
+MATCH (b:WorldNode {id: row.to_id}) WHERE b.customer_id = row.customer_id
+MERGE (a)-[r:$(row.type) {id: row.id}]->(b)
+  ON CREATE SET r.customer_id = row.customer_id, r.version = -1
+WITH r, row WHERE r.customer_id = row.customer_id AND r.version < row.version
+SET r = row.props
+"""
+
+OPERATION_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MERGE (o:Operation {id: row.id})
+  ON CREATE SET o.customer_id = row.customer_id, o.version = -1
+WITH o, row WHERE o.customer_id = row.customer_id AND o.version < row.version
+SET o = row.props
+WITH o, row
+CALL (o) { MATCH (o)-[old:AT|USED|WITH_KIT]->() DELETE old }
+CALL (o, row) {
+  MATCH (v:Venue {id: row.venue_id}) WHERE v.customer_id = row.customer_id
+  MERGE (o)-[:AT]->(v)
+}
+CALL (o, row) {
+  MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+  MERGE (o)-[:WITH_KIT]->(k)
+}
+CALL (o, row) {
+  UNWIND row.drone_ids AS drone_id
+  MATCH (d:Drone {id: drone_id}) WHERE d.customer_id = row.customer_id
+  MERGE (o)-[:USED]->(d)
+}
+"""
+
+KIT_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MERGE (k:Kit {id: row.id})
+  ON CREATE SET k.customer_id = row.customer_id, k.version = -1
+WITH k, row WHERE k.customer_id = row.customer_id AND k.version < row.version
+SET k = row.props
+"""
+
+DRONE_UPSERT: LiteralString = """
+UNWIND $rows AS row
+MERGE (d:Drone {id: row.id})
+  ON CREATE SET d.customer_id = row.customer_id, d.version = -1
+WITH d, row WHERE d.customer_id = row.customer_id AND d.version < row.version
+SET d = row.props
+WITH d, row
+CALL (d) { MATCH (d)-[old:IN_KIT]->() DELETE old }
+CALL (d, row) {
+  MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+  MERGE (d)-[:IN_KIT]->(k)
+}
+"""
+
+# Deletes: a node goes with its relationships; edges by their id, found from
+# their start node (edge endpoints never change, see api/entities.py).
+VENUE_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (n:Venue {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+DETACH DELETE n
+"""
+WORLD_NODE_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (n:WorldNode {id: row.id})
+WHERE n.customer_id = row.customer_id AND n.version < row.version
+DETACH DELETE n
+"""
+OPERATION_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (n:Operation {id: row.id})
+WHERE n.customer_id = row.customer_id AND n.version < row.version
+DETACH DELETE n
+"""
+KIT_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (n:Kit {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+DETACH DELETE n
+"""
+DRONE_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (n:Drone {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+DETACH DELETE n
+"""
+WORLD_EDGE_DELETE: LiteralString = """
+UNWIND $rows AS row
+MATCH (a:WorldNode {id: row.from_id})-[r {id: row.id}]->()
+WHERE r.customer_id = row.customer_id AND r.version < row.version
+DELETE r
+"""
+
+STATEMENTS: dict[tuple[str, str], LiteralString] = {
+    ("venue", "upsert"): VENUE_UPSERT,
+    ("world_node", "upsert"): WORLD_NODE_UPSERT,
+    ("world_edge", "upsert"): WORLD_EDGE_UPSERT,
+    ("operation", "upsert"): OPERATION_UPSERT,
+    ("kit", "upsert"): KIT_UPSERT,
+    ("drone", "upsert"): DRONE_UPSERT,
+    ("venue", "delete"): VENUE_DELETE,
+    ("world_node", "delete"): WORLD_NODE_DELETE,
+    ("world_edge", "delete"): WORLD_EDGE_DELETE,
+    ("operation", "delete"): OPERATION_DELETE,
+    ("kit", "delete"): KIT_DELETE,
+    ("drone", "delete"): DRONE_DELETE,
+}
+
+
+@dataclass(frozen=True)
+class GraphChange:
+    """One journal row, in the neutral form this module needs."""
+
+    entity_type: str
+    entity_id: str
+    op: str
+    version: int
+    customer_id: str
+    data: dict[str, Any] | None  # complete state for upserts; key fields for deletes
+
+
+def _datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _user_properties(data: dict[str, Any]) -> dict[str, Any]:
+    return {USER_PROPERTY_PREFIX + k: v for k, v in (data.get("properties") or {}).items()}
+
+
+def _base(change: GraphChange) -> dict[str, Any]:
+    return {"id": change.entity_id, "customer_id": change.customer_id,
+            "version": change.version}
+
+
+def to_row(change: GraphChange) -> dict[str, Any]:
+    """The `row` a statement above expects for this change."""
+    row: dict[str, Any] = {"id": change.entity_id, "customer_id": change.customer_id,
+                           "version": change.version}
+    data = change.data or {}
+    if change.op == "delete":
+        if change.entity_type == "world_edge":
+            row["from_id"] = data.get("from_id")
+        return row
+    props = _base(change) | _user_properties(data)
+    kind = change.entity_type
+    if kind == "venue":
+        location = data.get("location") or {}
+        props |= {k: data.get(k) for k in ("name", "address", "description")}
+        props["tags"] = list(data.get("tags") or [])
+        row |= {"lat": location.get("latitude"), "lon": location.get("longitude")}
+    elif kind == "world_node":
+        position = data.get("position") or {}
+        props |= {k: data.get(k) for k in ("venue_id", "kind", "name", "description")}
+        props |= {"x": position.get("x"), "y": position.get("y"), "z": position.get("z")}
+        row |= {"venue_id": data["venue_id"], "kind": data["kind"]}
+    elif kind == "world_edge":
+        provenance = data.get("provenance") or {}
+        props |= {k: data.get(k) for k in ("venue_id", "type", "from_id", "to_id", "confidence",
+                                           "supersedes")}
+        props |= {"valid_from": _datetime(data.get("valid_from")),
+                  "valid_to": _datetime(data.get("valid_to"))}
+        props |= {f"provenance_{k}": provenance.get(k)
+                  for k in ("workstation_id", "drone_id", "operation_id")}
+        row |= {"from_id": data["from_id"], "to_id": data["to_id"], "type": data["type"]}
+    elif kind == "operation":
+        props |= {k: data.get(k) for k in ("venue_id", "status", "name", "kind", "kit_id",
+                                           "summary")}
+        props |= {"started_at": _datetime(data.get("started_at")),
+                  "ended_at": _datetime(data.get("ended_at")),
+                  "drone_ids": list(data.get("drone_ids") or [])}
+        row |= {"venue_id": data["venue_id"], "kit_id": data.get("kit_id"),
+                "drone_ids": list(data.get("drone_ids") or [])}
+    elif kind == "kit":
+        props |= {"serial": data.get("serial"), "name": data.get("name")}
+    elif kind == "drone":
+        props |= {"serial": data.get("serial"), "kit_id": data.get("kit_id"),
+                  "model": data.get("model")}
+        row["kit_id"] = data.get("kit_id")
+    else:
+        raise ValueError(f"unknown entity type {kind!r}")
+    row["props"] = {k: v for k, v in props.items() if v is not None}
+    return row
+
+
+async def apply_changes(graph: GraphClient, changes: Sequence[GraphChange]) -> None:
+    """Apply changes, in the order given (version order), in one write transaction."""
+    if not changes:
+        return
+    runs = [(key, [to_row(c) for c in group])
+            for key, group in groupby(changes, key=lambda c: (c.entity_type, c.op))]
+
+    async def work(tx: AsyncManagedTransaction) -> None:
+        for key, rows in runs:
+            result = await tx.run(STATEMENTS[key], {"rows": rows})
+            await result.consume()
+
+    await graph.write_tx("journal.apply", work)
+
+
+NODE_VERSIONS: dict[str, LiteralString] = {
+    "venue": "MATCH (n:Venue) WHERE n.customer_id = $customer_id AND n.version >= 0 "
+             "RETURN n.id AS id, n.version AS version",
+    "world_node": "MATCH (n:WorldNode) WHERE n.customer_id = $customer_id AND n.version >= 0 "
+                  "RETURN n.id AS id, n.version AS version",
+    "operation": "MATCH (n:Operation) WHERE n.customer_id = $customer_id AND n.version >= 0 "
+                 "RETURN n.id AS id, n.version AS version",
+    "kit": "MATCH (n:Kit) WHERE n.customer_id = $customer_id AND n.version >= 0 "
+           "RETURN n.id AS id, n.version AS version",
+    "drone": "MATCH (n:Drone) WHERE n.customer_id = $customer_id AND n.version >= 0 "
+             "RETURN n.id AS id, n.version AS version",
+}
+EDGE_VERSIONS: LiteralString = """
+MATCH (a:WorldNode)-[r]->(:WorldNode)
+WHERE a.customer_id = $customer_id AND a.version >= 0 AND r.id IS NOT NULL
+RETURN r.id AS id, r.version AS version
+"""
+
+
+async def stored_versions(graph: GraphClient, customer_id: str,
+                          types: Iterable[str]) -> dict[tuple[str, str], int]:
+    """`(entity type, id) -> version` of everything Neo4j holds for one tenant."""
+    found: dict[tuple[str, str], int] = {}
+    for entity_type in types:
+        query = EDGE_VERSIONS if entity_type == "world_edge" else NODE_VERSIONS[entity_type]
+        for row in await graph.read(f"verify.{entity_type}", query,
+                                    {"customer_id": customer_id}):
+            found[(entity_type, row["id"])] = int(row["version"])
+    return found
