@@ -1,0 +1,1 @@
+"""Blobs: presigned uploads/downloads in S3-compatible storage, tracked in Postgres."""

@@ -1,0 +1,314 @@
+"""Blobs: presigned uploads and downloads, confirmed against the store, linked to the graph.
+
+Bytes never pass through the API (except to check a declared SHA-256 the store
+cannot vouch for, see `complete_upload`). The API signs a POST form for one
+object key under the tenant's prefix, the client uploads to the store, then
+calls `complete`: a HEAD confirms size, type and checksum before the record
+becomes `available` and downloadable. boto3 is blocking, so every store call
+runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.blobs import repository
+from api.blobs.schemas import BlobOut, DownloadTicket, PresignedPost, UploadRequest, UploadTicket
+from api.errors import Conflict, DependencyUnavailable, Invalid, NotFound
+from api.resources import Resources
+from relational.models import Blob
+
+log = structlog.get_logger("api.blobs")
+
+T = TypeVar("T")
+MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def object_key(customer_id: uuid.UUID, blob_id: uuid.UUID) -> str:
+    """Where a blob lives: every object of a tenant is under `customers/<customer_id>/`."""
+    return f"customers/{customer_id}/blobs/{blob_id}"
+
+
+async def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one blocking boto3 call in a thread; an unreachable store becomes a 503."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except BotoCoreError as exc:
+        raise DependencyUnavailable("the blob store is unavailable",
+                                    details={"dependency": "s3"}) from exc
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500:
+            raise DependencyUnavailable("the blob store is unavailable",
+                                        details={"dependency": "s3"}) from exc
+        raise
+
+
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        head: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
+            return None
+        raise
+    return head
+
+
+def _sha256_of(s3: Any, bucket: str, key: str, etag: str) -> str | None:
+    """Hash the object as stored; None if it was replaced since the HEAD (ETag changed)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412",
+                                                         *MISSING_OBJECT_CODES}:
+            return None
+        raise
+    digest = hashlib.sha256()
+    try:
+        for chunk in body.iter_chunks(chunk_size=HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    finally:
+        body.close()
+    return digest.hexdigest()
+
+
+def _stored_sha256(head: dict[str, Any]) -> str | None:
+    """The store's own full-object SHA-256 (hex), when it kept one for this upload."""
+    value = head.get("ChecksumSHA256")
+    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None  # none, or a composite checksum of multipart parts
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _presign_post(resources: Resources, blob: Blob) -> dict[str, Any]:
+    settings = resources.settings
+    # The store checks the policy: exactly this key, this content type and
+    # this size (content-length-range), signed by our credentials.
+    post: dict[str, Any] = resources.s3_public.generate_presigned_post(
+        Bucket=settings.blob_bucket,
+        Key=blob.object_key,
+        Fields={"Content-Type": blob.content_type},
+        Conditions=[
+            {"Content-Type": blob.content_type},
+            ["content-length-range", blob.declared_size, blob.declared_size],
+        ],
+        ExpiresIn=settings.blob_presign_expiry_seconds,
+    )
+    return post
+
+
+async def _upload_ticket(resources: Resources, blob: Blob) -> UploadTicket:
+    expiry = resources.settings.blob_presign_expiry_seconds
+    expires_at = datetime.now(UTC) + timedelta(seconds=expiry)  # signed after: never later
+    post = await _store(_presign_post, resources, blob)
+    return UploadTicket(
+        blob_id=blob.id, object_key=blob.object_key,
+        upload=PresignedPost(url=post["url"], fields=post["fields"]),
+        expires_at=expires_at, expires_in=expiry, blob=BlobOut.model_validate(blob),
+    )
+
+
+async def get_blob(session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID, *,
+                   for_update: bool = False) -> Blob:
+    """One of the tenant's blobs; another tenant's id is as unknown as a made-up one (404)."""
+    blob = await repository.get(session, customer_id, blob_id, for_update=for_update)
+    if blob is None:
+        raise NotFound("blob not found")
+    return blob
+
+
+async def create_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
+                        request: UploadRequest) -> UploadTicket:
+    """Check type, size and owner, record a `pending` blob and sign its upload form.
+
+    Nothing is written when a check fails.
+    """
+    allowed = resources.settings.blob_content_types
+    limit = allowed.get(request.content_type)
+    if limit is None:
+        raise Invalid(f"content type {request.content_type!r} is not allowed",
+                      code="content_type_not_allowed",
+                      details={"allowed": sorted(allowed)})
+    if request.size > limit:
+        raise Invalid(f"{request.content_type} blobs may be at most {limit} bytes",
+                      code="blob_too_large",
+                      details={"size": request.size, "max_size": limit})
+    if request.owner_type is not None and request.owner_id is not None and not (
+        await repository.owner_exists(session, customer_id, request.owner_type,
+                                      request.owner_id)
+    ):
+        raise Invalid(f"no {request.owner_type} {request.owner_id} in this tenant",
+                      code="unknown_owner",
+                      details=[{"loc": ["owner_id"], "msg": "no such live entity"}])
+    blob_id = uuid.uuid4()
+    blob = await repository.add(session, Blob(
+        id=blob_id, customer_id=customer_id, object_key=object_key(customer_id, blob_id),
+        content_type=request.content_type, declared_size=request.size, sha256=request.sha256,
+        owner_type=request.owner_type, owner_id=request.owner_id, state="pending",
+    ))
+    log.info("blob.upload_issued", blob_id=str(blob.id), content_type=blob.content_type,
+             size=blob.declared_size)
+    return await _upload_ticket(resources, blob)
+
+
+async def reissue_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
+                         blob_id: uuid.UUID) -> UploadTicket:
+    """A fresh upload form for a blob still `pending` (the first one expired or failed)."""
+    blob = await get_blob(session, customer_id, blob_id)
+    if blob.state != "pending":
+        raise Conflict("this blob is already complete", code="blob_already_complete")
+    return await _upload_ticket(resources, blob)
+
+
+async def _reject(resources: Resources, blob: Blob, code: str, message: str,
+                  details: dict[str, Any]) -> Invalid:
+    """Delete the uploaded object that does not match its record; the record stays pending."""
+    s3 = resources.s3
+    await _store(s3.delete_object, Bucket=resources.settings.blob_bucket, Key=blob.object_key)
+    log.warning("blob.upload_rejected", blob_id=str(blob.id), reason=code)
+    return Invalid(f"{message}; the upload was deleted, upload again", code=code,
+                   details=details)
+
+
+async def complete_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
+                          blob_id: uuid.UUID) -> Blob:
+    """Confirm the uploaded object and make the blob `available` (idempotent).
+
+    A HEAD must show exactly the declared size and content type. A declared
+    SHA-256 is compared with the store's own full-object checksum when it has
+    one, otherwise the object is read once and hashed here. An object that
+    does not match is deleted and the call answers 422; nothing uploaded yet
+    answers 409. The row is locked, so a concurrent delete or completion waits.
+    """
+    blob = await get_blob(session, customer_id, blob_id, for_update=True)
+    if blob.state == "available":
+        return blob
+    bucket = resources.settings.blob_bucket
+    head = await _store(_head, resources.s3, bucket, blob.object_key)
+    if head is None:
+        raise Conflict("nothing has been uploaded for this blob yet",
+                       code="blob_not_uploaded")
+    actual_size = int(head["ContentLength"])
+    if actual_size != blob.declared_size:
+        raise await _reject(resources, blob, "size_mismatch",
+                            f"uploaded {actual_size} bytes, declared {blob.declared_size}",
+                            {"declared_size": blob.declared_size, "actual_size": actual_size})
+    stored_type = str(head.get("ContentType", "")).strip().lower()
+    if stored_type != blob.content_type:
+        raise await _reject(resources, blob, "content_type_mismatch",
+                            f"uploaded as {stored_type!r}, declared {blob.content_type!r}",
+                            {"declared": blob.content_type, "actual": stored_type})
+    if blob.sha256 is not None:
+        found = _stored_sha256(head) or await _store(
+            _sha256_of, resources.s3, bucket, blob.object_key, head["ETag"])
+        if found is None:
+            raise Conflict("the object changed while it was checked; complete again",
+                           code="blob_changed")
+        if found != blob.sha256:
+            raise await _reject(resources, blob, "checksum_mismatch",
+                                "the content does not match the declared sha256",
+                                {"declared": blob.sha256, "actual": found})
+    now = datetime.now(UTC)
+    blob.state = "available"
+    blob.actual_size = actual_size
+    blob.completed_at = now
+    blob.updated_at = now
+    await session.flush()
+    log.info("blob.completed", blob_id=str(blob.id), size=actual_size)
+    return blob
+
+
+async def issue_download(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
+                         blob_id: uuid.UUID) -> DownloadTicket:
+    """A presigned GET for one of the tenant's `available` blobs."""
+    blob = await get_blob(session, customer_id, blob_id)
+    if blob.state != "available":
+        raise Conflict("this blob is not available yet: complete its upload first",
+                       code="blob_not_available")
+    settings = resources.settings
+    expiry = settings.blob_presign_expiry_seconds
+    expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+    url = await _store(resources.s3_public.generate_presigned_url, "get_object",
+                       Params={"Bucket": settings.blob_bucket, "Key": blob.object_key},
+                       ExpiresIn=expiry)
+    return DownloadTicket(blob_id=blob.id, url=url, expires_at=expires_at, expires_in=expiry,
+                          content_type=blob.content_type,
+                          size=blob.actual_size or blob.declared_size)
+
+
+def encode_cursor(blob: Blob) -> str:
+    raw = f"{blob.created_at.isoformat()}|{blob.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, blob_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(blob_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise Invalid("malformed cursor",
+                      details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]) from exc
+
+
+async def list_blobs(
+    session: AsyncSession, customer_id: uuid.UUID, *, limit: int, cursor: str | None = None,
+    owner_type: str | None = None, owner_id: uuid.UUID | None = None, state: str | None = None,
+) -> tuple[Sequence[Blob], str | None]:
+    """A page of the tenant's blobs, newest first, and the cursor of the next page."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = await repository.page(session, customer_id, limit=limit + 1, after=after,
+                                 owner_type=owner_type, owner_id=owner_id, state=state)
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1])
+    return rows, None
+
+
+async def delete_blob(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
+                      blob_id: uuid.UUID) -> None:
+    """Remove the record and the object.
+
+    The row goes first (uncommitted): if the store then fails, the request
+    rolls back and the record still points at its object. Deleting an object
+    that was never uploaded is a no-op for S3.
+    """
+    blob = await get_blob(session, customer_id, blob_id, for_update=True)
+    await repository.remove(session, blob)
+    await _store(resources.s3.delete_object, Bucket=resources.settings.blob_bucket,
+                 Key=blob.object_key)
+    log.info("blob.deleted", blob_id=str(blob.id))
+
+
+async def blob_ids_by_owner(session: AsyncSession, customer_id: uuid.UUID,
+                            owner_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The ids of the `available` blobs each given entity owns, for sync envelopes.
+
+    `owner_ids` are synced entity ids (venues, world nodes, operations) of
+    `customer_id`; another tenant's ids simply match nothing. Every requested
+    id is a key of the result (an empty list when it owns no blob); each list
+    is oldest first. Pending blobs are left out: they cannot be downloaded yet.
+    One query, whatever the number of ids; runs in the caller's transaction.
+    """
+    result: dict[uuid.UUID, list[uuid.UUID]] = {owner: [] for owner in owner_ids}
+    if not owner_ids:
+        return result
+    for owner, blob in await repository.available_by_owner(session, customer_id,
+                                                           list(result)):
+        result[owner].append(blob)
+    return result
