@@ -77,6 +77,16 @@ def _check_scalar(key: str, value: Any) -> None:
     raise ValueError(f"property {key!r}: values are strings, numbers, booleans or lists of them")
 
 
+def _rough_size(value: dict[str, Any]) -> int:
+    """An upper bound of the map's JSON size (a \\uXXXX escape is 6 bytes a character)."""
+    size = 2
+    for key, item in value.items():
+        size += len(key) + 4
+        for element in item if isinstance(item, list) else (item,):
+            size += 6 * len(element) + 2 if isinstance(element, str) else 24
+    return size
+
+
 def check_properties(value: dict[str, Any]) -> dict[str, Any]:
     if len(value) > MAX_PROPERTIES:
         raise ValueError(f"at most {MAX_PROPERTIES} properties")
@@ -90,7 +100,9 @@ def check_properties(value: dict[str, Any]) -> dict[str, Any]:
                 _check_scalar(key, element)
         else:
             _check_scalar(key, item)
-    if len(json.dumps(value)) > MAX_PROPERTY_BYTES:
+    # Encode only maps that might be near the limit: the common small map is
+    # bounded well below it by the per-item limits checked above.
+    if _rough_size(value) > MAX_PROPERTY_BYTES // 2 and len(json.dumps(value)) > MAX_PROPERTY_BYTES:
         raise ValueError(f"properties exceed {MAX_PROPERTY_BYTES} bytes as JSON")
     return value
 
@@ -219,6 +231,9 @@ DATA_SCHEMAS: dict[EntityType, type[EntityData]] = {
 }
 
 
+_SCHEMA_TYPES = frozenset(DATA_SCHEMAS.values())
+
+
 def parse_data(entity_type: EntityType, data: dict[str, Any]) -> EntityData:
     """Validate an entity's `data`, dropping server-managed fields first.
 
@@ -229,8 +244,15 @@ def parse_data(entity_type: EntityType, data: dict[str, Any]) -> EntityData:
 
 
 def canonical(model: EntityData) -> dict[str, Any]:
-    """The JSON form stored in the journal and returned in envelopes."""
-    return model.model_dump(mode="json", exclude_none=False)
+    """The JSON form stored in the journal and returned in envelopes.
+
+    Only the fields of the entity's own schema: request models that extend it
+    (with a client-chosen `id`, say) dump the same canonical shape.
+    """
+    for schema in type(model).__mro__:
+        if schema in _SCHEMA_TYPES:
+            return model.model_dump(mode="json", include=set(schema.model_fields))  # type: ignore[attr-defined]
+    return model.model_dump(mode="json")
 
 
 ChangeOp = Literal["upsert", "delete"]

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,15 +77,25 @@ _ALLOCATE = text(
     "UPDATE customer_versions SET version = version + :n WHERE customer_id = :customer_id "
     "RETURNING version"
 )
+# Both statements take whole columns as arrays: one round trip per batch,
+# whatever its size (`unnest` zips the arrays back into rows).
 _INSERT_JOURNAL = text(
     "INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload, "
-    "workstation_id, mutation_id, state) VALUES (:customer_id, :version, :entity_type, "
-    ":entity_id, :op, CAST(:payload AS jsonb), :workstation_id, :mutation_id, 'pending')"
+    "workstation_id, mutation_id, state) "
+    "SELECT :customer_id, r.version, r.entity_type, r.entity_id, r.op, r.payload::jsonb, "
+    ":workstation_id, r.mutation_id, 'pending' FROM unnest("
+    "CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), "
+    "CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[])"
+    ") AS r(version, entity_type, entity_id, op, payload, mutation_id)"
 )
 _UPSERT_ENTITY = text(
     "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload, "
-    "merged_into, updated_by, updated_at) VALUES (:customer_id, :entity_type, :entity_id, "
-    ":version, :deleted, CAST(:payload AS jsonb), :merged_into, :updated_by, now()) "
+    "merged_into, updated_by, updated_at) "
+    "SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.deleted, r.payload::jsonb, "
+    "r.merged_into, :updated_by, now() FROM unnest("
+    "CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), CAST(:versions AS bigint[]), "
+    "CAST(:deleted AS boolean[]), CAST(:payloads AS text[]), CAST(:merged_into AS uuid[])"
+    ") AS r(entity_type, entity_id, version, deleted, payload, merged_into) "
     "ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET "
     "version = excluded.version, deleted = excluded.deleted, payload = excluded.payload, "
     "merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now() "
@@ -93,8 +104,6 @@ _UPSERT_ENTITY = text(
 
 
 def _json(value: Any) -> str | None:
-    import json
-
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
@@ -113,31 +122,41 @@ async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequenc
         raise LookupError(f"customer {customer_id} has no version counter")
     first = last - len(changes) + 1
     versions = list(range(first, last + 1))
-    journal_rows = []
-    latest: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
+    journal: dict[str, list[Any]] = {k: [] for k in (
+        "versions", "entity_types", "entity_ids", "ops", "payloads", "mutation_ids")}
+    latest: dict[tuple[str, uuid.UUID], tuple[Any, ...]] = {}
     for version, change in zip(versions, changes, strict=True):
-        payload = dict(change.data or {})
+        state = _json(change.data)
+        payload = state
         if change.merged_into is not None:
-            payload["merged_into"] = str(change.merged_into)
-        journal_rows.append({
-            "customer_id": customer_id, "version": version,
-            "entity_type": change.entity_type.value, "entity_id": change.entity_id,
-            "op": change.op, "payload": _json(payload or None),
-            "workstation_id": origin.workstation_id, "mutation_id": change.mutation_id,
-        })
-        latest[(change.entity_type.value, change.entity_id)] = {
-            "customer_id": customer_id, "entity_type": change.entity_type.value,
-            "entity_id": change.entity_id, "version": version,
-            "deleted": change.op == "delete", "payload": _json(change.data),
-            "merged_into": change.merged_into, "updated_by": origin.updated_by,
-        }
-    await session.execute(_INSERT_JOURNAL, journal_rows)
-    await session.execute(_UPSERT_ENTITY, list(latest.values()))
+            payload = _json(dict(change.data or {}) | {"merged_into": str(change.merged_into)})
+        journal["versions"].append(version)
+        journal["entity_types"].append(change.entity_type.value)
+        journal["entity_ids"].append(change.entity_id)
+        journal["ops"].append(change.op)
+        journal["payloads"].append(payload)
+        journal["mutation_ids"].append(change.mutation_id)
+        # The entity table keeps one row per entity: its last change in the batch.
+        latest[(change.entity_type.value, change.entity_id)] = (
+            change.entity_type.value, change.entity_id, version, change.op == "delete", state,
+            change.merged_into)
+    await session.execute(_INSERT_JOURNAL, {
+        "customer_id": customer_id, "workstation_id": origin.workstation_id, **journal})
+    columns = list(zip(*latest.values(), strict=True))
+    await session.execute(_UPSERT_ENTITY, {
+        "customer_id": customer_id, "updated_by": origin.updated_by,
+        "entity_types": list(columns[0]), "entity_ids": list(columns[1]),
+        "versions": list(columns[2]), "deleted": list(columns[3]),
+        "payloads": list(columns[4]), "merged_into": list(columns[5])})
     return versions
 
 
 _PENDING = text(
     "SELECT version, entity_type, entity_id, op, payload FROM sync_journal "
+    "WHERE customer_id = :customer_id AND state = 'pending' ORDER BY version LIMIT :limit"
+)
+_PENDING_VERSIONS = text(
+    "SELECT version FROM sync_journal "
     "WHERE customer_id = :customer_id AND state = 'pending' ORDER BY version LIMIT :limit"
 )
 _MARK_APPLIED = text(
@@ -147,36 +166,59 @@ _MARK_APPLIED = text(
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
 
 
-async def apply_pending(resources: Resources, customer_id: uuid.UUID) -> int:
+async def apply_pending(resources: Resources, customer_id: uuid.UUID,
+                        known: dict[int, GraphChange] | None = None) -> int:
     """Apply every pending change of a tenant to Neo4j in version order.
 
     Serialised per tenant by an advisory lock, so two processes never apply a
     tenant's changes out of order. Raises if Neo4j fails; rows stay pending.
+    `known` holds changes the caller just journaled: when the pending rows are
+    exactly those, their payloads are not read back from Postgres.
     """
     total = 0
     while True:
         async with unit_of_work(resources.sessions) as session:
+            # The lock is its own statement on purpose: the next statement's
+            # snapshot then includes rows another applier marked while we waited.
             await session.execute(_LOCK, {"customer_id": str(customer_id)})
-            rows = (await session.execute(_PENDING, {"customer_id": customer_id,
-                                                     "limit": APPLY_BATCH})).all()
-            if not rows:
+            params = {"customer_id": customer_id, "limit": APPLY_BATCH}
+            changes: list[GraphChange] = []
+            if known:
+                versions = (await session.execute(_PENDING_VERSIONS, params)).scalars().all()
+                if all(v in known for v in versions):
+                    changes = [known[v] for v in versions]
+            if not changes:
+                rows = (await session.execute(_PENDING, params)).all()
+                changes = [
+                    GraphChange(entity_type=r.entity_type, entity_id=str(r.entity_id), op=r.op,
+                                version=r.version, customer_id=str(customer_id), data=r.payload)
+                    for r in rows
+                ]
+            if not changes:
                 return total
-            changes = [
-                GraphChange(entity_type=r.entity_type, entity_id=str(r.entity_id), op=r.op,
-                            version=r.version, customer_id=str(customer_id), data=r.payload)
-                for r in rows
-            ]
             try:
                 await apply_changes(resources.graph, changes)
             except Exception:
                 JOURNAL_APPLY_FAILURES.inc()
                 raise
             await session.execute(_MARK_APPLIED, {"customer_id": customer_id,
-                                                  "upto": rows[-1].version})
-        total += len(rows)
-        JOURNAL_APPLIED.inc(len(rows))
-        if len(rows) < APPLY_BATCH:
+                                                  "upto": changes[-1].version})
+        total += len(changes)
+        JOURNAL_APPLIED.inc(len(changes))
+        known = None
+        if len(changes) < APPLY_BATCH:
             return total
+
+
+def as_graph_changes(customer_id: uuid.UUID, changes: Sequence[Change],
+                     versions: Sequence[int]) -> dict[int, GraphChange]:
+    """The just-journaled changes keyed by version, for `apply_pending(known=...)`."""
+    return {
+        version: GraphChange(entity_type=change.entity_type.value,
+                             entity_id=str(change.entity_id), op=change.op, version=version,
+                             customer_id=str(customer_id), data=change.data)
+        for version, change in zip(versions, changes, strict=True)
+    }
 
 
 async def submit(resources: Resources, customer_id: uuid.UUID, changes: Sequence[Change],
@@ -189,13 +231,16 @@ async def submit(resources: Resources, customer_id: uuid.UUID, changes: Sequence
     async with unit_of_work(resources.sessions) as session:
         versions = await record(session, customer_id, changes, origin)
     result = Recorded(versions=versions)
-    result.applied = await try_apply(resources, customer_id)
+    result.applied = await try_apply(resources, customer_id,
+                                     as_graph_changes(customer_id, changes, versions))
     return result
 
 
-async def try_apply(resources: Resources, customer_id: uuid.UUID) -> bool:
+async def try_apply(resources: Resources, customer_id: uuid.UUID,
+                    known: dict[int, GraphChange] | None = None) -> bool:
+    """Apply pending changes now; on failure log and leave them to the reconciler."""
     try:
-        await apply_pending(resources, customer_id)
+        await apply_pending(resources, customer_id, known)
     except Exception as exc:
         log.warning("journal.apply_deferred", customer_id=str(customer_id),
                     error=f"{type(exc).__name__}: {exc}"[:300])

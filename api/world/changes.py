@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.entities import (
+    EntityData,
     EntityType,
     OperationData,
     WorldEdgeData,
@@ -148,13 +149,21 @@ class ChangeSet:
 
     # ----------------------------------------------------------- upsert
     async def upsert(self, entity_type: EntityType, entity_id: uuid.UUID,
-                     data: dict[str, Any], *, mutation_id: int | None = None) -> dict[str, Any]:
-        """Validate a complete new state; returns its canonical form."""
-        try:
-            model = parse_data(entity_type, data)
-        except ValidationError as exc:
-            raise ChangeRejected("invalid_data", "data did not validate",
-                                 field_errors(exc)) from exc
+                     data: dict[str, Any] | EntityData, *,
+                     mutation_id: int | None = None) -> dict[str, Any]:
+        """Validate a complete new state; returns its canonical form.
+
+        `data` may be an already validated model (the batch endpoints), which
+        skips parsing it a second time.
+        """
+        if isinstance(data, EntityData):
+            model = data
+        else:
+            try:
+                model = parse_data(entity_type, data)
+            except ValidationError as exc:
+                raise ChangeRejected("invalid_data", "data did not validate",
+                                     field_errors(exc)) from exc
         existing = await self.own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):

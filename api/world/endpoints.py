@@ -32,6 +32,7 @@ MAX_BATCH = 1000
 
 
 class NodeCreate(WorldNodeData):
+
     model_config = {"json_schema_extra": {"examples": [{
         "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10", "kind": "PerchPoint",
         "name": "Atrium north ledge", "description": "Ledge above the north escalators",
@@ -49,6 +50,7 @@ class NodePatch(EntityData):
 
 
 class EdgeCreate(WorldEdgeData):
+
     model_config = {"json_schema_extra": {"examples": [{
         "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10", "type": "CONNECTS_TO",
         "from_id": "5b0c9a57-7d3e-4a8f-b1d2-3f7e9c1a2b44",
@@ -118,8 +120,7 @@ async def _batch(request: Request, principal: Writer, entity_type: EntityType,
         await changes.prefetch(refs)
         for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
             try:
-                await changes.upsert(entity_type, entity_id,
-                                     item.model_dump(mode="json", exclude={"id"}))
+                await changes.upsert(entity_type, entity_id, item)
             except ChangeRejected as exc:
                 exc.details = {"index": index, "errors": exc.details}
                 exc.message = f"item {index}: {exc.message}"

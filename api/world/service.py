@@ -12,7 +12,7 @@ from sqlalchemy import text
 from api.auth.principal import Principal
 from api.entities import EntityType
 from api.errors import Conflict, NotFound, OverwatchError
-from api.journal import Change, Origin, Recorded, record, try_apply
+from api.journal import Change, Origin, Recorded, as_graph_changes, record, try_apply
 from api.resources import Resources
 from api.world.changes import ChangeRejected, ChangeSet
 from api.world.schemas import Deleted
@@ -59,7 +59,8 @@ async def write(resources: Resources, principal: Principal,
     except ChangeRejected as exc:
         raise as_error(exc) from exc
     recorded = Recorded(versions=versions)
-    recorded.applied = await try_apply(resources, customer_id)
+    recorded.applied = await try_apply(
+        resources, customer_id, as_graph_changes(customer_id, changes.changes, versions))
     return outcome, recorded
 
 

@@ -1,0 +1,33 @@
+"""`python -m bench [name ...]`: run the benchmarks and print a table of ratios."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import time
+
+from bench.harness import Result, prepare, print_results
+
+# Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
+BENCHMARKS = ["graph_write"]
+
+
+async def main(names: list[str]) -> None:
+    selected = names or BENCHMARKS
+    unknown = [n for n in selected if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {unknown}; known: {BENCHMARKS}")
+    ctx = await prepare()
+    results: list[Result] = []
+    for name in selected:
+        started = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        module = importlib.import_module(f"bench.{name}")
+        results += await module.run(ctx)
+        print(f"[bench] {name} done in {time.perf_counter() - started:.1f}s", flush=True)
+    print_results(results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,155 @@
+"""Shared pieces of the benchmarks: a fresh database, a real API server, results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from api.migrate import migrate_postgres
+from api.settings import Settings
+from graph.driver import GraphClient
+from graph.schema import migrate_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    name: str
+    unit: str
+    api: float
+    raw: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.raw else self.api / self.raw
+
+
+def print_results(results: list[Result]) -> None:
+    width = max(len(r.name) for r in results) if results else 10
+    print(f"\n{'benchmark':<{width}}  {'api':>12}  {'raw driver':>12}  {'ratio':>6}  unit / notes")
+    for r in results:
+        raw = f"{r.raw:12.1f}" if r.raw is not None else f"{'-':>12}"
+        ratio = f"{r.ratio:6.2f}" if r.ratio is not None else f"{'-':>6}"
+        notes = " ".join(f"{k}={v}" for k, v in r.notes.items())
+        print(f"{r.name:<{width}}  {r.api:12.1f}  {raw}  {ratio}  {r.unit} {notes}")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BenchContext:
+    settings: Settings
+    admin_key: str
+    database_url: str
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "ENVIRONMENT": "development", "DATABASE_URL": self.database_url,
+            "NEO4J_URI": s.neo4j_uri, "NEO4J_PASSWORD": s.neo4j_password.get_secret_value(),
+            "API_KEY_PEPPER": s.api_key_pepper.get_secret_value(),
+            "ADMIN_API_KEY": self.admin_key, "LOG_LEVEL": "WARNING",
+            "BLOB_BUCKET": s.blob_bucket, "DB_AUTO_MIGRATE": "false",
+            "DATABASE_POOL_SIZE": "20",
+        }
+
+    @contextlib.asynccontextmanager
+    async def server(self, workers: int = 1) -> AsyncIterator[str]:
+        """A real uvicorn server on loopback; yields its base URL."""
+        port = _free_port()
+        log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--host",
+             "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
+             "--log-level", "warning"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            async with httpx.AsyncClient() as client:
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(base + "/readyz")).status_code == 200:
+                            break
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"bench server did not start; see {log.name}")
+                    await asyncio.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+    async def new_tenant(self, base: str, name: str = "bench") -> tuple[str, str]:
+        async with httpx.AsyncClient() as client:
+            r = await client.post(base + "/api/v1/auth/customers", json={"name": name},
+                                  headers={"X-API-Key": self.admin_key})
+            r.raise_for_status()
+            body = r.json()
+            return body["id"], body["api_key"]
+
+    def graph(self) -> GraphClient:
+        s = self.settings
+        return GraphClient.connect(s.neo4j_uri, s.neo4j_user,
+                                   s.neo4j_password.get_secret_value(), s.neo4j_database)
+
+    async def pg(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url.replace("postgresql+asyncpg://",
+                                                               "postgresql://", 1))
+
+
+async def prepare() -> BenchContext:
+    """A fresh `<db>_bench` database at head and the Neo4j schema applied."""
+    settings = Settings()
+    admin = make_url(settings.database_url)
+    name = f"{admin.database}_bench"
+    conn = await asyncpg.connect(settings.sync_database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    await migrate_postgres(url)
+    graph = GraphClient.connect(settings.neo4j_uri, settings.neo4j_user,
+                                settings.neo4j_password.get_secret_value(),
+                                settings.neo4j_database)
+    try:
+        await migrate_graph(graph)
+    finally:
+        await graph.close()
+    (ROOT / ".local").mkdir(exist_ok=True)
+    return BenchContext(settings=settings, admin_key="ow_admin_bench_" + secrets.token_hex(16),
+                        database_url=url)
