@@ -101,6 +101,15 @@ _UPSERT_ENTITY = text(
     "merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now() "
     "WHERE sync_entities.version < excluded.version"
 )
+# Venue and world-node upserts wait for the embedding worker (api/search/
+# embedding_worker.py); queued in the journal's transaction so none is lost.
+_ENQUEUE_EMBEDDINGS = text(
+    "INSERT INTO embedding_queue (customer_id, entity_type, entity_id, version) "
+    "SELECT :customer_id, r.entity_type, r.entity_id, r.version FROM unnest("
+    "CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), CAST(:versions AS bigint[]), "
+    "CAST(:ops AS text[])) AS r(entity_type, entity_id, version, op) "
+    "WHERE r.op = 'upsert' AND r.entity_type IN ('venue', 'world_node')"
+)
 
 
 def _json(value: Any) -> str | None:
@@ -148,6 +157,8 @@ async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequenc
         "entity_types": list(columns[0]), "entity_ids": list(columns[1]),
         "versions": list(columns[2]), "deleted": list(columns[3]),
         "payloads": list(columns[4]), "merged_into": list(columns[5])})
+    await session.execute(_ENQUEUE_EMBEDDINGS, {"customer_id": customer_id, **{
+        k: journal[k] for k in ("entity_types", "entity_ids", "versions", "ops")}})
     return versions
 
 

@@ -190,3 +190,28 @@ class Blob(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# ------------------------------------------------------------------ embeddings
+class EmbeddingQueueItem(Base):
+    """A venue or world node whose embedding may no longer match its text.
+
+    Written by the journal in the same transaction as the upsert; consumed by
+    the embedding worker (api/search/embedding_worker.py). Duplicates are
+    expected and collapsed by the worker.
+    """
+
+    __tablename__ = "embedding_queue"
+    __table_args__ = (
+        CheckConstraint("entity_type IN ('venue', 'world_node')", name="entity_type"),
+        Index("ix_embedding_queue_customer_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    enqueued_at: Mapped[datetime] = _now()
