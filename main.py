@@ -17,6 +17,7 @@ from api.auth.service import flush_key_usage
 from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
 from api.errors import install_error_handlers
+from api.fleet.liveness import liveness_sweep
 from api.journal import reconcile_job
 from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
@@ -38,6 +39,7 @@ def process_loops(settings: Settings) -> list[tuple[str, Job, float]]:
     return [
         ("reconciler", reconcile_job, settings.reconcile_interval_seconds),
         ("key_usage_flush", flush_key_usage, 30.0),
+        ("liveness_sweep", liveness_sweep, settings.heartbeat_interval_seconds / 2),
     ]
 
 

