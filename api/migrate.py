@@ -23,8 +23,12 @@ def alembic_config(database_url: str) -> Config:
 
 
 async def migrate_postgres(database_url: str) -> None:
-    """`alembic upgrade head`, run in a worker thread (env.py starts its own loop)."""
-    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")
+    """`alembic upgrade heads`, in a worker thread (env.py starts its own loop).
+
+    `heads`: revisions written in parallel may branch from one parent until a
+    merge revision joins them; every branch is applied either way.
+    """
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "heads")
 
 
 async def migrate_all(settings: Settings, graph: GraphClient | None = None) -> list[int]:

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(
         15.0, gt=0, description="How often each API process re-applies pending journal rows.",
     )
+    sync_max_mutations: int = Field(
+        1000, ge=1, le=100_000, description="Most mutations one push may carry (413 above).",
+    )
+    sync_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest push body in bytes (413 above).",
+    )
     tombstone_retention_days: int = Field(
         30, ge=1, description="Journal history and tombstones older than this are pruned; "
         "a pull cursor older than the retention window answers 410 cursor_expired.",

@@ -102,6 +102,10 @@ class CustomerVersion(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # Journal history and tombstones at or below this version were pruned:
+    # a pull from an older cursor answers 410 cursor_expired.
+    pruned_through: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
+                                                server_default="0")
 
 
 class JournalEntry(Base):
@@ -339,6 +343,26 @@ class UpdateRecord(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_message: Mapped[str | None] = mapped_column(String(2000))
     recorded_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class SyncMutation(Base):
+    """The outcome of every processed workstation mutation, so a retry gets it back."""
+
+    __tablename__ = "sync_mutations"
+    __table_args__ = (
+        Index("ix_sync_mutations_applied", "workstation_id", "version",
+              postgresql_where=text("status = 'applied'")),
+    )
+
+    workstation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workstations.id", ondelete="CASCADE"), primary_key=True)
+    mutation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = _now()
 
 

@@ -91,6 +91,8 @@ class ChangeSet:
         self.edge_types = frozenset(settings.ontology_edge_types)
         self.changes: list[Change] = []
         self._known: dict[uuid.UUID, EntityState | None] = {}
+        # Only a venue merge may move nodes and edges to another venue.
+        self.allow_venue_moves = False
 
     # ------------------------------------------------------------ state
     async def prefetch(self, ids: list[uuid.UUID]) -> None:
@@ -181,7 +183,8 @@ class ChangeSet:
         if model.kind not in self.kinds:
             raise ChangeRejected("unknown_kind", f"kind {model.kind[:40]!r} is not in the ontology",
                                  [{"loc": ["data", "kind"], "msg": "not an allowed kind"}])
-        if previous is not None and previous.get("venue_id") != str(model.venue_id):
+        if (previous is not None and previous.get("venue_id") != str(model.venue_id)
+                and not self.allow_venue_moves):
             raise ChangeRejected("immutable_field", "a world node cannot move to another venue",
                                  [{"loc": ["data", "venue_id"], "msg": "fixed at creation"}])
         await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
@@ -192,7 +195,9 @@ class ChangeSet:
             raise ChangeRejected("unknown_type", f"edge type {model.type[:40]!r} is not in the "
                                  "ontology", [{"loc": ["data", "type"], "msg": "not allowed"}])
         if previous is not None:
-            for name in ("venue_id", "type", "from_id", "to_id"):
+            fixed = ("type", "from_id", "to_id") if self.allow_venue_moves else (
+                "venue_id", "type", "from_id", "to_id")
+            for name in fixed:
                 if str(previous.get(name)) != str(getattr(model, name)):
                     raise ChangeRejected(
                         "immutable_field", f"an edge's {name} is fixed at creation; "
@@ -261,6 +266,9 @@ class ChangeSet:
             "types": ["world_edge", "world_node"]})).all()
         # The query orders edges before nodes, so no edge outlives its endpoints.
         for row in rows:
+            moved = self._known.get(row.entity_id)
+            if moved is not None and (moved.data or {}).get("venue_id") != str(venue_id):
+                continue  # moved to another venue earlier in this batch (a merge)
             self._tombstone(EntityType(row.entity_type), row.entity_id, row.payload)
         batch = self._batch_upserts((EntityType.world_edge, EntityType.world_node))
         for change in sorted(batch, key=lambda c: c.entity_type is not EntityType.world_edge):

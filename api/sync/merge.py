@@ -1,0 +1,143 @@
+"""Merging venues that several workstations created for one real place.
+
+Duplicates are proposed by name similarity and distance. A merge moves the
+world nodes, edges and operations of each merged venue onto the survivor,
+re-points their blobs, fills the survivor's empty fields from the merged
+venues (tags and property keys are united; the survivor wins on a clash) and
+deletes each merged venue with `merged_into = survivor`, so every
+workstation's next pull carries a delete envelope to remap references with.
+It is one journaled write: all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from difflib import SequenceMatcher
+from typing import Any
+
+from sqlalchemy import text
+
+from api.auth.principal import Principal
+from api.entities import EntityType
+from api.errors import Invalid, NotFound
+from api.resources import Resources
+from api.world.changes import ChangeRejected, ChangeSet
+from api.world.service import write
+
+NAME_THRESHOLD = 0.6
+NEAR_METRES = 250.0
+
+_LIVE_VENUES = text(
+    "SELECT entity_id, payload FROM sync_entities WHERE customer_id = :c "
+    "AND entity_type = 'venue' AND NOT deleted"
+)
+_BY_VENUE = text(
+    "SELECT entity_type, entity_id, payload FROM sync_entities WHERE customer_id = :c "
+    "AND entity_type = ANY(:types) AND NOT deleted AND payload->>'venue_id' = :v "
+    "ORDER BY entity_type DESC, version"  # world_node, world_edge, operation order below
+)
+_REPOINT_BLOBS = text(
+    "UPDATE blobs SET owner_id = :survivor WHERE customer_id = :c AND owner_type = 'venue' "
+    "AND owner_id = ANY(:merged)"
+)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+
+
+def distance_m(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """Great-circle distance in metres between two `location`s (None if one is missing)."""
+    if not a or not b:
+        return None
+    lat1, lon1, lat2, lon2 = map(math.radians, (a["latitude"], a["longitude"],
+                                                b["latitude"], b["longitude"]))
+    h = (math.sin((lat2 - lat1) / 2) ** 2
+         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))
+
+
+async def duplicates(resources: Resources, principal: Principal, venue_id: uuid.UUID,
+                     limit: int) -> list[dict[str, Any]]:
+    """Venues of the tenant that look like the same place as `venue_id`, best first."""
+    async with resources.sessions() as session:
+        venues = {r.entity_id: r.payload for r in (await session.execute(
+            _LIVE_VENUES, {"c": principal.customer_id})).all()}
+    if venue_id not in venues:
+        raise NotFound("venue not found")
+    target = venues.pop(venue_id)
+    found = []
+    for other_id, other in venues.items():
+        similarity = SequenceMatcher(None, _normal(target["name"]), _normal(other["name"])).ratio()
+        metres = distance_m(target.get("location"), other.get("location"))
+        near = metres is not None and metres <= NEAR_METRES
+        if similarity < NAME_THRESHOLD and not near:
+            continue
+        closeness = 0.0 if metres is None else max(0.0, 1 - metres / (4 * NEAR_METRES))
+        found.append({
+            "id": str(other_id), "name": other["name"], "score": round(
+                0.7 * similarity + 0.3 * closeness, 3),
+            "name_similarity": round(similarity, 3),
+            "distance_m": None if metres is None else round(metres, 1),
+        })
+    found.sort(key=lambda c: (-c["score"], c["id"]))
+    return found[:limit]
+
+
+def merged_venue_data(survivor: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    data = dict(survivor)
+    tags = set(data.get("tags") or [])
+    properties = dict(data.get("properties") or {})
+    for other in others:
+        for key in ("address", "description", "location"):
+            if data.get(key) is None and other.get(key) is not None:
+                data[key] = other[key]
+        tags |= set(other.get("tags") or [])
+        for key, value in (other.get("properties") or {}).items():
+            properties.setdefault(key, value)
+    data["tags"] = sorted(tags)[:50]
+    data["properties"] = properties
+    return data
+
+
+async def merge(resources: Resources, principal: Principal, survivor_id: uuid.UUID,
+                merge_ids: list[uuid.UUID]) -> dict[str, Any]:
+    if survivor_id in merge_ids:
+        raise Invalid("a venue cannot be merged into itself", code="merge_into_self",
+                      details=[{"loc": ["body", "merge_ids"], "msg": "contains the survivor"}])
+
+    async def build(changes: ChangeSet) -> dict[str, Any]:
+        changes.allow_venue_moves = True
+        survivor = await changes.mine(survivor_id, EntityType.venue)
+        if survivor is None or survivor.deleted:
+            raise ChangeRejected("not_found", "venue not found", status_code=404)
+        merged_states = []
+        for merged_id in merge_ids:
+            state = await changes.mine(merged_id, EntityType.venue)
+            if state is None or state.deleted:
+                raise ChangeRejected("not_found", f"venue {merged_id} not found",
+                                     [{"loc": ["body", "merge_ids"], "msg": str(merged_id)}], 404)
+            merged_states.append(state.data or {})
+        moved: dict[str, int] = {"world_node": 0, "world_edge": 0, "operation": 0}
+        for merged_id in merge_ids:
+            rows = (await changes.session.execute(_BY_VENUE, {
+                "c": changes.customer_id, "v": str(merged_id),
+                "types": ["world_node", "world_edge", "operation"]})).all()
+            # Nodes first, so the moved edges find their endpoints in the survivor.
+            for row in sorted(rows, key=lambda r: ("world_node", "world_edge",
+                                                   "operation").index(r.entity_type)):
+                await changes.upsert(EntityType(row.entity_type), row.entity_id,
+                                     dict(row.payload) | {"venue_id": str(survivor_id)})
+                moved[row.entity_type] += 1
+            await changes.delete(EntityType.venue, merged_id, merged_into=survivor_id)
+        data = merged_venue_data(survivor.data or {}, merged_states)
+        await changes.upsert(EntityType.venue, survivor_id, data)
+        await changes.session.execute(_REPOINT_BLOBS, {
+            "survivor": survivor_id, "c": changes.customer_id, "merged": merge_ids})
+        return {"moved": moved, "venue": data}
+
+    outcome, recorded = await write(resources, principal, build)
+    return {"id": str(survivor_id), "merged": [str(m) for m in merge_ids],
+            "version": recorded.last_version, "applied": recorded.applied, **outcome}

@@ -1,0 +1,236 @@
+"""`GET /sync/pull`, `GET /sync/bootstrap`, `GET /sync/status`.
+
+Pull reads `sync_entities` (the latest state of every entity, tombstones
+included): each entity appears once, in its latest state. Only versions in
+`(since, frontier]` are handed out, so a change not yet applied to Neo4j
+holds the cursor back instead of being skipped. An entity changed again after
+the frontier is left out now and handed out, in its newer state, once the
+frontier passes it.
+
+Bootstrap streams the live entities at `snapshot_version` (the frontier when
+it started) as NDJSON, parents first, straight from a server-side cursor, so
+memory stays flat whatever the tenant's size. Resuming: every page's `end`
+line carries `next` (a `type:id` position); call again with the same
+`snapshot_version` and `after=<next>`. Entities that changed after the
+snapshot are skipped by later pages and reach the client through the pull
+from `snapshot_version` that follows, so the two always converge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth.principal import Principal
+from api.errors import Invalid, NotFound, OverwatchError
+from api.journal import frontier
+from api.resources import Resources
+from api.sync.envelopes import ENTITY_COLUMNS, TYPE_RANK, envelopes
+from api.sync.schemas import SYNC_TYPES, PullResponse, SyncStatus
+
+BOOTSTRAP_FETCH = 1000
+
+_PULL = text(
+    f"SELECT {ENTITY_COLUMNS} FROM sync_entities "  # noqa: S608 (fixed column list)
+    "WHERE customer_id = :c AND version > :since AND version <= :frontier "
+    "AND entity_type = ANY(:types) ORDER BY version LIMIT :limit"
+)
+_PRUNED = text("SELECT pruned_through, version FROM customer_versions WHERE customer_id = :c")
+_LAST_MUTATION = text("SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w")
+_NOTE_PULL = text(
+    "UPDATE workstations SET last_pull_at = now(), last_pull_cursor = :cursor "
+    "WHERE id = :w AND customer_id = :c"
+)
+# One type at a time along the primary key (customer_id, entity_type, entity_id):
+# every chunk is an index range scan, never a sort of the tenant's rows.
+_BOOTSTRAP = text(
+    f"SELECT {ENTITY_COLUMNS} FROM sync_entities "  # noqa: S608 (fixed column list)
+    "WHERE customer_id = :c AND entity_type = :t AND entity_id > :after "
+    "AND NOT deleted AND version <= :snapshot ORDER BY entity_id LIMIT :limit"
+)
+BOOTSTRAP_ORDER = sorted(TYPE_RANK, key=TYPE_RANK.__getitem__)
+_COUNTS = text(
+    "SELECT entity_type, count(*) AS n FROM sync_entities "
+    "WHERE customer_id = :c AND NOT deleted AND version <= :snapshot GROUP BY entity_type"
+)
+_LIVE_COUNTS = text(
+    "SELECT entity_type, count(*) AS n FROM sync_entities WHERE customer_id = :c AND NOT deleted "
+    "GROUP BY entity_type"
+)
+
+
+class CursorExpired(OverwatchError):
+    status_code = 410
+    code = "cursor_expired"
+
+
+def parse_types(raw: str | None) -> list[str]:
+    if not raw:
+        return list(SYNC_TYPES)
+    types = [t.strip() for t in raw.split(",") if t.strip()]
+    unknown = [t for t in types if t not in SYNC_TYPES]
+    if unknown or not types:
+        raise Invalid(f"unknown types: {unknown}", code="unknown_type",
+                      details=[{"loc": ["query", "types"], "msg": f"allowed: {list(SYNC_TYPES)}"}])
+    return types
+
+
+async def _last_mutation(session: AsyncSession, workstation_id: uuid.UUID | None) -> int:
+    if workstation_id is None:
+        return 0
+    return int((await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0)
+
+
+async def pull(resources: Resources, principal: Principal, *, since: int, limit: int,
+               types: list[str]) -> PullResponse:
+    customer_id = principal.customer_id
+    async with resources.sessions() as session:
+        pruned = (await session.execute(_PRUNED, {"c": customer_id})).first()
+        if pruned is not None and since > 0 and since < pruned.pruned_through:
+            raise CursorExpired(
+                "the cursor is older than the tombstone retention window; bootstrap again",
+                details={"since": since, "pruned_through": pruned.pruned_through})
+        if pruned is not None and since > pruned.version:
+            raise Invalid("since is ahead of every version this tenant has", code="bad_cursor",
+                          details=[{"loc": ["query", "since"], "msg": "ahead of the server"}])
+        upto = await frontier(session, customer_id)  # type: ignore[arg-type]
+        rows = (await session.execute(_PULL, {
+            "c": customer_id, "since": since, "frontier": upto, "types": types,
+            "limit": limit + 1})).all()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = int(rows[-1].version) if has_more else max(since, upto)
+        changes = await envelopes(session, customer_id, rows)  # type: ignore[arg-type]
+        last_mutation = await _last_mutation(session, principal.workstation_id)
+        if principal.workstation_id is not None:
+            await session.execute(_NOTE_PULL, {"cursor": cursor, "w": principal.workstation_id,
+                                               "c": customer_id})
+            await session.commit()
+    return PullResponse(changes=changes, cursor=cursor, has_more=has_more,
+                        frontier=max(since, upto), last_mutation_id=last_mutation)
+
+
+def parse_after(raw: str | None) -> tuple[int, uuid.UUID]:
+    if not raw:
+        return -1, uuid.UUID(int=0)
+    try:
+        entity_type, entity_id = raw.split(":", 1)
+        return TYPE_RANK[entity_type], uuid.UUID(entity_id)
+    except (ValueError, KeyError) as exc:
+        raise Invalid("after must be `type:id` from a previous page's `next`",
+                      code="bad_position",
+                      details=[{"loc": ["query", "after"], "msg": "malformed"}]) from exc
+
+
+async def bootstrap_snapshot(resources: Resources, principal: Principal,
+                             snapshot_version: int | None) -> tuple[int, dict[str, int]]:
+    """The snapshot version (the frontier now, unless resuming) and its counts."""
+    async with resources.sessions() as session:
+        current = await frontier(session, principal.customer_id)  # type: ignore[arg-type]
+        if snapshot_version is not None:
+            if snapshot_version > current:
+                raise Invalid("snapshot_version is ahead of the frontier", code="bad_snapshot",
+                              details=[{"loc": ["query", "snapshot_version"],
+                                        "msg": f"at most {current}"}])
+            pruned = (await session.execute(_PRUNED, {"c": principal.customer_id})).first()
+            if pruned is not None and snapshot_version < pruned.pruned_through:
+                raise CursorExpired("the snapshot is older than the retention window; "
+                                    "start a new bootstrap")
+        snapshot = current if snapshot_version is None else snapshot_version
+        counts = {r.entity_type: int(r.n) for r in (await session.execute(
+            _COUNTS, {"c": principal.customer_id, "snapshot": snapshot})).all()}
+    return snapshot, counts
+
+
+async def bootstrap_lines(resources: Resources, principal: Principal, snapshot: int,
+                          counts: dict[str, int], after: tuple[int, uuid.UUID],
+                          page_size: int | None) -> AsyncIterator[bytes]:
+    """NDJSON lines: header, one envelope per line, then the `end` line.
+
+    Rows are fetched in chunks of BOOTSTRAP_FETCH by keyset position, each chunk
+    in a short transaction, so neither memory nor a long-held snapshot grows
+    with the tenant's size.
+    """
+    customer_id = principal.customer_id
+    yield _line({"snapshot_version": snapshot, "counts": counts,
+                 "page_size": page_size, "resumed_after": None if after[0] < 0 else True})
+    digest = hashlib.sha256()
+    sent = 0
+    rank, after_id = after
+    position: tuple[str, uuid.UUID] | None = None
+    full = False
+    for entity_type in BOOTSTRAP_ORDER[max(rank, 0):]:
+        cursor_id = after_id if TYPE_RANK[entity_type] == rank else uuid.UUID(int=0)
+        while True:
+            want = BOOTSTRAP_FETCH if page_size is None else min(BOOTSTRAP_FETCH,
+                                                                 page_size - sent)
+            if want <= 0:
+                full = True
+                break
+            async with resources.sessions() as session:
+                rows = (await session.execute(_BOOTSTRAP, {
+                    "c": customer_id, "t": entity_type, "after": cursor_id,
+                    "snapshot": snapshot, "limit": want})).all()
+                batch = await envelopes(session, customer_id, rows)  # type: ignore[arg-type]
+            for envelope in batch:
+                line = _line(envelope)
+                digest.update(line)
+                yield line
+            sent += len(rows)
+            if rows:
+                cursor_id = rows[-1].entity_id
+                position = (entity_type, cursor_id)
+            if len(rows) < want:
+                break
+        if full:
+            break
+    end: dict[str, Any] = {"end": True, "count": sent, "checksum": "sha256:" + digest.hexdigest()}
+    if full and position is not None:
+        end |= {"end": False, "next": f"{position[0]}:{position[1]}"}
+    yield _line(end)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+
+
+async def status(resources: Resources, principal: Principal,
+                 workstation_id: uuid.UUID | None) -> SyncStatus:
+    customer_id = principal.customer_id
+    workstation_id = principal.workstation_id or workstation_id
+    async with resources.sessions() as session:
+        upto = await frontier(session, customer_id)  # type: ignore[arg-type]
+        version = (await session.execute(_PRUNED, {"c": customer_id})).first()
+        pending = int((await session.execute(text(
+            "SELECT count(*) FROM sync_journal WHERE customer_id = :c AND state = 'pending'"),
+            {"c": customer_id})).scalar_one())
+        counts = {r.entity_type: int(r.n) for r in (await session.execute(
+            _LIVE_COUNTS, {"c": customer_id})).all()}
+        last_pull_at = last_cursor = None
+        checkpoint = 0
+        if workstation_id is not None:
+            ws = (await session.execute(text(
+                "SELECT last_pull_at, last_pull_cursor FROM workstations "
+                "WHERE id = :w AND customer_id = :c"), {"w": workstation_id,
+                                                         "c": customer_id})).first()
+            if ws is None:
+                raise NotFound("workstation not found")
+            last_pull_at = ws.last_pull_at.astimezone(UTC).isoformat() if ws.last_pull_at else None
+            last_cursor = ws.last_pull_cursor
+            checkpoint = int((await session.execute(text(
+                "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w "
+                "AND status = 'applied'"), {"w": workstation_id})).scalar() or 0)
+        last_mutation = await _last_mutation(session, workstation_id)
+    return SyncStatus(
+        workstation_id=workstation_id, last_mutation_id=last_mutation,
+        write_checkpoint=checkpoint, frontier=upto,
+        version=int(version.version) if version else 0, pending=pending,
+        last_pull_at=last_pull_at, last_pull_cursor=last_cursor,
+        counts={t: counts.get(t, 0) for t in SYNC_TYPES})
