@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from api.migrate import PROJECT_ROOT, migrate_all
+from api.resources import Resources
 from api.settings import get_settings
 
 app = typer.Typer(help="Overwatch Cloud: the system of record for autonomous drone fleets.",
@@ -22,6 +23,19 @@ stack_app = typer.Typer(help="Local real servers (PostgreSQL, Neo4j, S3) without
 app.add_typer(stack_app, name="stack")
 
 T = TypeVar("T")
+
+
+def with_resources(work: Callable[[Resources], Awaitable[T]]) -> T:
+    """Run `work` with the service's clients open, then close them."""
+
+    async def main() -> T:
+        resources = Resources.open(get_settings())
+        try:
+            return await work(resources)
+        finally:
+            await resources.close()
+
+    return asyncio.run(main())
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
@@ -81,26 +95,75 @@ def prune(
     heartbeat_days: Annotated[int | None, typer.Option(
         min=1, help="Keep this many days of heartbeats (default HEARTBEAT_RETENTION_DAYS).")
     ] = None,
+    sync_days: Annotated[int | None, typer.Option(
+        min=1, help="Keep this many days of sync history and tombstones "
+        "(default TOMBSTONE_RETENTION_DAYS).")] = None,
 ) -> None:
-    """Remove telemetry older than its retention."""
+    """Remove telemetry and sync history older than their retention."""
     from datetime import UTC, datetime, timedelta
 
     from api.fleet.service import prune_heartbeats
-    from api.resources import Resources
+    from api.sync.prune import SyncPruned, prune_sync
 
     settings = get_settings()
-    cutoff = datetime.now(UTC) - timedelta(days=heartbeat_days or
-                                           settings.heartbeat_retention_days)
+    now = datetime.now(UTC)
+    heartbeat_cutoff = now - timedelta(days=heartbeat_days or settings.heartbeat_retention_days)
+    sync_cutoff = now - timedelta(days=sync_days or settings.tombstone_retention_days)
 
-    async def heartbeats() -> int:
-        resources = Resources.open(settings)
-        try:
-            return await prune_heartbeats(resources, cutoff)
-        finally:
-            await resources.close()
+    async def work(resources: Resources) -> tuple[int, SyncPruned]:
+        return (await prune_heartbeats(resources, heartbeat_cutoff),
+                await prune_sync(resources, sync_cutoff))
 
-    removed = run_async(heartbeats)
-    typer.echo(f"heartbeats: removed {removed} rows received before {cutoff:%Y-%m-%dT%H:%M:%SZ}")
+    removed, synced = with_resources(work)
+    typer.echo(f"heartbeats: removed {removed} rows received before "
+               f"{heartbeat_cutoff:%Y-%m-%dT%H:%M:%SZ}")
+    typer.echo(f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
+               f"journal rows and {synced.outcomes} mutation outcomes older than "
+               f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
+               f"{synced.tenants} tenant(s) now answer 410")
+
+
+@app.command()
+def reconcile() -> None:
+    """Apply every pending journal row to Neo4j, in version order per tenant."""
+    from api.journal import reconcile_all
+
+    applied = with_resources(reconcile_all)
+    total = sum(applied.values())
+    typer.echo(f"reconciled {total} pending change(s) across {len(applied)} tenant(s)")
+
+
+@app.command()
+def verify(
+    customer: Annotated[list[str] | None, typer.Option(
+        help="Only these customer ids (repeatable); default: every tenant.")] = None,
+    show: Annotated[int, typer.Option(help="Entities listed per kind of drift.")] = 10,
+) -> None:
+    """Compare Neo4j with the state the journal implies; exit 1 on drift."""
+    import uuid as uuid_module
+
+    from api.journal import Drift, tenants
+    from api.journal import verify as verify_tenant
+
+    async def work(resources: Resources) -> list[Drift]:
+        ids = ([uuid_module.UUID(c) for c in customer] if customer
+               else await tenants(resources))
+        return [await verify_tenant(resources, c) for c in ids]
+
+    reports = with_resources(work)
+    drifted = [r for r in reports if not r.clean]
+    for report in drifted:
+        typer.echo(f"tenant {report.customer_id}: {len(report.missing)} missing in Neo4j, "
+                   f"{len(report.unexpected)} unexpected, {len(report.stale)} stale, "
+                   f"{report.pending} pending")
+        for label, items in (("missing", report.missing), ("unexpected", report.unexpected),
+                             ("stale", report.stale)):
+            for item in items[:show]:
+                typer.echo(f"  {label}: {item}")
+    typer.echo(f"verified {len(reports)} tenant(s): "
+               f"{'no drift' if not drifted else f'{len(drifted)} with drift'}")
+    if drifted:
+        raise typer.Exit(1)
 
 
 @app.command("export-openapi")

@@ -1,0 +1,161 @@
+"""A real API process killed with SIGKILL mid-stream, and the CLI that repairs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.settings import Settings
+from tests.conftest import ADMIN_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ, "ENVIRONMENT": "development", "DATABASE_URL": settings.database_url,
+        "NEO4J_URI": settings.neo4j_uri, "NEO4J_USER": settings.neo4j_user,
+        "NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+        "API_KEY_PEPPER": settings.api_key_pepper.get_secret_value(),
+        "ADMIN_API_KEY": ADMIN_KEY, "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
+        "BLOB_BUCKET": settings.blob_bucket, "LOG_LEVEL": "WARNING",
+        "RECONCILE_INTERVAL_SECONDS": "3600", "EMBEDDING_WORKER": "false",
+    }
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def api_process(settings: Settings, tmp_path: Path):
+    port = _port()
+    log = (tmp_path / f"api-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--port", str(port),
+         "--log-level", "warning"], cwd=ROOT, env=_env(settings), stdout=log,
+        stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            assert proc.poll() is None, (tmp_path / f"api-{port}.log").read_text()
+            await asyncio.sleep(0.1)
+        try:
+            yield proc, client
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=20)
+            log.close()
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT,
+                          env=_env(settings), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, graph):
+    async with api_process(settings, tmp_path) as (proc, client):
+        customer = (await client.post("/api/v1/auth/customers", json={"name": "crash"},
+                                      headers={"X-API-Key": ADMIN_KEY})).json()
+        key = {"X-API-Key": customer["api_key"]}
+        ws = (await client.post("/api/v1/auth/workstations/register", json={"name": "w"},
+                                headers=key)).json()
+        wkey = {"X-API-Key": ws["api_key"]}
+        venue = str(uuid.uuid4())
+        accepted: dict[int, int] = {}
+        body = {"workstation_id": ws["id"], "protocol_version": 1, "mutations": [{
+            "mutation_id": 1, "type": "venue", "id": venue, "op": "upsert", "base_version": 0,
+            "data": {"name": "Crash site"}}]}
+        r = await client.post("/api/v1/sync/push", json=body, headers=wkey)
+        accepted[1] = r.json()["results"][0]["version"]
+
+        async def pusher() -> None:
+            mid = 2
+            while True:
+                batch = [{"mutation_id": mid + k, "type": "world_node",
+                          "id": str(uuid.uuid4()), "op": "upsert", "base_version": 0,
+                          "data": {"venue_id": venue, "kind": "PerchPoint",
+                                   "name": f"p{mid + k}"}} for k in range(20)]
+                try:
+                    r = await client.post("/api/v1/sync/push", headers=wkey, json={
+                        "workstation_id": ws["id"], "protocol_version": 1, "mutations": batch})
+                except httpx.HTTPError:
+                    return
+                for result in r.json()["results"]:
+                    accepted[result["mutation_id"]] = result["version"]
+                mid += 20
+
+        task = asyncio.create_task(pusher())
+        await asyncio.sleep(1.5)
+        proc.send_signal(signal.SIGKILL)  # no shutdown hooks, no cleanup
+        proc.wait(timeout=10)
+        await task
+    assert len(accepted) > 20
+    customer_id = customer["id"]
+    # A new process: its startup reconcile applies whatever the dead one left.
+    async with api_process(settings, tmp_path) as (_, client):
+        for _ in range(50):
+            status = (await client.get("/api/v1/sync/status", headers=wkey)).json()
+            if status["pending"] == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert status["pending"] == 0
+        cursor, seen = 0, {}
+        while True:
+            page = (await client.get(f"/api/v1/sync/pull?since={cursor}&limit=37",
+                                     headers=wkey)).json()
+            for change in page["changes"]:
+                seen[change["version"]] = change
+            cursor = page["cursor"]
+            if not page["has_more"]:
+                break
+    # Every accepted mutation is there: the response said so, so pull must show it.
+    assert set(accepted.values()) <= set(seen)
+    journaled = await pg.fetchval("SELECT count(*) FROM sync_journal WHERE customer_id = "
+                                  "$1::uuid", customer_id)
+    assert journaled >= len(accepted)
+    verify = _cli(settings, "verify", "--customer", customer_id)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    nodes = await graph.read("t", "MATCH (n:WorldNode) WHERE n.customer_id = $c "
+                             "RETURN count(n) AS n", {"c": customer_id})
+    assert nodes[0]["n"] == journaled - 1  # every journaled node, plus the venue row
+    await graph.write("t", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
+                      {"c": customer_id})
+
+
+async def test_cli_verify_reports_drift_and_reconcile_repairs_it(settings, app, tenant, graph):
+    from api.entities import EntityType
+    from api.journal import Change, Origin, record
+    from relational.database import unit_of_work
+
+    resources = app.state.resources
+    venue = uuid.uuid4()
+    async with unit_of_work(resources.sessions) as session:  # journaled, never applied
+        await record(session, uuid.UUID(tenant.id), [Change(
+            EntityType.venue, venue, "upsert", {"name": "Drifted", "tags": [],
+                                                 "properties": {}})], Origin(updated_by="test"))
+    drift = _cli(settings, "verify", "--customer", tenant.id)
+    assert drift.returncode == 1
+    assert f"missing: ('venue', '{venue}')" in drift.stdout
+    repaired = _cli(settings, "reconcile")
+    assert repaired.returncode == 0 and "reconciled" in repaired.stdout
+    clean = _cli(settings, "verify", "--customer", tenant.id)
+    assert clean.returncode == 0, clean.stdout
+    assert "no drift" in clean.stdout
