@@ -10,7 +10,7 @@ import time
 from bench.harness import Result, prepare, print_results
 
 # Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
-BENCHMARKS = ["graph_write"]
+BENCHMARKS = ["graph_write", "heartbeat"]
 
 
 async def main(names: list[str]) -> None:

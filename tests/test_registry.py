@@ -49,11 +49,11 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 async def preregister(client, admin_headers, *, models: tuple[str | None, ...] = ("Perch Mk II",),
                       name: str | None = "Kit A") -> tuple[str, list[str]]:
     kit_serial = serial("K")
-    drones = [{"serial": serial(), "model": m} for m in models]
+    drones: list[dict[str, str | None]] = [{"serial": serial(), "model": m} for m in models]
     response = await client.post(f"{V1}/admin/kits", headers=admin_headers,
                                  json={"serial": kit_serial, "name": name, "drones": drones})
     assert response.status_code == 201, response.text
-    return kit_serial, [d["serial"] for d in drones]
+    return kit_serial, [str(d["serial"]) for d in drones]
 
 
 async def claimed_kit(client, admin_headers, tenant: Tenant, **kw: Any) -> tuple[str, list[str]]:
@@ -663,7 +663,7 @@ async def test_liveness_filter_agrees_with_the_rule(client, admin_headers, tenan
 
 async def test_drone_list_filters_and_stable_keyset_pages(client, admin_headers,
                                                           tenant: Tenant):
-    kit_a, in_a = await claimed_kit(client, admin_headers, tenant, models=("a", "b", "c"))
+    _, in_a = await claimed_kit(client, admin_headers, tenant, models=("a", "b", "c"))
     kit_b, in_b = await claimed_kit(client, admin_headers, tenant, models=("d", "e"))
     h = tenant.headers
     await send_beat(client, in_a[0], h, firmware_version="3.0.0")
@@ -687,7 +687,8 @@ async def test_drone_list_filters_and_stable_keyset_pages(client, admin_headers,
     everything = sorted(in_a + in_b)
     walked: list[str] = []
     cursor = None
-    extra_kit, extra = None, []
+    extra_kit: str | None = None
+    extra: list[str] = []
     while True:
         page = (await client.get(f"{V1}/drones?limit=2" + (f"&cursor={cursor}" if cursor else ""),
                                  headers=h)).json()

@@ -123,7 +123,9 @@ async def record_heartbeat(resources: Resources, principal: Principal, serial: s
         "liveness": verdict.state.value, "reasons": json.dumps(verdict.reasons),
     }
     try:
-        async with resources.engine.begin() as conn:
+        # One statement is its own transaction: autocommit saves BEGIN and COMMIT.
+        async with resources.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await conn.execute(_HEARTBEAT, params)).first()
     except (OperationalError, InterfaceError, OSError) as exc:
         raise DependencyUnavailable("postgres is unavailable; the heartbeat was not recorded",
