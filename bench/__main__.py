@@ -7,10 +7,10 @@ import importlib
 import sys
 import time
 
-from bench.harness import Result, prepare, print_results
+from bench.harness import Result, dispose, prepare, print_results
 
 # Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
-BENCHMARKS = ["graph_write", "heartbeat"]
+BENCHMARKS = ["graph_write", "heartbeat", "sync"]
 
 
 async def main(names: list[str]) -> None:
@@ -20,12 +20,15 @@ async def main(names: list[str]) -> None:
         raise SystemExit(f"unknown benchmark(s): {unknown}; known: {BENCHMARKS}")
     ctx = await prepare()
     results: list[Result] = []
-    for name in selected:
-        started = time.perf_counter()
-        print(f"[bench] {name} ...", flush=True)
-        module = importlib.import_module(f"bench.{name}")
-        results += await module.run(ctx)
-        print(f"[bench] {name} done in {time.perf_counter() - started:.1f}s", flush=True)
+    try:
+        for name in selected:
+            started = time.perf_counter()
+            print(f"[bench] {name} ...", flush=True)
+            module = importlib.import_module(f"bench.{name}")
+            results += await module.run(ctx)
+            print(f"[bench] {name} done in {time.perf_counter() - started:.1f}s", flush=True)
+    finally:
+        await dispose(ctx)
     print_results(results)
 
 

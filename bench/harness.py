@@ -50,6 +50,14 @@ def print_results(results: list[Result]) -> None:
         print(f"{r.name:<{width}}  {r.api:12.1f}  {raw}  {ratio}  {r.unit} {notes}")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -69,6 +77,7 @@ class BenchContext:
     settings: Settings
     admin_key: str
     database_url: str
+    server_pid: int | None = None
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -93,6 +102,7 @@ class BenchContext:
              "--log-level", "warning"],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
+        self.server_pid = proc.pid
         try:
             deadline = time.monotonic() + 60
             async with httpx.AsyncClient() as client:
@@ -134,7 +144,7 @@ async def prepare() -> BenchContext:
     """A fresh `<db>_bench` database at head and the Neo4j schema applied."""
     settings = Settings()
     admin = make_url(settings.database_url)
-    name = f"{admin.database}_bench"
+    name = f"{admin.database}_bench_{os.getpid()}"  # concurrent runs never collide
     conn = await asyncpg.connect(settings.sync_database_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -153,3 +163,13 @@ async def prepare() -> BenchContext:
     (ROOT / ".local").mkdir(exist_ok=True)
     return BenchContext(settings=settings, admin_key="ow_admin_bench_" + secrets.token_hex(16),
                         database_url=url)
+
+
+async def dispose(ctx: BenchContext) -> None:
+    """Drop the run's database."""
+    name = make_url(ctx.database_url).database
+    conn = await asyncpg.connect(ctx.settings.sync_database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from api.auth.deps import Reader, Syncer, Writer
@@ -66,9 +66,10 @@ async def pull_endpoint(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     types: Annotated[str | None, Query(max_length=200,
                                        description="Comma-separated entity types")] = None,
-) -> PullResponse:
-    return await pull(request.app.state.resources, principal, since=since, limit=limit,
+) -> Response:
+    body = await pull(request.app.state.resources, principal, since=since, limit=limit,
                       types=parse_types(types))
+    return Response(body, media_type="application/json")
 
 
 @router.get(

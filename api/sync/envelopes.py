@@ -1,57 +1,53 @@
-"""Entity envelopes: how every synced entity travels in push, pull and bootstrap."""
+"""Entity envelopes: how every synced entity travels in push, pull and bootstrap.
+
+Postgres builds each envelope from a `sync_entities` row (alias `e`) in one
+expression, so pull pages and bootstrap chunks are spliced together as text
+without decoding and re-encoding every payload in Python. The blob ids of a
+live venue, world node or operation ride along (`blob_ids`, available blobs,
+oldest first).
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.blobs.service import blob_ids_by_owner
-
-# Bootstrap and pull hand out parents before children where versions allow;
-# bootstrap orders by this rank so references resolve on the client.
+# Bootstrap hands out parents before children so references resolve on the client.
 TYPE_RANK = {"venue": 0, "kit": 1, "drone": 2, "world_node": 3, "world_edge": 4, "operation": 5}
-BLOB_OWNER_TYPES = frozenset({"venue", "world_node", "operation"})
+BLOB_OWNER_TYPES = ("venue", "world_node", "operation")
 
-ENTITY_COLUMNS = ("entity_type, entity_id, version, deleted, payload, merged_into, updated_by, "
-                  "updated_at")
+ENVELOPE_SQL = """(
+  jsonb_build_object(
+    'type', e.entity_type, 'id', e.entity_id,
+    'op', CASE WHEN e.deleted THEN 'delete' ELSE 'upsert' END,
+    'version', e.version,
+    'updated_at', to_char(e.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'updated_by', e.updated_by)
+  || CASE
+       WHEN e.deleted AND e.merged_into IS NOT NULL
+         THEN jsonb_build_object('merged_into', e.merged_into)
+       WHEN e.deleted THEN '{}'::jsonb
+       WHEN e.entity_type IN ('venue', 'world_node', 'operation')
+         THEN jsonb_build_object('data', e.payload, 'blob_ids', COALESCE((
+           SELECT jsonb_agg(b.id ORDER BY b.created_at, b.id) FROM blobs b
+           WHERE b.customer_id = e.customer_id AND b.owner_id = e.entity_id
+             AND b.state = 'available'), '[]'::jsonb))
+       ELSE jsonb_build_object('data', e.payload)
+     END
+)::text"""
 
-
-def envelope(row: Any, blob_ids: Sequence[uuid.UUID] | None = None) -> dict[str, Any]:
-    """A `sync_entities` row as the protocol's envelope."""
-    body: dict[str, Any] = {
-        "type": row.entity_type, "id": str(row.entity_id),
-        "op": "delete" if row.deleted else "upsert", "version": int(row.version),
-        "updated_at": row.updated_at.isoformat().replace("+00:00", "Z"),
-        "updated_by": row.updated_by,
-    }
-    if row.deleted:
-        if row.merged_into is not None:
-            body["merged_into"] = str(row.merged_into)
-    else:
-        body["data"] = row.payload
-        if row.entity_type in BLOB_OWNER_TYPES:
-            body["blob_ids"] = [str(b) for b in blob_ids or ()]
-    return body
-
-
-async def envelopes(session: AsyncSession, customer_id: uuid.UUID,
-                    rows: Iterable[Any]) -> list[dict[str, Any]]:
-    """Envelopes for many rows, with the blob ids of live blob owners in one query."""
-    rows = list(rows)
-    owners = [r.entity_id for r in rows if not r.deleted and r.entity_type in BLOB_OWNER_TYPES]
-    blobs = await blob_ids_by_owner(session, customer_id, owners) if owners else {}
-    return [envelope(r, blobs.get(r.entity_id)) for r in rows]
+_CURRENT = text(
+    f"SELECT {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608 (constant SQL)
+    "WHERE e.customer_id = :c AND e.entity_id = :i"
+)
 
 
 async def current_envelope(session: AsyncSession, customer_id: uuid.UUID,
                            entity_id: uuid.UUID) -> dict[str, Any] | None:
-    row = (await session.execute(text(
-        f"SELECT {ENTITY_COLUMNS} FROM sync_entities "  # noqa: S608 (fixed column list)
-        "WHERE customer_id = :c AND entity_id = :i"), {"c": customer_id, "i": entity_id})).first()
-    if row is None:
-        return None
-    return (await envelopes(session, customer_id, [row]))[0]
+    """The server's envelope of one entity (for conflict answers)."""
+    found = (await session.execute(_CURRENT, {"c": customer_id, "i": entity_id})).scalar()
+    return None if found is None else dict(json.loads(found))
