@@ -25,6 +25,19 @@ app.add_typer(stack_app, name="stack")
 T = TypeVar("T")
 
 
+@app.callback()
+def _configure() -> None:
+    """Readable log lines at LOG_LEVEL for commands (the server logs JSON)."""
+    from api.observability import configure_logging
+
+    try:
+        settings = get_settings()
+    except Exception as exc:  # invalid settings: say so, plainly, once
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, json=False)
+
+
 def with_resources(work: Callable[[Resources], Awaitable[T]]) -> T:
     """Run `work` with the service's clients open, then close them."""
 
@@ -164,6 +177,29 @@ def verify(
                f"{'no drift' if not drifted else f'{len(drifted)} with drift'}")
     if drifted:
         raise typer.Exit(1)
+
+
+@app.command("seed-demo")
+def seed_demo(
+    venues: Annotated[int, typer.Option(min=1, max=10_000, help="Venues to create.")] = 6,
+    zones: Annotated[int, typer.Option(min=1, max=200, help="Zones per venue.")] = 8,
+) -> None:
+    """Create a demo customer with venues, world model and operations; prints its key."""
+    from rich.progress import Progress
+
+    from api.demo import DemoResult
+    from api.demo import seed_demo as seed
+
+    async def work(resources: Resources) -> DemoResult:
+        with Progress() as bar:
+            task = bar.add_task("seeding venues", total=venues)
+            return await seed(resources, venues=venues, zones_per_venue=zones,
+                              progress=lambda n: bar.advance(task, n))
+
+    result = with_resources(work)
+    typer.echo(f"customer {result.customer_id}: {result.venues} venues, {result.nodes} world "
+               f"nodes, {result.edges} edges, {result.operations} operations")
+    typer.echo(f"API key (shown once): {result.api_key}")
 
 
 @app.command("export-openapi")
