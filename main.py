@@ -23,6 +23,7 @@ from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
 from api.resources import Resources
 from api.router import v1_router
+from api.search.embedding_worker import EMBEDDING_INTERVAL_SECONDS, embedding_job
 from api.settings import Settings, get_settings
 
 log = structlog.get_logger("main")
@@ -36,11 +37,14 @@ def process_loops(settings: Settings) -> list[tuple[str, Job, float]]:
     concurrent runs safe, and its first run at startup re-applies whatever a
     killed process left pending.
     """
-    return [
+    loops: list[tuple[str, Job, float]] = [
         ("reconciler", reconcile_job, settings.reconcile_interval_seconds),
         ("key_usage_flush", flush_key_usage, 30.0),
         ("liveness_sweep", liveness_sweep, settings.heartbeat_interval_seconds / 2),
     ]
+    if settings.embedding_worker:
+        loops.append(("embedding_worker", embedding_job, EMBEDDING_INTERVAL_SECONDS))
+    return loops
 
 
 # Run once at shutdown, after the loops stop (final flushes).

@@ -8,13 +8,17 @@ from api.auth.endpoints import router as auth_router
 from api.blobs.endpoints import router as blobs_router
 from api.fleet.endpoints import admin_router as fleet_admin_router
 from api.fleet.endpoints import drones_router, kits_router
+from api.graphs.endpoints import router as graphs_router
 from api.operations.endpoints import router as operations_router
+from api.search.endpoints import router as search_router
 from api.sync.endpoints import router as sync_router
 from api.sync.endpoints import venue_router as venue_merge_router
 from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
 v1_router = APIRouter(prefix="/api/v1")
+# Search first: its `/venues/search` must win over the venue router's `/venues/{venue_id}`.
+v1_router.include_router(search_router)
 v1_router.include_router(auth_router)
 v1_router.include_router(blobs_router)
 v1_router.include_router(venue_merge_router)
@@ -25,3 +29,4 @@ v1_router.include_router(fleet_admin_router)
 v1_router.include_router(kits_router)
 v1_router.include_router(drones_router)
 v1_router.include_router(sync_router)
+v1_router.include_router(graphs_router)

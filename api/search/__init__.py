@@ -1,0 +1,1 @@
+"""Semantic and hybrid search, and the embedding worker that keeps it fed."""

@@ -1,0 +1,410 @@
+"""Tenant-filtered vector and fulltext search, and the embedding worker's reads and writes.
+
+Neo4j Community has one vector index per label, shared by every tenant, and
+`db.index.vector.queryNodes` filters *after* its top-k: asking for 10 and
+filtering to one tenant can return 1 of 10. The rule here (docs/search.md):
+
+1. Count the tenant's candidates (its embedded nodes under the filters).
+2. Few candidates (<= `EXACT_MAX_CANDIDATES`): exact search, a brute-force
+   `vector.similarity.cosine` over exactly those nodes. Always right, and
+   cheaper than a large k at that size.
+3. Otherwise ask the index for k = OVERFETCH x limit / (tenant's share of the
+   index) and filter. Enough tenant hits among the global top-k means they
+   *are* the tenant's top hits (every tenant node outside the top-k scores
+   lower); too few and not exhausted: retry with 4k. Past `ANN_MAX_K`, fall
+   back to exact search rather than answer short.
+
+Fulltext follows the same over-fetch loop, and its last resort is the
+unlimited index query (Lucene returns every match; Cypher stops at the limit).
+Index names, labels and query text are constants; the user's words arrive as
+an escaped Lucene string parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, LiteralString
+
+from graph.driver import GraphClient
+
+Target = Literal["venue", "world_node"]
+
+EXACT_MAX_CANDIDATES = 5000
+OVERFETCH = 2.0
+GROWTH = 4
+ANN_MAX_K = 10_000
+RERANK = 3
+FULLTEXT_MIN_K = 100
+FULLTEXT_MAX_K = 10_000
+
+# ------------------------------------------------------------------ Cypher
+_WORLD_FILTER = """node.customer_id = $customer_id
+  AND ($venue_id IS NULL OR node.venue_id = $venue_id)
+  AND ($kind IS NULL OR node.kind = $kind)
+  AND NOT node.id IN $exclude"""
+
+# The filtered hits as rows of {props, location, score}, in one row even when there
+# are none, so the caller always learns how much the index returned.
+_TOP_TEXT_HITS = """WITH fetched_count, size(hits) AS hit_count, hits[0..$limit] AS top
+CALL (top) {
+  UNWIND top AS h
+  WITH h.node AS node, h.score AS score
+  RETURN collect({props: node {.*, embedding: null}, location: node.location,
+                  score: score}) AS hits
+}
+RETURN fetched_count, hit_count, hits"""
+# Vector hits are re-scored exactly: the index ranks by quantized vectors, so its
+# order among near-equal scores can differ from the exact one. The first
+# RERANK x $limit tenant hits are re-scored, which covers those swaps.
+_TOP_VECTOR_HITS = """WITH fetched_count, size(hits) AS hit_count, hits[0..$rerank] AS top
+CALL (top) {
+  UNWIND top AS h
+  WITH h.node AS node, vector.similarity.cosine(h.node.embedding, $vector) AS score
+  ORDER BY score DESC, node.id LIMIT $limit
+  RETURN collect({props: node {.*, embedding: null}, location: node.location,
+                  score: score}) AS hits
+}
+RETURN fetched_count, hit_count, hits"""
+
+COUNT_CANDIDATES: dict[Target, LiteralString] = {
+    "venue": """
+MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.embedding IS NOT NULL
+  AND NOT node.id IN $exclude
+RETURN count(node) AS n
+""",
+    "world_node": """
+MATCH (node:WorldNode)
+WHERE node.customer_id = $customer_id
+  AND ($venue_id IS NULL OR node.venue_id = $venue_id)
+  AND ($kind IS NULL OR node.kind = $kind)
+  AND NOT node.id IN $exclude
+  AND node.embedding IS NOT NULL
+RETURN count(node) AS n
+""",
+}
+
+# Label counts come from Neo4j's count store: constant time, all tenants.
+INDEX_SIZE: dict[Target, LiteralString] = {
+    "venue": "MATCH (n:Venue) RETURN count(n) AS n",
+    "world_node": "MATCH (n:WorldNode) RETURN count(n) AS n",
+}
+
+VECTOR_ANN: dict[Target, LiteralString] = {
+    "venue": """
+CALL db.index.vector.queryNodes('venue_embedding', $k, $vector) YIELD node, score
+WITH collect({node: node, score: score}) AS fetched
+WITH size(fetched) AS fetched_count,
+     [f IN fetched WHERE f.node.customer_id = $customer_id AND NOT f.node.id IN $exclude] AS hits
+""" + _TOP_VECTOR_HITS + """
+""",
+    "world_node": """
+CALL db.index.vector.queryNodes('world_node_embedding', $k, $vector) YIELD node, score
+WITH collect({node: node, score: score}) AS fetched
+WITH size(fetched) AS fetched_count,
+     [f IN fetched WHERE f.node.customer_id = $customer_id
+        AND ($venue_id IS NULL OR f.node.venue_id = $venue_id)
+        AND ($kind IS NULL OR f.node.kind = $kind)
+        AND NOT f.node.id IN $exclude] AS hits
+""" + _TOP_VECTOR_HITS + """
+""",
+}
+
+# Same score as the index (cosine mapped to [0, 1]), so both paths rank alike.
+VECTOR_EXACT: dict[Target, LiteralString] = {
+    "venue": """
+MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.embedding IS NOT NULL
+  AND NOT node.id IN $exclude
+WITH node, vector.similarity.cosine(node.embedding, $vector) AS score
+ORDER BY score DESC, node.id LIMIT $limit
+RETURN node {.*, embedding: null} AS props, node.location AS location, score
+""",
+    "world_node": """
+MATCH (node:WorldNode)
+WHERE node.customer_id = $customer_id
+  AND ($venue_id IS NULL OR node.venue_id = $venue_id)
+  AND ($kind IS NULL OR node.kind = $kind)
+  AND NOT node.id IN $exclude
+  AND node.embedding IS NOT NULL
+WITH node, vector.similarity.cosine(node.embedding, $vector) AS score
+ORDER BY score DESC, node.id LIMIT $limit
+RETURN node {.*, embedding: null} AS props, null AS location, score
+""",
+}
+
+FULLTEXT: dict[Target, LiteralString] = {
+    "venue": """
+CALL db.index.fulltext.queryNodes('venue_text', $query, {limit: $k}) YIELD node, score
+WITH collect({node: node, score: score}) AS fetched
+WITH size(fetched) AS fetched_count,
+     [f IN fetched WHERE f.node.customer_id = $customer_id AND f.node.version >= 0
+        AND NOT f.node.id IN $exclude] AS hits
+""" + _TOP_TEXT_HITS + """
+""",
+    "world_node": """
+CALL db.index.fulltext.queryNodes('world_node_text', $query, {limit: $k}) YIELD node, score
+WITH collect({node: node, score: score}) AS fetched
+WITH size(fetched) AS fetched_count,
+     [f IN fetched WHERE f.node.customer_id = $customer_id AND f.node.version >= 0
+        AND ($venue_id IS NULL OR f.node.venue_id = $venue_id)
+        AND ($kind IS NULL OR f.node.kind = $kind)
+        AND NOT f.node.id IN $exclude] AS hits
+""" + _TOP_TEXT_HITS + """
+""",
+}
+
+# The last resort: every match, filtered as it streams, stopped at the limit.
+FULLTEXT_ALL: dict[Target, LiteralString] = {
+    "venue": """
+CALL db.index.fulltext.queryNodes('venue_text', $query) YIELD node, score
+WITH node, score WHERE node.customer_id = $customer_id AND node.version >= 0
+  AND NOT node.id IN $exclude
+RETURN node {.*, embedding: null} AS props, node.location AS location, score
+LIMIT $limit
+""",
+    "world_node": """
+CALL db.index.fulltext.queryNodes('world_node_text', $query) YIELD node, score
+WITH node, score WHERE """ + _WORLD_FILTER + """ AND node.version >= 0
+RETURN node {.*, embedding: null} AS props, null AS location, score
+LIMIT $limit
+""",
+}
+
+NODE_EMBEDDING: dict[Target, LiteralString] = {
+    "venue": "MATCH (n:Venue {id: $id}) WHERE n.customer_id = $customer_id "
+             "RETURN n.embedding AS embedding",
+    "world_node": "MATCH (n:WorldNode {id: $id}) WHERE n.customer_id = $customer_id "
+                  "RETURN n.embedding AS embedding, n.venue_id AS venue_id",
+}
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Hit:
+    props: dict[str, Any]
+    score: float
+    location: Any = None
+
+    @property
+    def id(self) -> str:
+        return str(self.props["id"])
+
+
+@dataclass
+class Plan:
+    """How a tenant-filtered search was answered (returned to callers as-is)."""
+
+    strategy: str                 # exact | ann | ann_then_exact | index | index_all
+    candidates: int | None = None
+    k: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "candidates": self.candidates, "k": self.k}
+
+
+def _hits(rows: Sequence[Mapping[str, Any]]) -> list[Hit]:
+    return [Hit(props=dict(r["props"]), score=float(r["score"]), location=r.get("location"))
+            for r in rows]
+
+
+def _params(customer_id: str, venue_id: str | None, kind: str | None,
+            exclude: Sequence[str]) -> dict[str, Any]:
+    return {"customer_id": customer_id, "venue_id": venue_id, "kind": kind,
+            "exclude": list(exclude)}
+
+
+def initial_k(limit: int, candidates: int, index_size: int) -> int:
+    """Enough of the shared index to expect `OVERFETCH x limit` of the tenant's nodes."""
+    share = candidates / max(index_size, candidates, 1)
+    return max(limit * GROWTH, math.ceil(OVERFETCH * limit / max(share, 1e-9)))
+
+
+# ------------------------------------------------------------------ vector
+
+
+async def vector_search(
+    graph: GraphClient, target: Target, customer_id: str, vector: Sequence[float], limit: int,
+    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
+    exact_max: int = EXACT_MAX_CANDIDATES, max_k: int = ANN_MAX_K,
+) -> tuple[list[Hit], Plan]:
+    """The tenant's `limit` nearest nodes to `vector`, best first (see module doc)."""
+    params = _params(customer_id, venue_id, kind, exclude) | {"vector": list(vector),
+                                                              "limit": limit}
+    rows = await graph.read(f"search.{target}.count", COUNT_CANDIDATES[target], params)
+    candidates = int(rows[0]["n"])
+    plan = Plan(strategy="exact", candidates=candidates)
+    if candidates == 0:
+        return [], plan
+    if candidates > exact_max:
+        size = int((await graph.read(f"search.{target}.index_size", INDEX_SIZE[target]))[0]["n"])
+        k = initial_k(limit, candidates, size)
+        plan.strategy = "ann"
+        while k <= max_k:
+            plan.k.append(k)
+            row = (await graph.read(f"search.{target}.ann", VECTOR_ANN[target],
+                                    params | {"k": k, "rerank": limit * RERANK}))[0]
+            if row["hit_count"] >= limit or row["fetched_count"] < k:
+                return _hits(row["hits"]), plan
+            k *= GROWTH
+        plan.strategy = "ann_then_exact"
+    rows = await graph.read(f"search.{target}.exact", VECTOR_EXACT[target], params)
+    return _hits(rows), plan
+
+
+async def exact_vector_search(
+    graph: GraphClient, target: Target, customer_id: str, vector: Sequence[float], limit: int,
+    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
+) -> list[Hit]:
+    """Brute force over the tenant's nodes: the ground truth recall is measured against."""
+    params = _params(customer_id, venue_id, kind, exclude) | {"vector": list(vector),
+                                                              "limit": limit}
+    return _hits(await graph.read(f"search.{target}.exact", VECTOR_EXACT[target], params))
+
+
+async def node_embedding(graph: GraphClient, target: Target, customer_id: str,
+                         node_id: str) -> tuple[bool, list[float] | None]:
+    """`(exists, embedding)` of one of the tenant's nodes."""
+    rows = await graph.read(f"search.{target}.embedding", NODE_EMBEDDING[target],
+                            {"customer_id": customer_id, "id": node_id})
+    if not rows:
+        return False, None
+    return True, rows[0]["embedding"]
+
+
+# ------------------------------------------------------------------ fulltext
+
+_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
+_LUCENE_OPERATORS = frozenset({"AND", "OR", "NOT", "TO"})
+
+
+def lucene_query(text: str) -> str | None:
+    """The user's words as a Lucene query that means only those words.
+
+    Every special character is escaped and the operator words are lower-cased,
+    so `name:x OR *` searches for the words "name", "x", "or" and nothing else.
+    None when no searchable word is left.
+    """
+    terms = []
+    for word in text.split():
+        if word in _LUCENE_OPERATORS:
+            word = word.lower()
+        escaped = _LUCENE_SPECIAL.sub(r"\\\1", word)
+        if any(ch.isalnum() for ch in word):
+            terms.append(escaped)
+    return " ".join(terms) if terms else None
+
+
+async def fulltext_search(
+    graph: GraphClient, target: Target, customer_id: str, query: str, limit: int,
+    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
+) -> tuple[list[Hit], Plan]:
+    """The tenant's best `limit` fulltext matches of an escaped Lucene `query`."""
+    params = _params(customer_id, venue_id, kind, exclude) | {"query": query, "limit": limit}
+    plan = Plan(strategy="index")
+    k = max(FULLTEXT_MIN_K, limit * 10)
+    while k <= FULLTEXT_MAX_K:
+        plan.k.append(k)
+        row = (await graph.read(f"search.{target}.fulltext", FULLTEXT[target],
+                                params | {"k": k}))[0]
+        if row["hit_count"] >= limit or row["fetched_count"] < k:
+            return _hits(row["hits"]), plan
+        k *= GROWTH
+    plan.strategy = "index_all"
+    return _hits(await graph.read(f"search.{target}.fulltext_all", FULLTEXT_ALL[target],
+                                  params)), plan
+
+
+# ------------------------------------------------------------------ embedding worker
+
+EMBEDDING_SOURCES: dict[Target, LiteralString] = {
+    "venue": """
+UNWIND $rows AS row
+MATCH (n:Venue {id: row.id}) WHERE n.customer_id = row.customer_id
+RETURN n.id AS id, n.customer_id AS customer_id, n.version AS version,
+       n {.name, .description, .tags} AS props, n.embedding_hash AS embedding_hash
+""",
+    "world_node": """
+UNWIND $rows AS row
+MATCH (n:WorldNode {id: row.id}) WHERE n.customer_id = row.customer_id
+RETURN n.id AS id, n.customer_id AS customer_id, n.version AS version,
+       n {.name, .description, .kind} AS props, n.embedding_hash AS embedding_hash
+""",
+}
+
+# Written only if the node is still at the version its text was read from; a
+# newer version has its own queue row and will be embedded from its own text.
+WRITE_EMBEDDINGS: dict[Target, LiteralString] = {
+    "venue": """
+UNWIND $rows AS row
+MATCH (n:Venue {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version = row.version
+CALL db.create.setNodeVectorProperty(n, 'embedding', row.vector)
+SET n.embedding_hash = row.hash
+RETURN count(n) AS written
+""",
+    "world_node": """
+UNWIND $rows AS row
+MATCH (n:WorldNode {id: row.id})
+WHERE n.customer_id = row.customer_id AND n.version = row.version
+CALL db.create.setNodeVectorProperty(n, 'embedding', row.vector)
+SET n.embedding_hash = row.hash
+RETURN count(n) AS written
+""",
+}
+
+# For `overwatch reembed`: every node of a type (optionally one tenant), by id.
+ALL_SOURCES: dict[Target, LiteralString] = {
+    "venue": """
+MATCH (n:Venue) WHERE ($customer_id IS NULL OR n.customer_id = $customer_id)
+  AND n.version >= 0 AND ($after IS NULL OR n.id > $after)
+RETURN n.id AS id, n.customer_id AS customer_id, n.version AS version,
+       n {.name, .description, .tags} AS props, n.embedding_hash AS embedding_hash
+ORDER BY n.id LIMIT $limit
+""",
+    "world_node": """
+MATCH (n:WorldNode) WHERE ($customer_id IS NULL OR n.customer_id = $customer_id)
+  AND n.version >= 0 AND ($after IS NULL OR n.id > $after)
+RETURN n.id AS id, n.customer_id AS customer_id, n.version AS version,
+       n {.name, .description, .kind} AS props, n.embedding_hash AS embedding_hash
+ORDER BY n.id LIMIT $limit
+""",
+}
+COUNT_ALL: dict[Target, LiteralString] = {
+    "venue": "MATCH (n:Venue) WHERE ($customer_id IS NULL OR n.customer_id = $customer_id) "
+             "AND n.version >= 0 RETURN count(n) AS n",
+    "world_node": "MATCH (n:WorldNode) WHERE ($customer_id IS NULL OR "
+                  "n.customer_id = $customer_id) AND n.version >= 0 RETURN count(n) AS n",
+}
+
+
+async def embedding_sources(graph: GraphClient, target: Target,
+                            rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Current text fields and stored hash of nodes given as `{id, customer_id}` rows."""
+    if not rows:
+        return []
+    return await graph.read(f"embeddings.{target}.sources", EMBEDDING_SOURCES[target],
+                            {"rows": list(rows)})
+
+
+async def write_embeddings(graph: GraphClient, target: Target,
+                           rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store `{id, customer_id, version, vector, hash}` rows; returns how many were written."""
+    if not rows:
+        return 0
+    result = await graph.write(f"embeddings.{target}.write", WRITE_EMBEDDINGS[target],
+                               {"rows": list(rows)})
+    return int(result[0]["written"]) if result else 0
+
+
+async def all_sources(graph: GraphClient, target: Target, customer_id: str | None,
+                      after: str | None, limit: int) -> list[dict[str, Any]]:
+    return await graph.read(f"embeddings.{target}.all_sources", ALL_SOURCES[target],
+                            {"customer_id": customer_id, "after": after, "limit": limit})
+
+
+async def count_all(graph: GraphClient, target: Target, customer_id: str | None) -> int:
+    rows = await graph.read(f"embeddings.{target}.count", COUNT_ALL[target],
+                            {"customer_id": customer_id})
+    return int(rows[0]["n"])
