@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from api.auth.principal import Principal, Scope
@@ -21,7 +22,8 @@ from api.world.service import write
 from relational.database import unit_of_work
 
 VENUES = [
-    ("Harbour Mall", "mall", -36.8435, 174.7669, "Three-level shopping centre by the ferry terminal"),
+    ("Harbour Mall", "mall", -36.8435, 174.7669,
+     "Three-level shopping centre by the ferry terminal"),
     ("Eden Park Stadium", "stadium", -36.8750, 174.7447, "Rugby and cricket stadium, 50,000 seats"),
     ("Auckland Airport Terminal", "airport", -37.0082, 174.7850, "International terminal"),
     ("City Hospital", "hospital", -36.8605, 174.7701, "Acute hospital with a rooftop helipad"),
@@ -47,7 +49,7 @@ class DemoResult:
 async def seed_demo(resources: Resources, *, venues: int, zones_per_venue: int,
                     progress: Callable[[int], None] | None = None) -> DemoResult:
     """Create a demo tenant; `progress(n)` is called after each venue."""
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 (demo data, not security)
     async with unit_of_work(resources.sessions) as session:
         customer, key = await create_customer(session, resources.settings, "Demo Security Ltd")
     principal = Principal(key_uuid=None, scopes=frozenset({Scope.customer}),
@@ -79,7 +81,7 @@ async def seed_demo(resources: Resources, *, venues: int, zones_per_venue: int,
                     "to_id": str(node_id), "confidence": round(rng.uniform(0.7, 1.0), 2)})
                 totals["nodes"] += 2
                 totals["edges"] += 1
-            for a, b in zip(nodes, nodes[1:], strict=False):
+            for a, b in pairwise(nodes):
                 await changes.upsert(EntityType.world_edge, uuid.uuid4(), {
                     "venue_id": str(venue_id), "type": "CONNECTS_TO", "from_id": str(a),
                     "to_id": str(b)})

@@ -251,7 +251,7 @@ def canonical(model: EntityData) -> dict[str, Any]:
     """
     for schema in type(model).__mro__:
         if schema in _SCHEMA_TYPES:
-            return model.model_dump(mode="json", include=set(schema.model_fields))  # type: ignore[attr-defined]
+            return model.model_dump(mode="json", include=set(schema.model_fields))
     return model.model_dump(mode="json")
 
 

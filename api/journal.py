@@ -1,4 +1,4 @@
-"""The one write path: Postgres journal first, Neo4j second (DESIGN.md §3–4).
+"""The one write path: Postgres journal first, Neo4j second (DESIGN.md §3-4).
 
 1. `record` (inside the caller's Postgres transaction): allocate the tenant's
    next versions from its counter row (`UPDATE … RETURNING` serialises writers
@@ -300,7 +300,8 @@ class Drift:
     customer_id: str
     pending: int
     missing: list[tuple[str, str]] = field(default_factory=list)      # journal has, graph lacks
-    unexpected: list[tuple[str, str]] = field(default_factory=list)   # graph has, journal deleted/never
+    # graph has, but the journal deleted or never had:
+    unexpected: list[tuple[str, str]] = field(default_factory=list)
     stale: list[tuple[str, str, int, int]] = field(default_factory=list)  # type, id, graph, journal
 
     @property
@@ -316,7 +317,8 @@ async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
     async with resources.sessions() as session:
         expected_rows = (await session.execute(text(
             "SELECT entity_type, entity_id, version FROM sync_entities "
-            "WHERE customer_id = :customer_id AND NOT deleted"), {"customer_id": customer_id})).all()
+            "WHERE customer_id = :customer_id AND NOT deleted"),
+            {"customer_id": customer_id})).all()
         pending = int((await session.execute(text(
             "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "
             "AND state = 'pending'"), {"customer_id": customer_id})).scalar_one())

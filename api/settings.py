@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # anywhere else, so a forgotten variable can never reach production.
 DEV_API_KEY_PEPPER = "dev-pepper-change-me"
 DEV_ADMIN_API_KEY = "ow_admin_dev_change_me"
-DEV_NEO4J_PASSWORD = "overwatch-dev-password"
-DEV_BLOB_SECRET = "overwatch-dev-secret"
+DEV_NEO4J_PASSWORD = "overwatch-dev-password"  # noqa: S105 (refused outside development)
+DEV_BLOB_SECRET = "overwatch-dev-secret"  # noqa: S105 (refused outside development)
 
 # The world-model ontology. Kinds become Neo4j labels and edge types become
 # relationship types, so both are checked against these patterns and the
@@ -217,7 +217,8 @@ class Settings(BaseSettings):
             "NEO4J_PASSWORD": (self.neo4j_password, DEV_NEO4J_PASSWORD),
             "BLOB_SECRET_ACCESS_KEY": (self.blob_secret_access_key, DEV_BLOB_SECRET),
         }
-        offending = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
+        offending = [name for name, (value, dev) in defaults.items()
+                     if value.get_secret_value() == dev]
         if offending:
             raise ValueError(
                 f"default secrets are refused when ENVIRONMENT={self.environment}: "

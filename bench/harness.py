@@ -95,8 +95,8 @@ class BenchContext:
     async def server(self, workers: int = 1) -> AsyncIterator[str]:
         """A real uvicorn server on loopback; yields its base URL."""
         port = _free_port()
-        log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(  # noqa: S603
+        log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")
+        proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--host",
              "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
              "--log-level", "warning"],

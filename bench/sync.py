@@ -58,7 +58,7 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
         mid, version = 2, 2
         for batch in range(-2, PUSH_BATCHES):
             mutations = []
-            for k in range(BATCH):
+            for _ in range(BATCH):
                 mutations.append({"mutation_id": mid, "type": "world_node",
                                   "id": str(uuid.uuid4()), "op": "upsert", "base_version": 0,
                                   "data": _node(venue, mid)})

@@ -14,7 +14,12 @@ from typing import Any
 
 from prometheus_client import Histogram
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 POSTGRES_QUERY_SECONDS = Histogram(
     "overwatch_postgres_query_duration_seconds",

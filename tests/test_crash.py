@@ -86,9 +86,13 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
         r = await client.post("/api/v1/sync/push", json=body, headers=wkey)
         accepted[1] = r.json()["results"][0]["version"]
 
+        progress = asyncio.Event()
+
         async def pusher() -> None:
             mid = 2
             while True:
+                if len(accepted) > 60:
+                    progress.set()
                 batch = [{"mutation_id": mid + k, "type": "world_node",
                           "id": str(uuid.uuid4()), "op": "upsert", "base_version": 0,
                           "data": {"venue_id": venue, "kind": "PerchPoint",
@@ -103,7 +107,10 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
                 mid += 20
 
         task = asyncio.create_task(pusher())
-        await asyncio.sleep(1.5)
+        # Kill once pushes are flowing (however slow the machine), while one is
+        # in flight: somewhere between journal commit, Neo4j apply and answer.
+        await asyncio.wait_for(progress.wait(), timeout=120)
+        await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGKILL)  # no shutdown hooks, no cleanup
         proc.wait(timeout=10)
         await task

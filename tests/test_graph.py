@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 import pytest
@@ -180,7 +181,7 @@ async def test_operations_link_to_venue_in_the_graph_and_filter(client, tenant, 
 async def test_venue_graph_is_capped(client, tenant):
     venue = await make_venue(client, tenant)
     nodes = [await make_node(client, tenant, venue["id"], name=f"N{i}") for i in range(4)]
-    for x, y in zip(nodes, nodes[1:], strict=False):
+    for x, y in itertools.pairwise(nodes):
         await make_edge(client, tenant, venue["id"], x["id"], y["id"])
     full = (await client.get(f"{V1}/venues/{venue['id']}/graph", headers=tenant.headers)).json()
     assert len(full["nodes"]) == 4 and len(full["edges"]) == 3 and not full["truncated"]
@@ -411,8 +412,8 @@ async def test_concurrent_writers_on_one_entity_end_at_the_highest_version(
 
 async def test_journal_committed_but_not_applied_is_reconciled(app, client, tenant, graph, pg):
     """A process killed between the journal commit and the Neo4j apply."""
-    from api.journal import Change, Origin, frontier, reconcile_all, record, verify
     from api.entities import EntityType
+    from api.journal import Change, Origin, frontier, reconcile_all, record, verify
     from relational.database import unit_of_work
 
     resources = app.state.resources
@@ -441,10 +442,10 @@ async def test_journal_committed_but_not_applied_is_reconciled(app, client, tena
 
 
 async def test_writes_are_accepted_while_neo4j_is_down(settings, app, client, tenant, graph, pg):
+    import httpx
+
     from api.journal import frontier, reconcile_all, verify
     from main import create_app
-
-    import httpx
 
     down = create_app(settings.model_copy(update={"neo4j_uri": "bolt://127.0.0.1:1"}),
                       background=False)

@@ -85,8 +85,8 @@ async def queued(pg, entity_id: str) -> int:
 # ------------------------------------------------------------------ embedder units
 def test_fake_embedder_is_deterministic_normalised_and_lexical():
     fake = FakeEmbedder()
-    a, b, c, a2 = fake.encode(["north loading dock", "loading dock south", "helipad", "north "
-                                                                                     "loading dock"])
+    a, b, c, a2 = fake.encode(["north loading dock", "loading dock south", "helipad",
+                               "north loading dock"])
     assert np.allclose(a, a2) and abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
     assert float(a @ b) > float(a @ c) + 0.3
     assert fake.calls == 1 and fake.texts_encoded == 4

@@ -516,7 +516,7 @@ async def test_pull_never_skips_a_change_under_concurrent_pushes(client, tenant,
     for i in range(3):
         ws, h = await register(client, tenant, f"w{i}")
         writers.append((ws, h))
-    reader_ws, reader_h = await register(client, tenant, "reader")
+    _, reader_h = await register(client, tenant, "reader")
     venue = uid()
     await do_push(client, writers[0][0], writers[0][1],
                   [mutation(1, "venue", venue, data={"name": "V"})])

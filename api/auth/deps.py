@@ -37,8 +37,8 @@ async def current_principal(
     # the endpoint runs, instead of being held for the whole request.
     resources = request.app.state.resources
     try:
-        async with resources.sessions() as session:
-            principal = await authenticate(session, request.app.state.settings, presented)
+        async with resources.engine.connect() as conn:
+            principal = await authenticate(conn, request.app.state.settings, presented)
     except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
         raise DependencyUnavailable("postgres is unavailable",
                                     details={"dependency": "postgres"}) from exc

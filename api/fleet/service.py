@@ -253,7 +253,7 @@ async def list_heartbeats(session: AsyncSession, customer_id: uuid.UUID, serial:
         received_at=r.received_at, cpu_percent=r.cpu_percent, memory_percent=r.memory_percent,
         disk_percent=r.disk_percent, temperature_c=r.temperature_c,
         battery_percent=r.battery_percent, firmware_version=r.firmware_version,
-        status=r.status,  # type: ignore[arg-type]
+        status=r.status,
         uptime_seconds=r.uptime_seconds, ip=str(r.ip) if r.ip is not None else None,
     ) for r in rows]
     last = rows[-1] if len(rows) == limit else None

@@ -33,7 +33,7 @@ def drone_brief(drone: Drone, now: datetime, interval: float) -> DroneBrief:
     state = assess(drone.last_heartbeat_at, drone.last_heartbeat, now=now,
                    interval_seconds=interval).state
     return DroneBrief(id=drone.id, serial=drone.serial, model=drone.model,
-                      status=drone.status, liveness=state)  # type: ignore[arg-type]
+                      status=drone.status, liveness=state)
 
 
 def kit_out(kit: Kit, drones: list[Drone], *, caller: uuid.UUID | None, now: datetime,
@@ -60,7 +60,7 @@ def drone_out(drone: Drone, kit_serial: str | None, *, now: datetime,
     kit = KitRef(id=drone.kit_id, serial=kit_serial) if drone.kit_id and kit_serial else None
     return DroneOut(
         id=drone.id, serial=drone.serial, model=drone.model, kit=kit,
-        status=drone.status,  # type: ignore[arg-type]
+        status=drone.status,
         status_changed_at=drone.status_changed_at, liveness=verdict.state.value,
         liveness_reasons=verdict.reasons, last_heartbeat_at=drone.last_heartbeat_at,
         firmware_version=drone.firmware_version, last_heartbeat=snapshot,

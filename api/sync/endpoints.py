@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field, ValidationError
 from api.auth.deps import Reader, Syncer, Writer
 from api.errors import Invalid, PayloadTooLarge
 from api.sync import merge as merging
-from api.sync.pull import bootstrap_lines, bootstrap_snapshot, parse_after, parse_types, pull, status
+from api.sync.pull import (
+    bootstrap_lines,
+    bootstrap_snapshot,
+    parse_after,
+    parse_types,
+    pull,
+    status,
+)
 from api.sync.push import push
 from api.sync.schemas import PullResponse, PushRequest, PushResponse, SyncStatus
 

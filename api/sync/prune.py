@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 
@@ -44,13 +45,18 @@ class SyncPruned:
     tenants: int
 
 
+def _rowcount(result: Any) -> int:
+    """Rows a DELETE removed (CursorResult.rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def prune_sync(resources: Resources, before: datetime) -> SyncPruned:
     """Remove sync history older than `before` and move the 410 horizon up."""
     async with unit_of_work(resources.sessions) as session:
         rows = (await session.execute(_PRUNE_TOMBSTONES, {"before": before})).all()
         for row in rows:
             await session.execute(_RAISE_HORIZON, {"upto": row.upto, "c": row.customer_id})
-        journal = (await session.execute(_PRUNE_JOURNAL, {"before": before})).rowcount
-        outcomes = (await session.execute(_PRUNE_OUTCOMES, {"before": before})).rowcount
+        journal = _rowcount(await session.execute(_PRUNE_JOURNAL, {"before": before}))
+        outcomes = _rowcount(await session.execute(_PRUNE_OUTCOMES, {"before": before}))
     return SyncPruned(tombstones=sum(int(r.n) for r in rows), journal_rows=journal or 0,
                       outcomes=outcomes or 0, tenants=len(rows))

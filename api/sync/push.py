@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from itertools import pairwise
 from typing import Any
 
 from pydantic import ValidationError
@@ -189,7 +190,7 @@ def _check_request(resources: Resources, request: PushRequest) -> None:
         raise PayloadTooLarge(f"a push carries at most {limit} mutations",
                               code="too_many_mutations", details={"max": limit})
     ids = [m.mutation_id for m in request.mutations]
-    for index, (a, b) in enumerate(zip(ids, ids[1:], strict=False)):
+    for index, (a, b) in enumerate(pairwise(ids)):
         if b <= a:
             raise Invalid("mutation ids must be strictly increasing",
                           code="mutation_ids_not_increasing",

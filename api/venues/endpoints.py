@@ -17,7 +17,7 @@ from graph import reads
 
 router = APIRouter(prefix="/venues", tags=["venues"])
 
-VENUE_EXAMPLE = {
+VENUE_EXAMPLE: dict[str, Any] = {
     "name": "Harbour Mall", "address": "1 Quay Street, Auckland",
     "description": "Three-level shopping centre with a rooftop car park.",
     "tags": ["mall", "retail"], "location": {"latitude": -36.8435, "longitude": 174.7669},
@@ -68,7 +68,9 @@ async def list_venues(
     if any(given) and not all(given):
         raise Invalid("lat, lon and radius_m go together",
                       details=[{"loc": ["query", "radius_m"], "msg": "give all three"}])
-    near = {"lat": lat, "lon": lon, "radius_m": radius_m} if all(given) else None
+    near = None
+    if lat is not None and lon is not None and radius_m is not None:
+        near = {"lat": lat, "lon": lon, "radius_m": radius_m}
     items = await reads.list_venues(
         _resources(request).graph, str(tenant_of(principal)), limit=limit,
         after=str(cursor) if cursor else None, tag=tag, text=q, near=near)

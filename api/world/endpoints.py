@@ -191,7 +191,7 @@ async def batch_edges(body: EdgeBatch, request: Request, principal: Writer) -> B
             summary="List a venue's edges, optionally as of a time")
 async def list_edges(
     request: Request, principal: Reader, venue_id: uuid.UUID,
-    type: Annotated[str | None, Query(max_length=40)] = None,  # noqa: A002
+    type: Annotated[str | None, Query(max_length=40)] = None,
     node_id: uuid.UUID | None = None,
     as_of: Annotated[datetime | None, Query(description="Only facts valid at this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
