@@ -72,6 +72,10 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                # A progress bar per model load is noise in service logs.
+                transformers_logging.disable_progress_bar()
 
                 self._model = SentenceTransformer(self._source, device=self.device,
                                                   local_files_only=self._local_only)

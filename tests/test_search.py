@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from api.search.embedder import EXTRAS_KEY
-from api.search.embedding_worker import embedding_job, queue_depth
+from api.search.embedding_worker import embedding_job, queue_depth, reembed
 from embeddings import CachedEmbedder, FakeEmbedder, content_hash, embedding_text, load_embedder
 from graph import search as graph_search
 from graph.driver import GraphClient
@@ -211,6 +211,31 @@ async def test_worker_waits_while_the_change_is_pending_in_the_journal(
     assert await queued(pg, node["id"]) == 0
     got = await stored(graph, NODE_EMBEDDING, node["id"])
     assert got["hash"] == content_hash(fake_embedder.model_id, "Atrium east. zone")
+
+
+async def test_reembed_brings_a_tenant_up_to_date_after_a_model_change(
+        client, app, tenant: Tenant, graph, fake_embedder):
+    venue = await make_venue(client, tenant, name="Eden Park")
+    node = await make_node(client, tenant, venue["id"], "Zone", "North stand")
+    await run_worker(app)
+    resources = app.state.resources
+    tenant_id = uuid.UUID(tenant.id)
+    done: list[tuple[str, int, int]] = []
+    same = await reembed(resources, ["venue", "world_node"], customer_id=tenant_id,
+                         progress=lambda t, n, total: done.append((t, n, total)))
+    assert (same.written, same.unchanged) == (0, 2)
+    assert done[-1] == ("world_node", 1, 1)
+    # A new model changes every hash: everything is re-encoded once, then never again.
+    other_model = FakeEmbedder(model_id="fake-model-2")
+    _swap(app, other_model)
+    switched = await reembed(resources, ["venue", "world_node"], customer_id=tenant_id)
+    assert (switched.written, switched.unchanged) == (2, 0)
+    assert (await stored(graph, NODE_EMBEDDING, node["id"]))["hash"] == \
+        content_hash("fake-model-2", "North stand. zone")
+    again = await reembed(resources, ["world_node"], customer_id=tenant_id)
+    assert (again.written, again.unchanged) == (0, 1)
+    forced = await reembed(resources, ["world_node"], customer_id=tenant_id, force=True)
+    assert forced.written == 1 and other_model.texts_encoded == 3
 
 
 # ------------------------------------------------------------------ search quality (real model)
