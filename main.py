@@ -25,6 +25,7 @@ from api.resources import Resources
 from api.router import v1_router
 from api.search.embedding_worker import EMBEDDING_INTERVAL_SECONDS, embedding_job
 from api.settings import Settings, get_settings
+from api.streams import Streams
 
 log = structlog.get_logger("main")
 
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             log.info("startup.migrated", neo4j_applied=applied)
         if settings.environment == "development":
             await ensure_bucket(resources)
+        # Streams serve sockets rather than run on a timer: on even without `background`.
+        streams = Streams.start(resources)
         loops = BackgroundLoops(resources)
         if background:
             for name, job, interval in process_loops(settings):
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         try:
             yield
         finally:
+            await streams.stop()
             await loops.stop()
             for hook in SHUTDOWN_HOOKS:
                 try:

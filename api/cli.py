@@ -111,11 +111,15 @@ def prune(
     sync_days: Annotated[int | None, typer.Option(
         min=1, help="Keep this many days of sync history and tombstones "
         "(default TOMBSTONE_RETENTION_DAYS).")] = None,
+    occupancy_days: Annotated[int | None, typer.Option(
+        min=1, help="Keep this many days of occupancy history "
+        "(default OCCUPANCY_RETENTION_DAYS).")] = None,
 ) -> None:
     """Remove telemetry and sync history older than their retention."""
     from datetime import UTC, datetime, timedelta
 
     from api.fleet.service import prune_heartbeats
+    from api.streams.occupancy import prune_occupancy
     from api.sync.prune import SyncPruned, prune_sync
 
     settings = get_settings()
@@ -128,12 +132,16 @@ def prune(
                 await prune_sync(resources, sync_cutoff))
 
     removed, synced = with_resources(work)
+    occupancy_cutoff = now - timedelta(days=occupancy_days or settings.occupancy_retention_days)
+    occupancy = with_resources(lambda resources: prune_occupancy(resources, occupancy_cutoff))
     typer.echo(f"heartbeats: removed {removed} rows received before "
                f"{heartbeat_cutoff:%Y-%m-%dT%H:%M:%SZ}")
     typer.echo(f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
                f"journal rows and {synced.outcomes} mutation outcomes older than "
                f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
                f"{synced.tenants} tenant(s) now answer 410")
+    typer.echo(f"occupancy: removed {occupancy} rows received before "
+               f"{occupancy_cutoff:%Y-%m-%dT%H:%M:%SZ}")
 
 
 @app.command()

@@ -110,6 +110,11 @@ _ENQUEUE_EMBEDDINGS = text(
     "CAST(:ops AS text[])) AS r(entity_type, entity_id, version, op) "
     "WHERE r.op = 'upsert' AND r.entity_type IN ('venue', 'world_node')"
 )
+# Stream subscribers of every API process hear about the versions on commit
+# (NOTIFY is delivered then, in commit order) and read the rows back by range
+# (api/streams/hub.py); the payload stays small whatever the batch size.
+CHANGES_CHANNEL = "overwatch_changes"
+_NOTIFY_CHANGES = text("SELECT pg_notify('overwatch_changes', :payload)")
 
 
 def _json(value: Any) -> str | None:
@@ -159,6 +164,8 @@ async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequenc
         "payloads": list(columns[4]), "merged_into": list(columns[5])})
     await session.execute(_ENQUEUE_EMBEDDINGS, {"customer_id": customer_id, **{
         k: journal[k] for k in ("entity_types", "entity_ids", "versions", "ops")}})
+    await session.execute(_NOTIFY_CHANGES, {"payload": json.dumps(
+        {"customer_id": str(customer_id), "first": first, "last": last})})
     return versions
 
 

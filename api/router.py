@@ -11,6 +11,7 @@ from api.fleet.endpoints import drones_router, kits_router
 from api.graphs.endpoints import router as graphs_router
 from api.operations.endpoints import router as operations_router
 from api.search.endpoints import router as search_router
+from api.streams.endpoints import router as streams_router
 from api.sync.endpoints import router as sync_router
 from api.sync.endpoints import venue_router as venue_merge_router
 from api.venues.endpoints import router as venues_router
@@ -30,3 +31,4 @@ v1_router.include_router(kits_router)
 v1_router.include_router(drones_router)
 v1_router.include_router(sync_router)
 v1_router.include_router(graphs_router)
+v1_router.include_router(streams_router)

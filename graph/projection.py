@@ -3,7 +3,9 @@
 Each statement is a named constant run with `UNWIND $rows` (one round trip per
 run of same-typed changes, all in one write transaction). Every write is
 version-guarded: properties change only where the stored version is lower, so
-applying a change twice is a no-op. Kinds and relationship types arrive as
+applying a change twice is a no-op. A world node keeps what is not journaled
+across upserts: its embedding (api/search) and a zone's live `occupancy_*`
+counts (api/streams/occupancy.py). Kinds and relationship types arrive as
 parameters and are used through Cypher's dynamic `$(...)` labels; they were
 checked against the ontology allowlist before they were journaled.
 """
@@ -41,11 +43,13 @@ MERGE (n:WorldNode {id: row.id})
   ON CREATE SET n.customer_id = row.customer_id, n.version = -1
 WITH n, row, venue WHERE n.customer_id = row.customer_id AND n.version < row.version
 WITH n, row, venue, n.embedding AS embedding, n.embedding_hash AS embedding_hash,
+     n {.occupancy_people, .occupancy_free, .occupancy_occupied, .occupancy_at} AS occupancy,
      [label IN labels(n) WHERE label <> 'WorldNode'] AS old_labels
 REMOVE n:$(old_labels)
 SET n = row.props
 SET n:$(row.kind)
 SET n.embedding = embedding, n.embedding_hash = embedding_hash
+SET n += occupancy
 WITH n, venue
 CALL (n, venue) {
   MATCH (n)-[old:IN_VENUE]->(other) WHERE other <> venue DELETE old

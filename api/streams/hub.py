@@ -1,0 +1,449 @@
+"""The subscribers of this API process, and the LISTEN loop that feeds them.
+
+Fan-out across processes goes through Postgres `LISTEN/NOTIFY`, no broker:
+
+* `overwatch_changes`: `record()` (api/journal.py) notifies `{customer_id,
+  first, last}` inside the journal's transaction. Notifications arrive on
+  commit, in commit order, and one tenant's versions commit in order, so each
+  tenant's ranges arrive in version order. The hub reads the rows of a range
+  from `sync_journal` only for tenants with subscribers here.
+* `overwatch_occupancy`: one small notification per accepted frame, sent by
+  the ingest batch's own INSERT (api/streams/occupancy.py).
+* `overwatch_liveness`: a row trigger on `device_events` (migration
+  0006_streams) for every drone liveness transition.
+
+Every process holds one dedicated asyncpg connection for LISTEN and
+reconnects if it drops. Change delivery cannot lose a version: the hub keeps,
+per tenant, the last version it delivered and always reads from there, so a
+range whose notification was missed (a reconnect, an overflowing inbox) is
+read with the next one, and after a reconnect every tenant is caught up at
+once. Occupancy and liveness are telemetry: one missed while the connection
+was down is not replayed (the next frame supersedes it).
+
+Each subscriber has a bounded queue. The dispatcher never waits for a
+subscriber: one whose queue is full is closed with 4008 `too slow`, and
+everyone else carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+import uuid
+from collections import Counter as Tally
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from prometheus_client import Counter, Gauge
+from sqlalchemy import text
+
+from api.journal import CHANGES_CHANNEL
+from api.resources import Resources
+from api.streams.schemas import EventType, StreamStats, Subscription
+
+log = structlog.get_logger("api.streams")
+
+OCCUPANCY_CHANNEL = "overwatch_occupancy"
+LIVENESS_CHANNEL = "overwatch_liveness"
+CHANNELS = (CHANGES_CHANNEL, OCCUPANCY_CHANNEL, LIVENESS_CHANNEL)
+LISTENER_NAME = "overwatch-stream-listener"
+
+INBOX_LIMIT = 100_000        # notifications waiting for the dispatcher
+DISPATCH_BATCH = 1000        # notifications handled per dispatcher turn
+CATCH_UP_LIMIT = 20_000      # most change rows read for one tenant in one turn
+PROBE_SECONDS = 10.0         # how often the LISTEN connection is checked
+PRESENCE_SECONDS = 5.0       # how often this process refreshes its stream_presence rows
+PRESENCE_FRESH_SECONDS = 3 * PRESENCE_SECONDS
+TOO_SLOW = (4008, "too slow")
+
+STREAM_SUBSCRIBERS = Gauge("overwatch_stream_subscribers",
+                           "Open subscriber sockets in this process.")
+STREAM_INGEST = Gauge("overwatch_stream_ingest_connections",
+                      "Open ingest sockets in this process.")
+STREAM_EVENTS = Counter("overwatch_stream_events_total",
+                        "Events queued for subscribers of this process, by event type.",
+                        ["event"])
+STREAM_DROPPED = Counter("overwatch_stream_subscribers_dropped_total",
+                         "Subscriber sockets closed by the server, by reason.", ["reason"])
+STREAM_LISTEN_CONNECTS = Counter("overwatch_stream_listen_connects_total",
+                                 "LISTEN connections opened (more than one: reconnects).")
+STREAM_NOTIFICATIONS_DROPPED = Counter(
+    "overwatch_stream_notifications_dropped_total",
+    "Notifications dropped because the dispatcher fell behind (changes are caught up).")
+
+_CURRENT_VERSION = text("SELECT version FROM customer_versions WHERE customer_id = :c")
+# The venue of a change: its own id for a venue, `venue_id` of its last state
+# (journaled for deletes too) for nodes, edges and operations; none for kits
+# and drones.
+_CHANGES = text(
+    "SELECT version, entity_type, entity_id, op, "
+    "CASE WHEN entity_type = 'venue' THEN entity_id::text ELSE payload->>'venue_id' END "
+    "AS venue_id, payload->>'merged_into' AS merged_into "
+    "FROM sync_journal WHERE customer_id = :c AND version BETWEEN :first AND :last "
+    "ORDER BY version"
+)
+_PRESENCE_UPSERT = text(
+    "INSERT INTO stream_presence (process_id, customer_id, ingest, subscribers, seen_at) "
+    "SELECT :p, r.c, r.i, r.s, now() FROM unnest(CAST(:cs AS uuid[]), CAST(:is AS int[]), "
+    "CAST(:ss AS int[])) AS r(c, i, s) "
+    "ON CONFLICT (process_id, customer_id) DO UPDATE SET ingest = excluded.ingest, "
+    "subscribers = excluded.subscribers, seen_at = now()"
+)
+_PRESENCE_DROP = text(
+    "DELETE FROM stream_presence WHERE process_id = :p "
+    "AND NOT (customer_id = ANY(CAST(:cs AS uuid[])))"
+)
+# Rows of processes that died without cleaning up.
+_PRESENCE_EXPIRE = text(
+    "DELETE FROM stream_presence WHERE seen_at < now() - interval '1 hour'"
+)
+_PRESENCE_OTHERS = text(
+    "SELECT COALESCE(sum(ingest), 0) AS ingest, COALESCE(sum(subscribers), 0) AS subscribers, "
+    "count(*) FILTER (WHERE ingest > 0 OR subscribers > 0) AS processes "
+    "FROM stream_presence WHERE customer_id = :c AND process_id <> :p "
+    "AND seen_at > now() - make_interval(secs => :fresh)"
+)
+
+
+def _set_event(event: asyncio.Event, *_: object) -> None:
+    event.set()
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), default=str)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One subscriber socket: its tenant, its filter and its bounded queue."""
+
+    customer_id: str
+    subscription: Subscription
+    since: int  # change versions up to this one were committed before it subscribed
+    queue: asyncio.Queue[str]
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int = 1000
+    close_reason: str = ""
+    event_types: frozenset[str] = field(init=False)
+    venues: frozenset[str] | None = field(init=False)
+    entity_types: frozenset[str] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refilter(self.subscription)
+
+    def refilter(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.event_types = frozenset(subscription.event_types)
+        self.venues = (None if subscription.venue_ids is None
+                       else frozenset(str(v) for v in subscription.venue_ids))
+        self.entity_types = (None if subscription.entity_types is None
+                             else frozenset(subscription.entity_types))
+
+    def wants(self, event: EventType, venue_id: str | None, entity_type: str | None = None
+              ) -> bool:
+        if event not in self.event_types:
+            return False
+        if venue_id is not None and self.venues is not None and venue_id not in self.venues:
+            return False
+        return entity_type is None or self.entity_types is None or entity_type in self.entity_types
+
+    def offer(self, message: str) -> None:
+        """Queue a message without waiting; a full queue closes the subscriber."""
+        if self.closed.is_set():
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            STREAM_DROPPED.labels(reason="too_slow").inc()
+            self.close(*TOO_SLOW)
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closed.set()
+
+
+class StreamHub:
+    """Local subscriber registry, connection counts and the LISTEN/dispatch loops."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.process_id = uuid.uuid4()
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self.ingest: Tally[str] = Tally()
+        self.listening = asyncio.Event()
+        self._cursor: dict[str, int] = {}  # last change version delivered, per tenant
+        self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(INBOX_LIMIT)
+        self._catch_up_all = False
+        self._presence_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for name, loop in (("listen", self._listen_loop), ("dispatch", self._dispatch_loop),
+                           ("presence", self._presence_loop)):
+            self._tasks.append(asyncio.create_task(loop(), name=f"overwatch:stream_{name}"))
+
+    async def stop(self) -> None:
+        for subscribers in self.subscribers.values():
+            for subscriber in subscribers:
+                subscriber.close(1001, "server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            async with self.resources.engine.begin() as conn:
+                await conn.execute(_PRESENCE_DROP, {"p": self.process_id, "cs": []})
+
+    # ------------------------------------------------------------ registry
+    async def subscribe(self, customer_id: str, subscription: Subscription) -> Subscriber:
+        """Register a subscriber; its queue starts with the `subscribed` message."""
+        async with self.resources.engine.connect() as conn:
+            since = int((await conn.execute(_CURRENT_VERSION, {"c": customer_id})).scalar() or 0)
+        queue: asyncio.Queue[str] = asyncio.Queue(self.resources.settings.stream_subscriber_queue)
+        subscriber = Subscriber(customer_id, subscription, since, queue)
+        subscriber.offer(self.subscribed_message(subscriber))
+        self.subscribers.setdefault(customer_id, set()).add(subscriber)
+        # Nothing at or below `since` is owed to anyone new; a tenant already
+        # followed keeps its cursor (older, and owed to its other subscribers).
+        self._cursor.setdefault(customer_id, since)
+        STREAM_SUBSCRIBERS.inc()
+        self._presence_changed.set()
+        return subscriber
+
+    @staticmethod
+    def subscribed_message(subscriber: Subscriber) -> str:
+        sub = subscriber.subscription
+        return encode({"event": "subscribed", "version": subscriber.since,
+                       "venue_ids": sub.venue_ids, "event_types": sub.event_types,
+                       "entity_types": sub.entity_types})
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        tenant = self.subscribers.get(subscriber.customer_id)
+        if tenant is None or subscriber not in tenant:
+            return
+        tenant.discard(subscriber)
+        if not tenant:
+            del self.subscribers[subscriber.customer_id]
+            self._cursor.pop(subscriber.customer_id, None)
+        STREAM_SUBSCRIBERS.dec()
+        self._presence_changed.set()
+
+    def ingest_opened(self, customer_id: str) -> None:
+        self.ingest[customer_id] += 1
+        STREAM_INGEST.inc()
+        self._presence_changed.set()
+
+    def ingest_closed(self, customer_id: str) -> None:
+        self.ingest[customer_id] -= 1
+        if self.ingest[customer_id] <= 0:
+            del self.ingest[customer_id]
+        STREAM_INGEST.dec()
+        self._presence_changed.set()
+
+    def local_counts(self, customer_id: str) -> dict[str, int]:
+        return {"ingest": self.ingest.get(customer_id, 0),
+                "subscribers": len(self.subscribers.get(customer_id, ()))}
+
+    async def stats(self, customer_id: str) -> StreamStats:
+        """This process's counts now, plus what the other processes last reported."""
+        local = self.local_counts(customer_id)
+        async with self.resources.engine.connect() as conn:
+            others = (await conn.execute(_PRESENCE_OTHERS, {
+                "c": customer_id, "p": self.process_id, "fresh": PRESENCE_FRESH_SECONDS})).one()
+        here = 1 if local["ingest"] or local["subscribers"] else 0
+        return StreamStats(ingest=local["ingest"] + int(others.ingest),
+                           subscribers=local["subscribers"] + int(others.subscribers),
+                           processes=here + int(others.processes), this_process=local)
+
+    # ------------------------------------------------------------ LISTEN
+    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        try:
+            self._inbox.put_nowait((channel, payload))
+        except asyncio.QueueFull:
+            STREAM_NOTIFICATIONS_DROPPED.inc()
+            self._catch_up_all = True
+
+    async def _listen_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.resources.settings.sync_database_url, timeout=5,
+                    server_settings={"application_name": LISTENER_NAME})
+                lost = asyncio.Event()
+                conn.add_termination_listener(functools.partial(_set_event, lost))
+                for channel in CHANNELS:
+                    await conn.add_listener(channel, self._on_notification)
+                STREAM_LISTEN_CONNECTS.inc()
+                self.listening.set()
+                # Whatever was committed while nobody listened is read now.
+                self._catch_up_all = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._inbox.put_nowait(("catch_up", ""))
+                backoff = 0.2
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), PROBE_SECONDS)
+                        break
+                    # A half-open TCP connection only shows when we ask.
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+                log.warning("stream.listen_lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream.listen_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                self.listening.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+                    if not conn.is_closed():
+                        conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    # ------------------------------------------------------------ dispatch
+    async def _dispatch_loop(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < DISPATCH_BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._dispatch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Cursors did not move: the catch-up re-reads every range after them.
+                log.warning("stream.dispatch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(0.5)
+                self._catch_up_all = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._inbox.put_nowait(("catch_up", ""))
+
+    async def _dispatch(self, batch: Iterable[tuple[str, str]]) -> None:
+        ranges: dict[str, int] = {}  # tenant -> last version announced in this batch
+        catch_up = False
+        for channel, payload in batch:
+            if channel == CHANGES_CHANNEL:
+                note = json.loads(payload)
+                tenant = note["customer_id"]
+                if tenant in self.subscribers:
+                    ranges[tenant] = max(ranges.get(tenant, 0), int(note["last"]))
+            elif channel == OCCUPANCY_CHANNEL:
+                self._deliver_occupancy(json.loads(payload))
+            elif channel == LIVENESS_CHANNEL:
+                self._deliver_liveness(json.loads(payload))
+            elif channel == "catch_up":
+                catch_up = True
+        if catch_up or (self._catch_up_all and self._inbox.empty()):
+            self._catch_up_all = False
+            ranges |= await self._current_versions(list(self.subscribers))
+        for tenant, last in ranges.items():
+            await self._deliver_changes(tenant, last)
+
+    async def _current_versions(self, tenants: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        async with self.resources.engine.connect() as conn:
+            for tenant in tenants:
+                version = (await conn.execute(_CURRENT_VERSION, {"c": tenant})).scalar()
+                if version is not None:
+                    found[tenant] = int(version)
+        return found
+
+    async def _deliver_changes(self, tenant: str, last: int) -> None:
+        """Deliver the tenant's changes after its cursor, up to `last`, in version order."""
+        cursor = self._cursor.get(tenant)
+        if cursor is None or last <= cursor:
+            return
+        first = cursor + 1
+        if last - first + 1 > CATCH_UP_LIMIT:
+            # Too far behind to replay: say so, and let clients pull the rest.
+            skipped_to = last - CATCH_UP_LIMIT
+            gap = encode({"event": "gap", "after": cursor, "through": skipped_to,
+                          "message": "changes were skipped; pull from `after`"})
+            for subscriber in list(self.subscribers.get(tenant, ())):
+                subscriber.offer(gap)
+            first = skipped_to + 1
+        async with self.resources.engine.connect() as conn:
+            rows = (await conn.execute(_CHANGES, {"c": tenant, "first": first,
+                                                  "last": last})).all()
+        # Subscribers may have come or gone while we read; deliver to those here now.
+        if self._cursor.get(tenant) != cursor:
+            return
+        self._cursor[tenant] = last
+        subscribers = list(self.subscribers.get(tenant, ()))
+        delivered = 0
+        for row in rows:
+            event = {"event": "change", "type": row.entity_type, "id": str(row.entity_id),
+                     "op": row.op, "version": int(row.version), "venue_id": row.venue_id}
+            if row.merged_into:
+                event["merged_into"] = row.merged_into
+            message = encode(event)
+            for subscriber in subscribers:
+                if row.version > subscriber.since and subscriber.wants(
+                        EventType.change, row.venue_id, row.entity_type):
+                    subscriber.offer(message)
+                    delivered += 1
+        STREAM_EVENTS.labels(event="change").inc(delivered)
+
+    def _deliver(self, tenant: str, kind: EventType, venue_id: str | None,
+                 event: dict[str, Any]) -> None:
+        subscribers = self.subscribers.get(tenant)
+        if not subscribers:
+            return
+        message: str | None = None
+        delivered = 0
+        for subscriber in list(subscribers):
+            if subscriber.wants(kind, venue_id):
+                message = message or encode(event)
+                subscriber.offer(message)
+                delivered += 1
+        STREAM_EVENTS.labels(event=kind.value).inc(delivered)
+
+    def _deliver_occupancy(self, note: dict[str, Any]) -> None:
+        tenant = note.pop("customer_id")
+        places = note["free"] + note["occupied"]
+        note["occupied_percent"] = (round(100.0 * note["occupied"] / places, 1)
+                                    if places else None)
+        self._deliver(tenant, EventType.occupancy, note.get("venue_id"),
+                      {"event": "occupancy", **note})
+
+    def _deliver_liveness(self, note: dict[str, Any]) -> None:
+        tenant = note.pop("customer_id")
+        self._deliver(tenant, EventType.liveness, None, {"event": "liveness", **note})
+
+    # ------------------------------------------------------------ presence
+    async def _presence_loop(self) -> None:
+        last_expiry = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._presence_changed.wait(), PRESENCE_SECONDS)
+                await asyncio.sleep(0.1)  # a burst of connects is one write
+            self._presence_changed.clear()
+            tenants = sorted(set(self.subscribers) | set(self.ingest))
+            try:
+                async with self.resources.engine.begin() as conn:
+                    if tenants:
+                        await conn.execute(_PRESENCE_UPSERT, {
+                            "p": self.process_id, "cs": tenants,
+                            "is": [self.ingest.get(t, 0) for t in tenants],
+                            "ss": [len(self.subscribers.get(t, ())) for t in tenants]})
+                    await conn.execute(_PRESENCE_DROP, {"p": self.process_id, "cs": tenants})
+                    if time.monotonic() - last_expiry > 600:
+                        await conn.execute(_PRESENCE_EXPIRE)
+                        last_expiry = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream.presence_failed", error=f"{type(exc).__name__}: {exc}"[:300])

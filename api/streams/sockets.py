@@ -1,0 +1,180 @@
+"""What both stream sockets share: authentication, the heartbeat, closing with a reason.
+
+A socket authenticates with the `X-API-Key` header, or, for clients that
+cannot set headers (browsers), with a first message `{"api_key": "…"}`. The key
+is checked again every REAUTH_SECONDS, so revoking it (or disabling the
+customer) ends its streams within that time. Failures are an error message
+`{"event": "error", "error": {"code", "message"}}` followed by a close with a
+code and a reason; they never reach the process.
+
+Heartbeat: every STREAM_HEARTBEAT_SECONDS the server sends
+`{"event": "ping", "at": …}`. Anything the client sends counts as a sign of
+life (`{"type": "pong"}` is the polite answer); a socket silent for more than
+two intervals is closed with 4000 `heartbeat timeout`, so dead connections
+are dropped whatever the proxies in between do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLTimeoutError
+
+from api.auth.principal import Permission, Principal
+from api.auth.service import KeyUsage, authenticate
+from api.errors import Unauthorized
+from api.resources import Resources
+from api.streams.hub import STREAM_DROPPED, encode
+
+AUTH_TIMEOUT_SECONDS = 10.0
+REAUTH_SECONDS = 60.0
+CLOSE_TIMEOUT_SECONDS = 10.0
+HEARTBEAT_TIMEOUT = (4000, "heartbeat timeout")
+POLICY = 1008       # bad key, missing permission, unusable first message
+TRY_AGAIN = 1013    # a store is down
+
+
+class SocketClosed(Exception):
+    """End the socket with `code` and `reason`, after an error message with `error_code`."""
+
+    def __init__(self, code: int, reason: str, error_code: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error_code = error_code
+
+
+def error_message(code: str, message: str, *, seq: int | None = None,
+                  details: Any = None) -> str:
+    body: dict[str, Any] = {"event": "error",
+                            "error": {"code": code, "message": message, "details": details}}
+    if seq is not None:
+        body["seq"] = seq
+    return encode(body)
+
+
+def ping_message() -> str:
+    return encode({"event": "ping", "at": datetime.now(UTC).isoformat()})
+
+
+async def receive(ws: WebSocket) -> str | bytes:
+    """The next message, text or binary; raises WebSocketDisconnect when the peer left."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    if message.get("text") is not None:
+        return str(message["text"])
+    return bytes(message.get("bytes") or b"")
+
+
+def json_object(raw: str | bytes) -> dict[str, Any] | None:
+    """`raw` parsed as a JSON object, or None."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass
+class SocketSession:
+    """An authenticated socket: who is on it, and when we last heard from it."""
+
+    ws: WebSocket
+    resources: Resources
+    key: str
+    principal: Principal
+    last_heard: float
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.principal.customer_id)
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+
+async def check_key(resources: Resources, key: str, permission: Permission) -> Principal:
+    """The key's principal if it may use a stream needing `permission`, else SocketClosed."""
+    try:
+        async with resources.engine.connect() as conn:
+            principal = await authenticate(conn, resources.settings, key)
+    except Unauthorized as exc:
+        raise SocketClosed(POLICY, "invalid or inactive API key", "unauthorized") from exc
+    except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
+        raise SocketClosed(TRY_AGAIN, "postgres is unavailable; try again later",
+                           "unavailable") from exc
+    if principal.customer_id is None:
+        raise SocketClosed(POLICY, "streams act inside one tenant; use a customer-bound key",
+                           "forbidden")
+    if not principal.can(permission):
+        raise SocketClosed(POLICY, f"this key lacks the {permission.value!r} permission",
+                           "forbidden")
+    if principal.key_uuid is not None:
+        usage: KeyUsage = resources.extras.setdefault("key_usage", KeyUsage())
+        usage.touch(principal.key_uuid)
+    return principal
+
+
+async def open_session(ws: WebSocket, resources: Resources, permission: Permission
+                       ) -> tuple[SocketSession, dict[str, Any] | None]:
+    """Accept and authenticate; also returns what else the first message carried."""
+    await ws.accept()
+    key = ws.headers.get("x-api-key")
+    rest: dict[str, Any] | None = None
+    if not key:
+        try:
+            raw = await asyncio.wait_for(receive(ws), AUTH_TIMEOUT_SECONDS)
+        except TimeoutError as exc:
+            raise SocketClosed(POLICY, "authentication timeout", "unauthorized") from exc
+        first = json_object(raw)
+        if first is None or not isinstance(first.get("api_key"), str):
+            raise SocketClosed(POLICY, 'send the X-API-Key header or {"api_key": ...} first',
+                               "unauthorized")
+        key = first.pop("api_key")
+        rest = first or None
+    principal = await check_key(resources, key, permission)
+    return SocketSession(ws, resources, key, principal, time.monotonic()), rest
+
+
+async def close_socket(ws: WebSocket, code: int, reason: str,
+                       error_code: str | None = None) -> None:
+    """Say why (if `error_code`), then close; a peer that is gone or stuck is let go."""
+    with contextlib.suppress(Exception):
+        if error_code is not None:
+            await asyncio.wait_for(ws.send_text(error_message(error_code, reason)),
+                                   CLOSE_TIMEOUT_SECONDS)
+        # Close reasons are limited to 123 bytes.
+        await asyncio.wait_for(ws.close(code, reason.encode()[:120].decode(errors="ignore")),
+                               CLOSE_TIMEOUT_SECONDS)
+
+
+async def keep_alive(session: SocketSession, permission: Permission,
+                     ping: Callable[[], None]) -> tuple[int, str]:
+    """Ping every interval; returns why the socket must close (silence, a dead key)."""
+    interval = session.resources.settings.stream_heartbeat_seconds
+    checked = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        if now - session.last_heard > 2 * interval:
+            STREAM_DROPPED.labels(reason="heartbeat").inc()
+            return HEARTBEAT_TIMEOUT
+        ping()
+        if now - checked >= REAUTH_SECONDS:
+            try:
+                await check_key(session.resources, session.key, permission)
+            except SocketClosed as closed:
+                if closed.error_code != "unavailable":  # a Postgres blip ends nothing
+                    STREAM_DROPPED.labels(reason="key").inc()
+                    return closed.code, closed.reason
+            checked = now
