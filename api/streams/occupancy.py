@@ -275,18 +275,24 @@ class OccupancyWriter:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            started = time.perf_counter()
-            stored, _ = await asyncio.gather(self._store_history([o for o, _ in batch]),
-                                             self._set_zones([o for o, _ in batch]))
-            BATCH_SECONDS.observe(time.perf_counter() - started)
-            for _, future in batch:
-                if future.done():
-                    continue
-                if stored:
-                    future.set_result(None)
-                else:
-                    future.set_exception(FrameRejected(
-                        "unavailable", "postgres is unavailable; the frame was not stored"))
+            stored = False
+            try:
+                started = time.perf_counter()
+                stored, _ = await asyncio.gather(self._store_history([o for o, _ in batch]),
+                                                 self._set_zones([o for o, _ in batch]))
+                BATCH_SECONDS.observe(time.perf_counter() - started)
+            except Exception as exc:  # never let one batch stop the writer
+                log.warning("stream.batch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                # Every frame gets its answer, also when the writer is being stopped.
+                for _, future in batch:
+                    if future.done():
+                        continue
+                    if stored:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(FrameRejected(
+                            "unavailable", "the frame was not stored; retry later"))
             if stored:
                 FRAMES_ACCEPTED.inc(len(batch))
 
