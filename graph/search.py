@@ -33,7 +33,7 @@ from graph.driver import GraphClient
 Target = Literal["venue", "world_node"]
 
 EXACT_MAX_CANDIDATES = 5000
-OVERFETCH = 2.0
+OVERFETCH = 4.0
 GROWTH = 4
 ANN_MAX_K = 10_000
 RERANK = 3
@@ -69,18 +69,20 @@ CALL (top) {
 }
 RETURN fetched_count, hit_count, hits"""
 
+# Tenant scans say `version >= 0` so the planner seeks the (customer_id, version)
+# index instead of scanning every node of the label (there is no index on
+# customer_id alone). Placeholder nodes (version -1) are not real entities anyway.
 COUNT_CANDIDATES: dict[Target, LiteralString] = {
     "venue": """
-MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.embedding IS NOT NULL
-  AND NOT node.id IN $exclude
+MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.version >= 0
+  AND node.embedding IS NOT NULL
 RETURN count(node) AS n
 """,
     "world_node": """
 MATCH (node:WorldNode)
-WHERE node.customer_id = $customer_id
+WHERE node.customer_id = $customer_id AND node.version >= 0
   AND ($venue_id IS NULL OR node.venue_id = $venue_id)
   AND ($kind IS NULL OR node.kind = $kind)
-  AND NOT node.id IN $exclude
   AND node.embedding IS NOT NULL
 RETURN count(node) AS n
 """,
@@ -115,15 +117,15 @@ WITH size(fetched) AS fetched_count,
 # Same score as the index (cosine mapped to [0, 1]), so both paths rank alike.
 VECTOR_EXACT: dict[Target, LiteralString] = {
     "venue": """
-MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.embedding IS NOT NULL
-  AND NOT node.id IN $exclude
+MATCH (node:Venue) WHERE node.customer_id = $customer_id AND node.version >= 0
+  AND node.embedding IS NOT NULL AND NOT node.id IN $exclude
 WITH node, vector.similarity.cosine(node.embedding, $vector) AS score
 ORDER BY score DESC, node.id LIMIT $limit
 RETURN node {.*, embedding: null} AS props, node.location AS location, score
 """,
     "world_node": """
 MATCH (node:WorldNode)
-WHERE node.customer_id = $customer_id
+WHERE node.customer_id = $customer_id AND node.version >= 0
   AND ($venue_id IS NULL OR node.venue_id = $venue_id)
   AND ($kind IS NULL OR node.kind = $kind)
   AND NOT node.id IN $exclude

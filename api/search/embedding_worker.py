@@ -16,6 +16,8 @@ A crash anywhere before the commit leaves the rows queued for the next run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +41,7 @@ log = structlog.get_logger("api.search.embedding_worker")
 TARGETS: tuple[Target, ...] = ("venue", "world_node")
 EMBEDDING_INTERVAL_SECONDS = 3.0  # between worker runs; a run drains what it can
 CLAIM_BATCHES = 8            # claim this many encoding batches' worth of rows at once
+ENCODE_BATCHES = 2           # encoding batches per encode call (a search waits at most one call)
 JOB_BUDGET_SECONDS = 30.0    # one job run stops claiming after this; the loop comes back
 
 EMBEDDING_QUEUE_DEPTH = Gauge(
@@ -104,14 +107,32 @@ async def refresh(graph: GraphClient, embedder: Embedder, target: Target,
             continue
         todo.append({"id": source["id"], "customer_id": source["customer_id"],
                      "version": source["version"], "hash": digest, "text": body})
-    # One encode call per batch: a search query waiting for the model never
-    # waits longer than one batch.
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        vectors = await encode(embedder, [row["text"] for row in chunk])
-        rows = [{k: v for k, v in row.items() if k != "text"} | {"vector": vector.tolist()}
-                for row, vector in zip(chunk, vectors, strict=True)]
-        outcome.written += await graph_search.write_embeddings(graph, target, rows)
+    # A few batches per encode call (sentence-transformers sorts each call's texts
+    # by length, so bigger calls pad less), and each chunk's Neo4j write overlaps
+    # the next chunk's encoding: index maintenance costs Neo4j about a third of
+    # the encoding time, and would otherwise add to it.
+    step = batch_size * ENCODE_BATCHES
+    # Similar lengths in a batch mean little padding (sentence-transformers only
+    # sorts within one call).
+    todo.sort(key=lambda row: len(row["text"]))
+    writing: asyncio.Task[int] | None = None
+    try:
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            vectors = await encode(embedder, [row["text"] for row in chunk])
+            rows = [{k: v for k, v in row.items() if k != "text"} | {"vector": vector.tolist()}
+                    for row, vector in zip(chunk, vectors, strict=True)]
+            if writing is not None:
+                outcome.written += await writing
+            writing = asyncio.create_task(graph_search.write_embeddings(graph, target, rows))
+        if writing is not None:
+            outcome.written += await writing
+            writing = None
+    finally:
+        if writing is not None:  # encoding failed: do not leave the write running alone
+            writing.cancel()
+            with contextlib.suppress(BaseException):
+                await writing
     EMBEDDINGS_WRITTEN.labels(entity_type=target).inc(outcome.written)
     EMBEDDINGS_UNCHANGED.labels(entity_type=target).inc(outcome.unchanged)
     return outcome

@@ -3,7 +3,7 @@
 // param: tag string -- venue tag, e.g. stadium
 // param: status string = null -- only operations in this status (planned, active, paused, completed, aborted, failed)
 // param: limit int 1..500 = 100
-MATCH (v:Venue) WHERE v.customer_id = $customer_id AND $tag IN v.tags
+MATCH (v:Venue) WHERE v.customer_id = $customer_id AND v.version >= 0 AND $tag IN v.tags
 MATCH (o:Operation)-[:AT]->(v) WHERE o.customer_id = $customer_id
   AND ($status IS NULL OR o.status = $status)
 MATCH (o)-[:USED]->(d:Drone) WHERE d.customer_id = $customer_id

@@ -5,7 +5,7 @@
 // param: limit int 1..500 = 100
 MATCH (e:WorldNode) WHERE e.customer_id = $customer_id AND e.venue_id = $venue_id
   AND (e:Entrance OR e:Exit)
-MATCH (h:Hazard) WHERE h.customer_id = $customer_id AND h.venue_id = $venue_id
+MATCH (h:WorldNode:Hazard) WHERE h.customer_id = $customer_id AND h.venue_id = $venue_id
 OPTIONAL MATCH (h)-[link:NEAR|ADJACENT_TO]-(e) WHERE link.customer_id = $customer_id
 WITH e, h, count(link) > 0 AS linked,
      CASE WHEN e.x IS NULL OR h.x IS NULL THEN null

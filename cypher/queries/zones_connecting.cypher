@@ -4,9 +4,9 @@
 // param: from_zone string -- name of the zone to start from
 // param: to_zone string -- name of the zone to reach
 // param: max_hops int 1..12 = 12 -- longest route considered
-MATCH (a:Zone) WHERE a.customer_id = $customer_id AND a.venue_id = $venue_id
+MATCH (a:WorldNode:Zone) WHERE a.customer_id = $customer_id AND a.venue_id = $venue_id
   AND toLower(a.name) = toLower($from_zone)
-MATCH (b:Zone) WHERE b.customer_id = $customer_id AND b.venue_id = $venue_id
+MATCH (b:WorldNode:Zone) WHERE b.customer_id = $customer_id AND b.venue_id = $venue_id
   AND toLower(b.name) = toLower($to_zone) AND b <> a
 MATCH p = shortestPath((a)-[:CONNECTS_TO|ADJACENT_TO|LEADS_TO*..12]-(b))
 WHERE all(r IN relationships(p) WHERE r.customer_id = $customer_id
