@@ -10,7 +10,7 @@ import time
 from bench.harness import Result, dispose, prepare, print_results
 
 # Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
-BENCHMARKS = ["graph_write", "heartbeat", "sync", "streams"]
+BENCHMARKS = ["graph_write", "heartbeat", "sync", "search", "streams"]
 
 
 async def main(names: list[str]) -> None:

@@ -89,6 +89,9 @@ class BenchContext:
             "ADMIN_API_KEY": self.admin_key, "LOG_LEVEL": "WARNING",
             "BLOB_BUCKET": s.blob_bucket, "DB_AUTO_MIGRATE": "false",
             "DATABASE_POOL_SIZE": "20",
+            # Each benchmark measures one path; the embedding worker would otherwise
+            # embed everything a benchmark writes and compete with it for the CPU.
+            "EMBEDDING_WORKER": os.environ.get("EMBEDDING_WORKER", "false"),
         }
 
     @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from api.search.embedder import EXTRAS_KEY
 from api.search.embedding_worker import embedding_job, queue_depth, reembed
+from bench.search import with_fresh_ids
 from embeddings import CachedEmbedder, FakeEmbedder, content_hash, embedding_text, load_embedder
 from graph import search as graph_search
 from graph.driver import GraphClient
@@ -244,7 +245,7 @@ def _search_set() -> dict[str, Any]:
 
 
 async def load_search_set(client, tenant: Tenant) -> dict[str, Any]:
-    data = _search_set()
+    data = with_fresh_ids(_search_set())
     for venue in data["venues"]:
         response = await client.post(f"{V1}/venues", headers=tenant.headers, json=venue)
         assert response.status_code == 201, response.text
