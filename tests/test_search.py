@@ -6,6 +6,7 @@ package, offline); worker and isolation tests use the FakeEmbedder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from api.search.embedder import EXTRAS_KEY
-from api.search.embedding_worker import embedding_job, queue_depth, reembed
+from api.search.embedding_worker import embed_queued, embedding_job, queue_depth, reembed
 from bench.search import with_fresh_ids
 from embeddings import CachedEmbedder, FakeEmbedder, content_hash, embedding_text, load_embedder
 from graph import search as graph_search
@@ -212,6 +213,40 @@ async def test_worker_waits_while_the_change_is_pending_in_the_journal(
     assert await queued(pg, node["id"]) == 0
     got = await stored(graph, NODE_EMBEDDING, node["id"])
     assert got["hash"] == content_hash(fake_embedder.model_id, "Atrium east. zone")
+
+
+async def test_concurrent_workers_share_the_queue_without_double_work(
+        client, app, tenant: Tenant, pg, fake_embedder):
+    venue = await make_venue(client, tenant)
+    response = await client.post(f"{V1}/world-model/nodes/batch", headers=tenant.headers, json={
+        "nodes": [{"venue_id": venue["id"], "kind": "Zone", "name": f"Zone {i}"}
+                  for i in range(40)]})
+    assert response.status_code == 200, response.text
+    await run_worker(app)  # whatever earlier tests left behind
+    await client.patch(f"{V1}/venues/{venue['id']}", headers=tenant.headers,
+                       json={"description": "renamed"})
+    nodes = (await client.get(f"{V1}/world-model/nodes?venue_id={venue['id']}",
+                              headers=tenant.headers)).json()["items"]
+    for node in nodes:
+        await client.patch(f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers,
+                           json={"description": "now with a description"})
+    encoded = fake_embedder.texts_encoded
+    resources = app.state.resources
+    first, second = await asyncio.gather(embed_queued(resources), embed_queued(resources))
+    # SKIP LOCKED: the two claims are disjoint, so each node is encoded once.
+    assert first.claimed + second.claimed == 41
+    assert first.written + second.written == 41
+    assert fake_embedder.texts_encoded == encoded + 41
+    assert await pg.fetchval("SELECT count(*) FROM embedding_queue WHERE customer_id = "
+                             "$1::uuid", tenant.id) == 0
+
+
+def test_embedding_worker_loop_follows_the_setting(settings):
+    from main import process_loops
+
+    assert "embedding_worker" in [name for name, _, _ in process_loops(settings)]
+    off = settings.model_copy(update={"embedding_worker": False})
+    assert "embedding_worker" not in [name for name, _, _ in process_loops(off)]
 
 
 async def test_reembed_brings_a_tenant_up_to_date_after_a_model_change(
