@@ -82,10 +82,12 @@ class Refreshed:
         self.claimed += other.claimed
 
 
-def _check_dimensions(embedder: Embedder) -> None:
-    if embedder.dimensions != INDEX_DIMENSIONS:
+async def _check_dimensions(embedder: Embedder) -> None:
+    # Reading the width loads the model on first use: seconds, so not on the event loop.
+    dimensions = await asyncio.to_thread(lambda: embedder.dimensions)
+    if dimensions != INDEX_DIMENSIONS:
         raise RuntimeError(
-            f"model {embedder.model_id} gives {embedder.dimensions} dimensions but the vector "
+            f"model {embedder.model_id} gives {dimensions} dimensions but the vector "
             f"indexes hold {INDEX_DIMENSIONS}; add a schema migration for the new width")
 
 
@@ -140,14 +142,15 @@ async def refresh(graph: GraphClient, embedder: Embedder, target: Target,
 
 async def embed_queued(resources: Resources, embedder: Embedder | None = None) -> Refreshed:
     """Claim one batch of queued rows, bring their embeddings up to date, delete the rows."""
-    embedder = embedder or embedder_of(resources)
-    _check_dimensions(embedder)
     batch_size = resources.settings.embedding_batch_size
     outcome = Refreshed()
     async with unit_of_work(resources.sessions) as session:
         claimed = (await session.execute(_CLAIM, {"limit": batch_size * CLAIM_BATCHES})).all()
         if not claimed:
             return outcome
+        # Only now the model is needed (an idle process never loads it).
+        embedder = embedder or embedder_of(resources)
+        await _check_dimensions(embedder)
         outcome.claimed = len(claimed)
         # Duplicates (one row per upsert) collapse to one node each.
         wanted: dict[Target, dict[str, str]] = {t: {} for t in TARGETS}
@@ -203,7 +206,7 @@ async def reembed(resources: Resources, targets: Sequence[Target], *,
     `progress(target, done, total)` is called after each page.
     """
     embedder = embedder_of(resources)
-    _check_dimensions(embedder)
+    await _check_dimensions(embedder)
     tenant = str(customer_id) if customer_id else None
     total = Refreshed()
     for target in targets:
