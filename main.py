@@ -30,7 +30,6 @@ from api.streams import Streams
 log = structlog.get_logger("main")
 
 
-
 def process_loops(settings: Settings) -> list[tuple[str, Job, float]]:
     """Loops every API process runs: (name, job, interval in seconds).
 

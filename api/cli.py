@@ -16,10 +16,12 @@ from api.migrate import PROJECT_ROOT, migrate_all
 from api.resources import Resources
 from api.settings import get_settings
 
-app = typer.Typer(help="Overwatch Cloud: the system of record for autonomous drone fleets.",
-                  no_args_is_help=True)
-stack_app = typer.Typer(help="Local real servers (PostgreSQL, Neo4j, S3) without Docker.",
-                        no_args_is_help=True)
+app = typer.Typer(
+    help="Overwatch Cloud: the system of record for autonomous drone fleets.", no_args_is_help=True
+)
+stack_app = typer.Typer(
+    help="Local real servers (PostgreSQL, Neo4j, S3) without Docker.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 
 T = TypeVar("T")
@@ -68,8 +70,17 @@ def serve(
     """Run the API with uvicorn (docs at /docs)."""
     import uvicorn
 
-    uvicorn.run("main:create_app", factory=True, host=host, port=port, workers=workers,
-                reload=reload, log_config=None, access_log=False, proxy_headers=True)
+    uvicorn.run(
+        "main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
 
 
 @app.command()
@@ -105,15 +116,27 @@ def stack_status(services: Annotated[list[str] | None, typer.Argument()] = None)
 
 @app.command()
 def prune(
-    heartbeat_days: Annotated[int | None, typer.Option(
-        min=1, help="Keep this many days of heartbeats (default HEARTBEAT_RETENTION_DAYS).")
+    heartbeat_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Keep this many days of heartbeats (default HEARTBEAT_RETENTION_DAYS)."
+        ),
     ] = None,
-    sync_days: Annotated[int | None, typer.Option(
-        min=1, help="Keep this many days of sync history and tombstones "
-        "(default TOMBSTONE_RETENTION_DAYS).")] = None,
-    occupancy_days: Annotated[int | None, typer.Option(
-        min=1, help="Keep this many days of occupancy history "
-        "(default OCCUPANCY_RETENTION_DAYS).")] = None,
+    sync_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep this many days of sync history and tombstones "
+            "(default TOMBSTONE_RETENTION_DAYS).",
+        ),
+    ] = None,
+    occupancy_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep this many days of occupancy history (default OCCUPANCY_RETENTION_DAYS).",
+        ),
+    ] = None,
 ) -> None:
     """Remove telemetry and sync history older than their retention."""
     from datetime import UTC, datetime, timedelta
@@ -128,20 +151,26 @@ def prune(
     sync_cutoff = now - timedelta(days=sync_days or settings.tombstone_retention_days)
 
     async def work(resources: Resources) -> tuple[int, SyncPruned]:
-        return (await prune_heartbeats(resources, heartbeat_cutoff),
-                await prune_sync(resources, sync_cutoff))
+        return (
+            await prune_heartbeats(resources, heartbeat_cutoff),
+            await prune_sync(resources, sync_cutoff),
+        )
 
     removed, synced = with_resources(work)
     occupancy_cutoff = now - timedelta(days=occupancy_days or settings.occupancy_retention_days)
     occupancy = with_resources(lambda resources: prune_occupancy(resources, occupancy_cutoff))
-    typer.echo(f"heartbeats: removed {removed} rows received before "
-               f"{heartbeat_cutoff:%Y-%m-%dT%H:%M:%SZ}")
-    typer.echo(f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
-               f"journal rows and {synced.outcomes} mutation outcomes older than "
-               f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
-               f"{synced.tenants} tenant(s) now answer 410")
-    typer.echo(f"occupancy: removed {occupancy} rows received before "
-               f"{occupancy_cutoff:%Y-%m-%dT%H:%M:%SZ}")
+    typer.echo(
+        f"heartbeats: removed {removed} rows received before {heartbeat_cutoff:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    typer.echo(
+        f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
+        f"journal rows and {synced.outcomes} mutation outcomes older than "
+        f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
+        f"{synced.tenants} tenant(s) now answer 410"
+    )
+    typer.echo(
+        f"occupancy: removed {occupancy} rows received before {occupancy_cutoff:%Y-%m-%dT%H:%M:%SZ}"
+    )
 
 
 @app.command()
@@ -156,8 +185,10 @@ def reconcile() -> None:
 
 @app.command()
 def verify(
-    customer: Annotated[list[str] | None, typer.Option(
-        help="Only these customer ids (repeatable); default: every tenant.")] = None,
+    customer: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these customer ids (repeatable); default: every tenant."),
+    ] = None,
     show: Annotated[int, typer.Option(help="Entities listed per kind of drift.")] = 10,
 ) -> None:
     """Compare Neo4j with the state the journal implies; exit 1 on drift."""
@@ -167,22 +198,28 @@ def verify(
     from api.journal import verify as verify_tenant
 
     async def work(resources: Resources) -> list[Drift]:
-        ids = ([uuid_module.UUID(c) for c in customer] if customer
-               else await tenants(resources))
+        ids = [uuid_module.UUID(c) for c in customer] if customer else await tenants(resources)
         return [await verify_tenant(resources, c) for c in ids]
 
     reports = with_resources(work)
     drifted = [r for r in reports if not r.clean]
     for report in drifted:
-        typer.echo(f"tenant {report.customer_id}: {len(report.missing)} missing in Neo4j, "
-                   f"{len(report.unexpected)} unexpected, {len(report.stale)} stale, "
-                   f"{report.pending} pending")
-        for label, items in (("missing", report.missing), ("unexpected", report.unexpected),
-                             ("stale", report.stale)):
+        typer.echo(
+            f"tenant {report.customer_id}: {len(report.missing)} missing in Neo4j, "
+            f"{len(report.unexpected)} unexpected, {len(report.stale)} stale, "
+            f"{report.pending} pending"
+        )
+        for label, items in (
+            ("missing", report.missing),
+            ("unexpected", report.unexpected),
+            ("stale", report.stale),
+        ):
             for item in items[:show]:
                 typer.echo(f"  {label}: {item}")
-    typer.echo(f"verified {len(reports)} tenant(s): "
-               f"{'no drift' if not drifted else f'{len(drifted)} with drift'}")
+    typer.echo(
+        f"verified {len(reports)} tenant(s): "
+        f"{'no drift' if not drifted else f'{len(drifted)} with drift'}"
+    )
     if drifted:
         raise typer.Exit(1)
 
@@ -201,23 +238,33 @@ def seed_demo(
     async def work(resources: Resources) -> DemoResult:
         with Progress() as bar:
             task = bar.add_task("seeding venues", total=venues)
-            return await seed(resources, venues=venues, zones_per_venue=zones,
-                              progress=lambda n: bar.advance(task, n))
+            return await seed(
+                resources,
+                venues=venues,
+                zones_per_venue=zones,
+                progress=lambda n: bar.advance(task, n),
+            )
 
     result = with_resources(work)
-    typer.echo(f"customer {result.customer_id}: {result.venues} venues, {result.nodes} world "
-               f"nodes, {result.edges} edges, {result.operations} operations")
+    typer.echo(
+        f"customer {result.customer_id}: {result.venues} venues, {result.nodes} world "
+        f"nodes, {result.edges} edges, {result.operations} operations"
+    )
     typer.echo(f"API key (shown once): {result.api_key}")
 
 
 @app.command()
 def reembed(
-    entity_type: Annotated[str | None, typer.Option(
-        "--type", help="venue or world_node (default: both).")] = None,
-    customer: Annotated[str | None, typer.Option(
-        help="Only this customer id (default: every tenant).")] = None,
-    force: Annotated[bool, typer.Option(
-        help="Re-encode even nodes whose embedding already matches model and text.")] = False,
+    entity_type: Annotated[
+        str | None, typer.Option("--type", help="venue or world_node (default: both).")
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option(help="Only this customer id (default: every tenant).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Re-encode even nodes whose embedding already matches model and text."),
+    ] = False,
 ) -> None:
     """Bring every embedding up to date with EMBEDDING_MODEL (run after changing the model).
 
@@ -248,8 +295,9 @@ def reembed(
                     tasks[target] = bar.add_task(f"embedding {target}s", total=total)
                 bar.update(tasks[target], completed=done, total=total)
 
-            return await reembed_all(resources, targets, customer_id=tenant, force=force,
-                                     progress=progress)
+            return await reembed_all(
+                resources, targets, customer_id=tenant, force=force, progress=progress
+            )
 
     outcome = with_resources(work)
     typer.echo(f"re-embedded {outcome.written} node(s); {outcome.unchanged} already up to date")

@@ -37,12 +37,14 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
                 await session.rollback()
                 raise
     except (OperationalError, InterfaceError, OSError) as exc:
-        raise DependencyUnavailable("postgres is unavailable; nothing was recorded",
-                                    details={"dependency": "postgres"}) from exc
+        raise DependencyUnavailable(
+            "postgres is unavailable; nothing was recorded", details={"dependency": "postgres"}
+        ) from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise DependencyUnavailable("postgres is unavailable; nothing was recorded",
-                                        details={"dependency": "postgres"}) from exc
+            raise DependencyUnavailable(
+                "postgres is unavailable; nothing was recorded", details={"dependency": "postgres"}
+            ) from exc
         raise
 
 

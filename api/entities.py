@@ -41,10 +41,22 @@ class EntityType(StrEnum):
 
 
 # Workstations push these; kits and drones are read-only projections of the registry.
-PUSHABLE_TYPES = frozenset({EntityType.venue, EntityType.world_node, EntityType.world_edge,
-                            EntityType.operation})
-SERVER_MANAGED_FIELDS = frozenset({"version", "updated_at", "updated_by", "created_at",
-                                   "embedding", "embedding_hash", "customer_id", "id", "blob_ids"})
+PUSHABLE_TYPES = frozenset(
+    {EntityType.venue, EntityType.world_node, EntityType.world_edge, EntityType.operation}
+)
+SERVER_MANAGED_FIELDS = frozenset(
+    {
+        "version",
+        "updated_at",
+        "updated_by",
+        "created_at",
+        "embedding",
+        "embedding_hash",
+        "customer_id",
+        "id",
+        "blob_ids",
+    }
+)
 
 PROPERTY_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_PROPERTIES = 64
@@ -195,7 +207,8 @@ class OperationData(EntityData):
     status: OperationStatus
     name: Text200 | None = None
     kind: Annotated[str, StringConstraints(max_length=50)] | None = Field(
-        None, examples=["patrol", "inspection", "mapping"])
+        None, examples=["patrol", "inspection", "mapping"]
+    )
     started_at: datetime | None = None
     ended_at: datetime | None = None
     kit_id: uuid.UUID | None = None
@@ -257,5 +270,4 @@ def canonical(model: EntityData) -> dict[str, Any]:
 
 ChangeOp = Literal["upsert", "delete"]
 
-__all__ = ["DATA_SCHEMAS", "ChangeOp", "EntityType", "ValidationError", "canonical",
-           "parse_data"]
+__all__ = ["DATA_SCHEMAS", "ChangeOp", "EntityType", "ValidationError", "canonical", "parse_data"]

@@ -50,8 +50,11 @@ async def readiness(resources: Resources) -> tuple[bool, dict[str, Any]]:
     checks = {r.pop("name"): r for r in results}
     ready = all(c["status"] == "ok" for c in checks.values())
     failed = [name for name, c in checks.items() if c["status"] != "ok"]
-    return ready, {"status": "ready" if ready else "unavailable", "failed": failed,
-                   "checks": checks}
+    return ready, {
+        "status": "ready" if ready else "unavailable",
+        "failed": failed,
+        "checks": checks,
+    }
 
 
 @router.get(

@@ -34,12 +34,14 @@ log = structlog.get_logger("api.journal")
 
 APPLY_BATCH = 5000
 
-JOURNAL_APPLIED = Counter("overwatch_journal_applied_total",
-                          "Journal rows applied to Neo4j.")
-JOURNAL_APPLY_FAILURES = Counter("overwatch_journal_apply_failures_total",
-                                 "Attempts to apply pending journal rows that failed.")
-JOURNAL_PENDING = Gauge("overwatch_journal_pending_rows",
-                        "Journal rows not yet applied to Neo4j (sampled by the reconciler).")
+JOURNAL_APPLIED = Counter("overwatch_journal_applied_total", "Journal rows applied to Neo4j.")
+JOURNAL_APPLY_FAILURES = Counter(
+    "overwatch_journal_apply_failures_total", "Attempts to apply pending journal rows that failed."
+)
+JOURNAL_PENDING = Gauge(
+    "overwatch_journal_pending_rows",
+    "Journal rows not yet applied to Neo4j (sampled by the reconciler).",
+)
 
 
 @dataclass(frozen=True)
@@ -77,52 +79,58 @@ _ALLOCATE = text(
     "UPDATE customer_versions SET version = version + :n WHERE customer_id = :customer_id "
     "RETURNING version"
 )
-# Both statements take whole columns as arrays: one round trip per batch,
-# whatever its size (`unnest` zips the arrays back into rows).
-_INSERT_JOURNAL = text(
-    "INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload, "
-    "workstation_id, mutation_id, state) "
-    "SELECT :customer_id, r.version, r.entity_type, r.entity_id, r.op, r.payload::jsonb, "
-    ":workstation_id, r.mutation_id, 'pending' FROM unnest("
-    "CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), "
-    "CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[])"
-    ") AS r(version, entity_type, entity_id, op, payload, mutation_id)"
-)
-_UPSERT_ENTITY = text(
-    "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload, "
-    "merged_into, updated_by, updated_at) "
-    "SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.deleted, r.payload::jsonb, "
-    "r.merged_into, :updated_by, now() FROM unnest("
-    "CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), CAST(:versions AS bigint[]), "
-    "CAST(:deleted AS boolean[]), CAST(:payloads AS text[]), CAST(:merged_into AS uuid[])"
-    ") AS r(entity_type, entity_id, version, deleted, payload, merged_into) "
-    "ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET "
-    "version = excluded.version, deleted = excluded.deleted, payload = excluded.payload, "
-    "merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now() "
-    "WHERE sync_entities.version < excluded.version"
-)
-# Venue and world-node upserts wait for the embedding worker (api/search/
-# embedding_worker.py); queued in the journal's transaction so none is lost.
-_ENQUEUE_EMBEDDINGS = text(
-    "INSERT INTO embedding_queue (customer_id, entity_type, entity_id, version) "
-    "SELECT :customer_id, r.entity_type, r.entity_id, r.version FROM unnest("
-    "CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]), CAST(:versions AS bigint[]), "
-    "CAST(:ops AS text[])) AS r(entity_type, entity_id, version, op) "
-    "WHERE r.op = 'upsert' AND r.entity_type IN ('venue', 'world_node')"
-)
-# Stream subscribers of every API process hear about the versions on commit
-# (NOTIFY is delivered then, in commit order) and read the rows back by range
-# (api/streams/hub.py); the payload stays small whatever the batch size.
-CHANGES_CHANNEL = "overwatch_changes"
-_NOTIFY_CHANGES = text("SELECT pg_notify('overwatch_changes', :payload)")
+CHANGES_CHANNEL = "overwatch_changes"  # LISTENed to by api/streams/hub.py
+
+# One statement journals a batch: the changes arrive as column arrays (`unnest`
+# zips them back into rows, payload text sent once) and feed, in data-modifying
+# CTEs, the journal rows, the embedding queue (venue and world-node upserts),
+# the stream notification (NOTIFY is delivered on commit, in commit order; the
+# payload is small, listeners read the rows back by version range) and, in the
+# main INSERT, the latest state of each entity (its last change in the batch).
+_RECORD = text("""
+WITH r AS (
+  SELECT * FROM unnest(
+    CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]),
+    CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[]),
+    CAST(:merged_into AS uuid[]), CAST(:is_last AS boolean[]))
+  AS r(version, entity_type, entity_id, op, payload, mutation_id, merged_into, is_last)
+),
+journal AS (
+  INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload,
+                            workstation_id, mutation_id, state)
+  SELECT :customer_id, version, entity_type, entity_id, op,
+         CASE WHEN merged_into IS NULL THEN payload::jsonb
+              ELSE COALESCE(payload::jsonb, '{}'::jsonb)
+                   || jsonb_build_object('merged_into', merged_into) END,
+         :workstation_id, mutation_id, 'pending'
+  FROM r
+),
+queued AS (
+  INSERT INTO embedding_queue (customer_id, entity_type, entity_id, version)
+  SELECT :customer_id, entity_type, entity_id, version FROM r
+  WHERE op = 'upsert' AND entity_type IN ('venue', 'world_node')
+),
+notified AS (SELECT pg_notify(:channel, :notify) AS sent)
+INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
+                           merged_into, updated_by, updated_at)
+SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::jsonb,
+       r.merged_into, :updated_by, now()
+FROM r CROSS JOIN notified
+WHERE r.is_last
+ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET
+  version = excluded.version, deleted = excluded.deleted, payload = excluded.payload,
+  merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now()
+WHERE sync_entities.version < excluded.version
+""")
 
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequence[Change],
-                 origin: Origin) -> list[int]:
+async def record(
+    session: AsyncSession, customer_id: uuid.UUID, changes: Sequence[Change], origin: Origin
+) -> list[int]:
     """Journal `changes` as pending, in order; return their versions.
 
     Runs in the caller's transaction and holds the tenant's counter row lock
@@ -130,42 +138,34 @@ async def record(session: AsyncSession, customer_id: uuid.UUID, changes: Sequenc
     """
     if not changes:
         return []
-    last = (await session.execute(_ALLOCATE, {"n": len(changes),
-                                              "customer_id": customer_id})).scalar_one_or_none()
+    last = (
+        await session.execute(_ALLOCATE, {"n": len(changes), "customer_id": customer_id})
+    ).scalar_one_or_none()
     if last is None:
         raise LookupError(f"customer {customer_id} has no version counter")
     first = last - len(changes) + 1
     versions = list(range(first, last + 1))
-    journal: dict[str, list[Any]] = {k: [] for k in (
-        "versions", "entity_types", "entity_ids", "ops", "payloads", "mutation_ids")}
-    latest: dict[tuple[str, uuid.UUID], tuple[Any, ...]] = {}
-    for version, change in zip(versions, changes, strict=True):
-        state = _json(change.data)
-        payload = state
-        if change.merged_into is not None:
-            payload = _json(dict(change.data or {}) | {"merged_into": str(change.merged_into)})
-        journal["versions"].append(version)
-        journal["entity_types"].append(change.entity_type.value)
-        journal["entity_ids"].append(change.entity_id)
-        journal["ops"].append(change.op)
-        journal["payloads"].append(payload)
-        journal["mutation_ids"].append(change.mutation_id)
-        # The entity table keeps one row per entity: its last change in the batch.
-        latest[(change.entity_type.value, change.entity_id)] = (
-            change.entity_type.value, change.entity_id, version, change.op == "delete", state,
-            change.merged_into)
-    await session.execute(_INSERT_JOURNAL, {
-        "customer_id": customer_id, "workstation_id": origin.workstation_id, **journal})
-    columns = list(zip(*latest.values(), strict=True))
-    await session.execute(_UPSERT_ENTITY, {
-        "customer_id": customer_id, "updated_by": origin.updated_by,
-        "entity_types": list(columns[0]), "entity_ids": list(columns[1]),
-        "versions": list(columns[2]), "deleted": list(columns[3]),
-        "payloads": list(columns[4]), "merged_into": list(columns[5])})
-    await session.execute(_ENQUEUE_EMBEDDINGS, {"customer_id": customer_id, **{
-        k: journal[k] for k in ("entity_types", "entity_ids", "versions", "ops")}})
-    await session.execute(_NOTIFY_CHANGES, {"payload": json.dumps(
-        {"customer_id": str(customer_id), "first": first, "last": last})})
+    last_change = {(c.entity_type, c.entity_id): i for i, c in enumerate(changes)}
+    await session.execute(
+        _RECORD,
+        {
+            "customer_id": customer_id,
+            "workstation_id": origin.workstation_id,
+            "updated_by": origin.updated_by,
+            "versions": versions,
+            "entity_types": [c.entity_type.value for c in changes],
+            "entity_ids": [c.entity_id for c in changes],
+            "ops": [c.op for c in changes],
+            "payloads": [_json(c.data) for c in changes],
+            "mutation_ids": [c.mutation_id for c in changes],
+            "merged_into": [c.merged_into for c in changes],
+            "is_last": [
+                last_change[(c.entity_type, c.entity_id)] == i for i, c in enumerate(changes)
+            ],
+            "channel": CHANGES_CHANNEL,
+            "notify": json.dumps({"customer_id": str(customer_id), "first": first, "last": last}),
+        },
+    )
     return versions
 
 
@@ -184,8 +184,9 @@ _MARK_APPLIED = text(
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
 
 
-async def apply_pending(resources: Resources, customer_id: uuid.UUID,
-                        known: dict[int, GraphChange] | None = None) -> int:
+async def apply_pending(
+    resources: Resources, customer_id: uuid.UUID, known: dict[int, GraphChange] | None = None
+) -> int:
     """Apply every pending change of a tenant to Neo4j in version order.
 
     Serialised per tenant by an advisory lock, so two processes never apply a
@@ -208,8 +209,14 @@ async def apply_pending(resources: Resources, customer_id: uuid.UUID,
             if not changes:
                 rows = (await session.execute(_PENDING, params)).all()
                 changes = [
-                    GraphChange(entity_type=r.entity_type, entity_id=str(r.entity_id), op=r.op,
-                                version=r.version, customer_id=str(customer_id), data=r.payload)
+                    GraphChange(
+                        entity_type=r.entity_type,
+                        entity_id=str(r.entity_id),
+                        op=r.op,
+                        version=r.version,
+                        customer_id=str(customer_id),
+                        data=r.payload,
+                    )
                     for r in rows
                 ]
             if not changes:
@@ -219,8 +226,9 @@ async def apply_pending(resources: Resources, customer_id: uuid.UUID,
             except Exception:
                 JOURNAL_APPLY_FAILURES.inc()
                 raise
-            await session.execute(_MARK_APPLIED, {"customer_id": customer_id,
-                                                  "upto": changes[-1].version})
+            await session.execute(
+                _MARK_APPLIED, {"customer_id": customer_id, "upto": changes[-1].version}
+            )
         total += len(changes)
         JOURNAL_APPLIED.inc(len(changes))
         known = None
@@ -228,19 +236,26 @@ async def apply_pending(resources: Resources, customer_id: uuid.UUID,
             return total
 
 
-def as_graph_changes(customer_id: uuid.UUID, changes: Sequence[Change],
-                     versions: Sequence[int]) -> dict[int, GraphChange]:
+def as_graph_changes(
+    customer_id: uuid.UUID, changes: Sequence[Change], versions: Sequence[int]
+) -> dict[int, GraphChange]:
     """The just-journaled changes keyed by version, for `apply_pending(known=...)`."""
     return {
-        version: GraphChange(entity_type=change.entity_type.value,
-                             entity_id=str(change.entity_id), op=change.op, version=version,
-                             customer_id=str(customer_id), data=change.data)
+        version: GraphChange(
+            entity_type=change.entity_type.value,
+            entity_id=str(change.entity_id),
+            op=change.op,
+            version=version,
+            customer_id=str(customer_id),
+            data=change.data,
+        )
         for version, change in zip(versions, changes, strict=True)
     }
 
 
-async def submit(resources: Resources, customer_id: uuid.UUID, changes: Sequence[Change],
-                 origin: Origin) -> Recorded:
+async def submit(
+    resources: Resources, customer_id: uuid.UUID, changes: Sequence[Change], origin: Origin
+) -> Recorded:
     """Record changes in their own transaction, then try to apply them now.
 
     The changes are accepted once the journal commits; if Neo4j is down they
@@ -249,19 +264,24 @@ async def submit(resources: Resources, customer_id: uuid.UUID, changes: Sequence
     async with unit_of_work(resources.sessions) as session:
         versions = await record(session, customer_id, changes, origin)
     result = Recorded(versions=versions)
-    result.applied = await try_apply(resources, customer_id,
-                                     as_graph_changes(customer_id, changes, versions))
+    result.applied = await try_apply(
+        resources, customer_id, as_graph_changes(customer_id, changes, versions)
+    )
     return result
 
 
-async def try_apply(resources: Resources, customer_id: uuid.UUID,
-                    known: dict[int, GraphChange] | None = None) -> bool:
+async def try_apply(
+    resources: Resources, customer_id: uuid.UUID, known: dict[int, GraphChange] | None = None
+) -> bool:
     """Apply pending changes now; on failure log and leave them to the reconciler."""
     try:
         await apply_pending(resources, customer_id, known)
     except Exception as exc:
-        log.warning("journal.apply_deferred", customer_id=str(customer_id),
-                    error=f"{type(exc).__name__}: {exc}"[:300])
+        log.warning(
+            "journal.apply_deferred",
+            customer_id=str(customer_id),
+            error=f"{type(exc).__name__}: {exc}"[:300],
+        )
         return False
     return True
 
@@ -286,17 +306,25 @@ async def frontier(session: AsyncSession, customer_id: uuid.UUID) -> int:
 async def reconcile_all(resources: Resources) -> dict[str, int]:
     """Re-apply pending rows of every tenant, oldest tenants first."""
     async with resources.sessions() as session:
-        pending = (await session.execute(text(
-            "SELECT customer_id, count(*) AS n FROM sync_journal WHERE state = 'pending' "
-            "GROUP BY customer_id ORDER BY min(created_at)"))).all()
+        pending = (
+            await session.execute(
+                text(
+                    "SELECT customer_id, count(*) AS n FROM sync_journal WHERE state = 'pending' "
+                    "GROUP BY customer_id ORDER BY min(created_at)"
+                )
+            )
+        ).all()
     JOURNAL_PENDING.set(sum(r.n for r in pending))
     applied: dict[str, int] = {}
     for row in pending:
         try:
             applied[str(row.customer_id)] = await apply_pending(resources, row.customer_id)
         except Exception as exc:
-            log.warning("journal.reconcile_failed", customer_id=str(row.customer_id),
-                        error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "journal.reconcile_failed",
+                customer_id=str(row.customer_id),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
     if applied:
         log.info("journal.reconciled", tenants=len(applied), rows=sum(applied.values()))
     return applied
@@ -306,7 +334,7 @@ async def reconcile_all(resources: Resources) -> dict[str, int]:
 class Drift:
     customer_id: str
     pending: int
-    missing: list[tuple[str, str]] = field(default_factory=list)      # journal has, graph lacks
+    missing: list[tuple[str, str]] = field(default_factory=list)  # journal has, graph lacks
     # graph has, but the journal deleted or never had:
     unexpected: list[tuple[str, str]] = field(default_factory=list)
     stale: list[tuple[str, str, int, int]] = field(default_factory=list)  # type, id, graph, journal
@@ -322,13 +350,26 @@ VERIFIED_TYPES = ("venue", "world_node", "world_edge", "operation", "kit", "dron
 async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
     """Compare what Neo4j holds with the latest state the journal implies."""
     async with resources.sessions() as session:
-        expected_rows = (await session.execute(text(
-            "SELECT entity_type, entity_id, version FROM sync_entities "
-            "WHERE customer_id = :customer_id AND NOT deleted"),
-            {"customer_id": customer_id})).all()
-        pending = int((await session.execute(text(
-            "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "
-            "AND state = 'pending'"), {"customer_id": customer_id})).scalar_one())
+        expected_rows = (
+            await session.execute(
+                text(
+                    "SELECT entity_type, entity_id, version FROM sync_entities "
+                    "WHERE customer_id = :customer_id AND NOT deleted"
+                ),
+                {"customer_id": customer_id},
+            )
+        ).all()
+        pending = int(
+            (
+                await session.execute(
+                    text(
+                        "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "
+                        "AND state = 'pending'"
+                    ),
+                    {"customer_id": customer_id},
+                )
+            ).scalar_one()
+        )
     expected = {(r.entity_type, str(r.entity_id)): int(r.version) for r in expected_rows}
     stored = await stored_versions(resources.graph, str(customer_id), VERIFIED_TYPES)
     drift = Drift(customer_id=str(customer_id), pending=pending)

@@ -36,8 +36,10 @@ async def migrate_all(settings: Settings, graph: GraphClient | None = None) -> l
     await migrate_postgres(settings.database_url)
     own = graph is None
     client = graph or GraphClient.connect(
-        settings.neo4j_uri, settings.neo4j_user,
-        settings.neo4j_password.get_secret_value(), settings.neo4j_database,
+        settings.neo4j_uri,
+        settings.neo4j_user,
+        settings.neo4j_password.get_secret_value(),
+        settings.neo4j_database,
     )
     try:
         return await migrate_graph(client)

@@ -25,7 +25,8 @@ HTTP_REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 HTTP_REQUESTS = Counter(
-    "overwatch_http_requests_total", "HTTP requests by method, route template and status.",
+    "overwatch_http_requests_total",
+    "HTTP requests by method, route template and status.",
     ["method", "route", "status"],
 )
 
@@ -104,6 +105,11 @@ class RequestContextMiddleware:
                 HTTP_REQUEST_SECONDS.labels(**labels).observe(elapsed)
                 HTTP_REQUESTS.labels(**labels).inc()
                 if route not in ("/metrics", "/healthz", "/health"):
-                    self.log.info("http.request", method=scope["method"], route=route,
-                                  path=scope["path"], status=status,
-                                  ms=round(elapsed * 1000, 2))
+                    self.log.info(
+                        "http.request",
+                        method=scope["method"],
+                        route=route,
+                        path=scope["path"],
+                        status=status,
+                        ms=round(elapsed * 1000, 2),
+                    )

@@ -24,19 +24,47 @@ DEV_BLOB_SECRET = "overwatch-dev-secret"  # noqa: S105 (refused outside developm
 # relationship types, so both are checked against these patterns and the
 # allowlist before they reach a query (as parameters of `$(...)`, never text).
 DEFAULT_NODE_KINDS = (
-    "Level", "Zone", "Room", "Corridor", "Entrance", "Exit", "Stairwell", "Elevator",
-    "PerchPoint", "ChargingPad", "Asset", "Camera", "Sensor", "Obstacle", "Hazard",
-    "Landmark", "Door", "Window", "Area",
+    "Level",
+    "Zone",
+    "Room",
+    "Corridor",
+    "Entrance",
+    "Exit",
+    "Stairwell",
+    "Elevator",
+    "PerchPoint",
+    "ChargingPad",
+    "Asset",
+    "Camera",
+    "Sensor",
+    "Obstacle",
+    "Hazard",
+    "Landmark",
+    "Door",
+    "Window",
+    "Area",
 )
 DEFAULT_EDGE_TYPES = (
-    "CONTAINS", "CONNECTS_TO", "ADJACENT_TO", "LEADS_TO", "OBSERVED_IN", "NEAR",
-    "ABOVE", "BELOW", "OVERLOOKS", "MONITORS", "BLOCKS", "SERVES", "PART_OF",
+    "CONTAINS",
+    "CONNECTS_TO",
+    "ADJACENT_TO",
+    "LEADS_TO",
+    "OBSERVED_IN",
+    "NEAR",
+    "ABOVE",
+    "BELOW",
+    "OVERLOOKS",
+    "MONITORS",
+    "BLOCKS",
+    "SERVES",
+    "PART_OF",
 )
 NODE_KIND_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,39}$")
 EDGE_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
 # Labels and types the service itself uses; a configured ontology may not reuse them.
-RESERVED_LABELS = frozenset({"Venue", "WorldNode", "Operation", "Kit", "Drone",
-                             "SchemaMigration", "Tombstone"})
+RESERVED_LABELS = frozenset(
+    {"Venue", "WorldNode", "Operation", "Kit", "Drone", "SchemaMigration", "Tombstone"}
+)
 RESERVED_REL_TYPES = frozenset({"IN_VENUE", "AT", "USED", "WITH_KIT", "IN_KIT"})
 
 # Lists are given as comma-separated text in the environment, not JSON.
@@ -73,9 +101,7 @@ class Settings(BaseSettings):
         description="Bolt URI; use neo4j:// (routing) for a cluster or Aura.",
     )
     neo4j_user: str = Field("neo4j", description="Neo4j user.")
-    neo4j_password: SecretStr = Field(
-        SecretStr(DEV_NEO4J_PASSWORD), description="Neo4j password."
-    )
+    neo4j_password: SecretStr = Field(SecretStr(DEV_NEO4J_PASSWORD), description="Neo4j password.")
     neo4j_database: str = Field("neo4j", description="Neo4j database name.")
 
     api_key_pepper: SecretStr = Field(
@@ -151,44 +177,72 @@ class Settings(BaseSettings):
         description="Comma-separated allowlist of world-edge relationship types.",
     )
     reconcile_interval_seconds: float = Field(
-        15.0, gt=0, description="How often each API process re-applies pending journal rows.",
+        15.0,
+        gt=0,
+        description="How often each API process re-applies pending journal rows.",
     )
     sync_max_mutations: int = Field(
-        1000, ge=1, le=100_000, description="Most mutations one push may carry (413 above).",
+        1000,
+        ge=1,
+        le=100_000,
+        description="Most mutations one push may carry (413 above).",
     )
     sync_max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest push body in bytes (413 above).",
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest push body in bytes (413 above).",
     )
     tombstone_retention_days: int = Field(
-        30, ge=1, description="Journal history and tombstones older than this are pruned; "
+        30,
+        ge=1,
+        description="Journal history and tombstones older than this are pruned; "
         "a pull cursor older than the retention window answers 410 cursor_expired.",
     )
     heartbeat_interval_seconds: int = Field(
-        30, ge=1, le=86400, description="Seconds between a drone's heartbeats. A heartbeat "
+        30,
+        ge=1,
+        le=86400,
+        description="Seconds between a drone's heartbeats. A heartbeat "
         "later than this makes the drone degraded; after 1.5 times this it is offline.",
     )
     heartbeat_retention_days: int = Field(
-        30, ge=1, description="Heartbeats older than this are removed by `overwatch prune`.",
+        30,
+        ge=1,
+        description="Heartbeats older than this are removed by `overwatch prune`.",
     )
     stream_max_frame_bytes: int = Field(
-        64 * 1024, ge=1024, le=16 * 2**20, description="Largest perception frame accepted on "
+        64 * 1024,
+        ge=1024,
+        le=16 * 2**20,
+        description="Largest perception frame accepted on "
         "the ingest stream, in bytes; a larger one gets a frame_too_large error frame.",
     )
     stream_subscriber_queue: int = Field(
-        5000, ge=10, le=1_000_000, description="Events buffered per stream subscriber; one that "
+        5000,
+        ge=10,
+        le=1_000_000,
+        description="Events buffered per stream subscriber; one that "
         "falls this far behind is closed with 4008 `too slow`. Keep it above SYNC_MAX_MUTATIONS "
         "(one push is one burst).",
     )
     stream_heartbeat_seconds: int = Field(
-        15, ge=1, le=3600, description="Seconds between the server's ping messages on stream "
+        15,
+        ge=1,
+        le=3600,
+        description="Seconds between the server's ping messages on stream "
         "sockets; a socket that sends nothing (not even a pong) for two intervals is closed.",
     )
     stream_camera_cache_seconds: int = Field(
-        10, ge=0, le=3600, description="Seconds each API process caches a camera's zone (its "
+        10,
+        ge=0,
+        le=3600,
+        description="Seconds each API process caches a camera's zone (its "
         "OBSERVED_IN edge) for the ingest stream; 0 looks it up for every frame.",
     )
     occupancy_retention_days: int = Field(
-        30, ge=1, description="Occupancy history older than this is removed by `overwatch prune`.",
+        30,
+        ge=1,
+        description="Occupancy history older than this is removed by `overwatch prune`.",
     )
 
     embedding_model: str = Field(
@@ -197,11 +251,15 @@ class Settings(BaseSettings):
         "(default, offline), a local path, or a hub model name.",
     )
     embedding_worker: bool = Field(
-        True, description="Run the embedding worker in this API process: it embeds changed "
+        True,
+        description="Run the embedding worker in this API process: it embeds changed "
         "venues and world nodes from the embedding queue (several processes share the queue).",
     )
     embedding_batch_size: int = Field(
-        64, ge=1, le=1024, description="Texts per encoding batch of the embedding worker.",
+        64,
+        ge=1,
+        le=1024,
+        description="Texts per encoding batch of the embedding worker.",
     )
 
     @field_validator("cors_origins", "ontology_node_kinds", "ontology_edge_types", mode="before")
@@ -237,8 +295,9 @@ class Settings(BaseSettings):
             "NEO4J_PASSWORD": (self.neo4j_password, DEV_NEO4J_PASSWORD),
             "BLOB_SECRET_ACCESS_KEY": (self.blob_secret_access_key, DEV_BLOB_SECRET),
         }
-        offending = [name for name, (value, dev) in defaults.items()
-                     if value.get_secret_value() == dev]
+        offending = [
+            name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev
+        ]
         if offending:
             raise ValueError(
                 f"default secrets are refused when ENVIRONMENT={self.environment}: "

@@ -83,11 +83,15 @@ class BenchContext:
         s = self.settings
         return {
             **os.environ,
-            "ENVIRONMENT": "development", "DATABASE_URL": self.database_url,
-            "NEO4J_URI": s.neo4j_uri, "NEO4J_PASSWORD": s.neo4j_password.get_secret_value(),
+            "ENVIRONMENT": "development",
+            "DATABASE_URL": self.database_url,
+            "NEO4J_URI": s.neo4j_uri,
+            "NEO4J_PASSWORD": s.neo4j_password.get_secret_value(),
             "API_KEY_PEPPER": s.api_key_pepper.get_secret_value(),
-            "ADMIN_API_KEY": self.admin_key, "LOG_LEVEL": "WARNING",
-            "BLOB_BUCKET": s.blob_bucket, "DB_AUTO_MIGRATE": "false",
+            "ADMIN_API_KEY": self.admin_key,
+            "LOG_LEVEL": "WARNING",
+            "BLOB_BUCKET": s.blob_bucket,
+            "DB_AUTO_MIGRATE": "false",
             "DATABASE_POOL_SIZE": "20",
             # Each benchmark measures one path; the embedding worker would otherwise
             # embed everything a benchmark writes and compete with it for the CPU.
@@ -100,10 +104,27 @@ class BenchContext:
         port = _free_port()
         log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--host",
-             "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
-             "--log-level", "warning"],
-            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         self.server_pid = proc.pid
         try:
@@ -127,20 +148,25 @@ class BenchContext:
 
     async def new_tenant(self, base: str, name: str = "bench") -> tuple[str, str]:
         async with httpx.AsyncClient() as client:
-            r = await client.post(base + "/api/v1/auth/customers", json={"name": name},
-                                  headers={"X-API-Key": self.admin_key})
+            r = await client.post(
+                base + "/api/v1/auth/customers",
+                json={"name": name},
+                headers={"X-API-Key": self.admin_key},
+            )
             r.raise_for_status()
             body = r.json()
             return body["id"], body["api_key"]
 
     def graph(self) -> GraphClient:
         s = self.settings
-        return GraphClient.connect(s.neo4j_uri, s.neo4j_user,
-                                   s.neo4j_password.get_secret_value(), s.neo4j_database)
+        return GraphClient.connect(
+            s.neo4j_uri, s.neo4j_user, s.neo4j_password.get_secret_value(), s.neo4j_database
+        )
 
     async def pg(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.database_url.replace("postgresql+asyncpg://",
-                                                               "postgresql://", 1))
+        return await asyncpg.connect(
+            self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        )
 
 
 async def prepare() -> BenchContext:
@@ -156,16 +182,20 @@ async def prepare() -> BenchContext:
         await conn.close()
     url = admin.set(database=name).render_as_string(hide_password=False)
     await migrate_postgres(url)
-    graph = GraphClient.connect(settings.neo4j_uri, settings.neo4j_user,
-                                settings.neo4j_password.get_secret_value(),
-                                settings.neo4j_database)
+    graph = GraphClient.connect(
+        settings.neo4j_uri,
+        settings.neo4j_user,
+        settings.neo4j_password.get_secret_value(),
+        settings.neo4j_database,
+    )
     try:
         await migrate_graph(graph)
     finally:
         await graph.close()
     (ROOT / ".local").mkdir(exist_ok=True)
-    return BenchContext(settings=settings, admin_key="ow_admin_bench_" + secrets.token_hex(16),
-                        database_url=url)
+    return BenchContext(
+        settings=settings, admin_key="ow_admin_bench_" + secrets.token_hex(16), database_url=url
+    )
 
 
 async def dispose(ctx: BenchContext) -> None:

@@ -85,31 +85,46 @@ def with_fresh_ids(data: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "venues": [v | {"id": new(v["id"])} for v in data["venues"]],
-        "nodes": [n | {"id": new(n["id"]), "venue_id": new(n["venue_id"])}
-                  for n in data["nodes"]],
+        "nodes": [n | {"id": new(n["id"]), "venue_id": new(n["venue_id"])} for n in data["nodes"]],
         "queries": [q | {"relevant": [new(r) for r in q["relevant"]]} for q in data["queries"]],
     }
 
 
 def _throughput_nodes(data: dict[str, Any], venue_id: str) -> list[dict[str, Any]]:
     """THROUGHPUT_TEXTS distinct, realistic texts: the labelled nodes in new places."""
-    places = ["north wing", "south wing", "east side", "west side", "level 2", "level 3",
-              "basement", "mezzanine", "annex"]
+    places = [
+        "north wing",
+        "south wing",
+        "east side",
+        "west side",
+        "level 2",
+        "level 3",
+        "basement",
+        "mezzanine",
+        "annex",
+    ]
     nodes = []
     for i in range(THROUGHPUT_TEXTS):
         base = data["nodes"][i % len(data["nodes"])]
         place = places[(i // len(data["nodes"])) % len(places)]
-        nodes.append({"id": str(uuid.uuid4()), "venue_id": venue_id, "kind": base["kind"],
-                      "name": f"{base['name']} ({place} {i})",
-                      "description": f"{base['description']} Located in the {place}."})
+        nodes.append(
+            {
+                "id": str(uuid.uuid4()),
+                "venue_id": venue_id,
+                "kind": base["kind"],
+                "name": f"{base['name']} ({place} {i})",
+                "description": f"{base['description']} Located in the {place}.",
+            }
+        )
     return nodes
 
 
 async def _load_labelled(client: httpx.AsyncClient, data: dict[str, Any]) -> None:
     for venue in data["venues"]:
         (await client.post("/api/v1/venues", json=venue)).raise_for_status()
-    (await client.post("/api/v1/world-model/nodes/batch",
-                       json={"nodes": data["nodes"]})).raise_for_status()
+    (
+        await client.post("/api/v1/world-model/nodes/batch", json={"nodes": data["nodes"]})
+    ).raise_for_status()
 
 
 async def _drain(resources: Resources) -> int:
@@ -123,13 +138,14 @@ async def _drain(resources: Resources) -> int:
 
 async def _quality(client: httpx.AsyncClient, data: dict[str, Any]) -> dict[str, dict[str, float]]:
     scores: dict[str, dict[str, list[float]]] = {
-        m: {"recall": [], "mrr": []} for m in ("hybrid", "vector", "fulltext")}
+        m: {"recall": [], "mrr": []} for m in ("hybrid", "vector", "fulltext")
+    }
     for query in data["queries"]:
-        path = "/api/v1/venues/search" if query["target"] == "venue" \
-            else "/api/v1/world-model/search"
+        path = (
+            "/api/v1/venues/search" if query["target"] == "venue" else "/api/v1/world-model/search"
+        )
         for mode, acc in scores.items():
-            response = await client.get(path, params={"q": query["text"], "limit": K,
-                                                      "mode": mode})
+            response = await client.get(path, params={"q": query["text"], "limit": K, "mode": mode})
             response.raise_for_status()
             ids = [hit["id"] for hit in response.json()["items"]]
             acc["recall"].append(recall_at(ids, query["relevant"]))
@@ -137,8 +153,9 @@ async def _quality(client: httpx.AsyncClient, data: dict[str, Any]) -> dict[str,
     return {mode: {k: sum(v) / len(v) for k, v in acc.items()} for mode, acc in scores.items()}
 
 
-def _bulk_vectors(base: NDArray[np.float32], count: int,
-                  rng: np.random.Generator) -> NDArray[np.float32]:
+def _bulk_vectors(
+    base: NDArray[np.float32], count: int, rng: np.random.Generator
+) -> NDArray[np.float32]:
     """Unit vectors near the real ones: a real vector, part of another, and noise."""
     first = base[rng.integers(0, len(base), count)]
     second = base[rng.integers(0, len(base), count)]
@@ -148,24 +165,34 @@ def _bulk_vectors(base: NDArray[np.float32], count: int,
     return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True)).astype(np.float32)
 
 
-async def _write_bulk(graph: GraphClient, tenants: list[str], base: NDArray[np.float32],
-                      rng: np.random.Generator) -> None:
+async def _write_bulk(
+    graph: GraphClient, tenants: list[str], base: NDArray[np.float32], rng: np.random.Generator
+) -> None:
     kinds = ["Zone", "Room", "Corridor", "PerchPoint", "Asset", "Camera", "Hazard", "Landmark"]
     per_tenant = BULK_NODES // len(tenants)
     venues = {t: str(uuid.uuid4()) for t in tenants}
     owners = [t for t in tenants for _ in range(per_tenant)]
     for start in range(0, len(owners), BULK_BATCH):
-        chunk = owners[start:start + BULK_BATCH]
+        chunk = owners[start : start + BULK_BATCH]
         vectors = _bulk_vectors(base, len(chunk), rng)
-        rows = [{"id": str(uuid.uuid4()), "customer_id": owner, "venue_id": venues[owner],
-                 "kind": kinds[(start + i) % len(kinds)], "name": f"synthetic {start + i}",
-                 "vector": vectors[i].tolist()} for i, owner in enumerate(chunk)]
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "customer_id": owner,
+                "venue_id": venues[owner],
+                "kind": kinds[(start + i) % len(kinds)],
+                "name": f"synthetic {start + i}",
+                "vector": vectors[i].tolist(),
+            }
+            for i, owner in enumerate(chunk)
+        ]
         await graph.write("bench.search.bulk", BULK_INSERT, {"rows": rows})
         print(f"[bench] search: {start + len(chunk):,} bulk nodes written", flush=True)
 
 
-async def _tenant_recall(graph: GraphClient, tenants: list[str],
-                         queries: NDArray[np.float32]) -> dict[str, Any]:
+async def _tenant_recall(
+    graph: GraphClient, tenants: list[str], queries: NDArray[np.float32]
+) -> dict[str, Any]:
     recalls: list[float] = []
     naive: list[float] = []
     strategies: dict[str, int] = {}
@@ -173,21 +200,32 @@ async def _tenant_recall(graph: GraphClient, tenants: list[str],
     for tenant in tenants:
         for query in queries:
             vector = query.tolist()
-            exact = [h.id for h in await graph_search.exact_vector_search(
-                graph, "world_node", tenant, vector, K)]
+            exact = [
+                h.id
+                for h in await graph_search.exact_vector_search(
+                    graph, "world_node", tenant, vector, K
+                )
+            ]
             hits, plan = await graph_search.vector_search(graph, "world_node", tenant, vector, K)
             strategies[plan.strategy] = strategies.get(plan.strategy, 0) + 1
             ks += plan.k
             recalls.append(recall_at([h.id for h in hits], exact))
             # What the over-fetch rule prevents: the index's top 10, then the tenant filter.
-            row = await graph.read("bench.search.naive", """
+            row = await graph.read(
+                "bench.search.naive",
+                """
                 CALL db.index.vector.queryNodes('world_node_embedding', 10, $v) YIELD node
                 WHERE node.customer_id = $c RETURN collect(node.id) AS ids""",
-                                   {"v": vector, "c": tenant})
+                {"v": vector, "c": tenant},
+            )
             naive.append(recall_at(row[0]["ids"], exact))
-    return {"recall": sum(recalls) / len(recalls), "naive": sum(naive) / len(naive),
-            "strategies": strategies, "k_median": int(np.median(ks)) if ks else 0,
-            "searches": len(recalls)}
+    return {
+        "recall": sum(recalls) / len(recalls),
+        "naive": sum(naive) / len(naive),
+        "strategies": strategies,
+        "k_median": int(np.median(ks)) if ks else 0,
+        "searches": len(recalls),
+    }
 
 
 async def _latency(client: httpx.AsyncClient, texts: list[str], mode: str) -> list[float]:
@@ -195,8 +233,9 @@ async def _latency(client: httpx.AsyncClient, texts: list[str], mode: str) -> li
     for _ in range(LATENCY_ROUNDS):
         for text in texts:
             started = time.perf_counter()
-            response = await client.get("/api/v1/world-model/search",
-                                        params={"q": text, "limit": K, "mode": mode})
+            response = await client.get(
+                "/api/v1/world-model/search", params={"q": text, "limit": K, "mode": mode}
+            )
             response.raise_for_status()
             times.append((time.perf_counter() - started) * 1000)
     return times
@@ -204,8 +243,9 @@ async def _latency(client: httpx.AsyncClient, texts: list[str], mode: str) -> li
 
 async def run(ctx: BenchContext) -> list[Result]:
     data = with_fresh_ids(json.loads(DATA.read_text(encoding="utf-8")))
-    settings = ctx.settings.model_copy(update={"database_url": ctx.database_url,
-                                               "embedding_worker": False})
+    settings = ctx.settings.model_copy(
+        update={"database_url": ctx.database_url, "embedding_worker": False}
+    )
     resources = Resources.open(settings)
     graph = resources.graph
     rng = np.random.default_rng(2024)
@@ -220,17 +260,20 @@ async def run(ctx: BenchContext) -> list[Result]:
     while (await graph.write("bench.search.leftovers", LEFTOVERS, {}))[0]["deleted"]:
         pass
     try:
-        embedder = load_embedder(settings.embedding_model,
-                                 batch_size=settings.embedding_batch_size)
+        embedder = load_embedder(settings.embedding_model, batch_size=settings.embedding_batch_size)
         resources.extras[EXTRAS_KEY] = embedder
         async with ctx.server() as base:
             tenant_a, key_a = await ctx.new_tenant(base, "search-labelled")
             tenant_t, key_t = await ctx.new_tenant(base, "search-throughput")
             real_tenants += [tenant_a, tenant_t]
-            async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key_a},
-                                         timeout=120) as client_a, \
-                    httpx.AsyncClient(base_url=base, headers={"X-API-Key": key_t},
-                                      timeout=120) as client_t:
+            async with (
+                httpx.AsyncClient(
+                    base_url=base, headers={"X-API-Key": key_a}, timeout=120
+                ) as client_a,
+                httpx.AsyncClient(
+                    base_url=base, headers={"X-API-Key": key_t}, timeout=120
+                ) as client_t,
+            ):
                 # ---- quality on the labelled set
                 await _load_labelled(client_a, data)
                 await _drain(resources)  # also warms the model up
@@ -238,44 +281,66 @@ async def run(ctx: BenchContext) -> list[Result]:
                 print(f"[bench] search: quality {json.dumps(quality)}", flush=True)
 
                 # ---- worker throughput against raw encode, same texts, same run
-                venue = (await client_t.post("/api/v1/venues", json={
-                    "name": "Throughput venue"})).json()
+                venue = (
+                    await client_t.post("/api/v1/venues", json={"name": "Throughput venue"})
+                ).json()
                 await _drain(resources)
                 nodes = _throughput_nodes(data, venue["id"])
                 for start in range(0, len(nodes), 1000):
-                    (await client_t.post("/api/v1/world-model/nodes/batch", json={
-                        "nodes": nodes[start:start + 1000]})).raise_for_status()
+                    (
+                        await client_t.post(
+                            "/api/v1/world-model/nodes/batch",
+                            json={"nodes": nodes[start : start + 1000]},
+                        )
+                    ).raise_for_status()
                 texts = [embedding_text("world_node", n) for n in nodes]
                 inner = embedder.inner
                 assert isinstance(inner, SentenceTransformerEmbedder)
                 model = inner._loaded()
                 started = time.perf_counter()
-                model.encode(texts, batch_size=settings.embedding_batch_size,
-                             normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
+                model.encode(
+                    texts,
+                    batch_size=settings.embedding_batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 raw_seconds = time.perf_counter() - started
                 started = time.perf_counter()
                 written = await _drain(resources)
                 worker_seconds = time.perf_counter() - started
                 assert written == len(nodes), (written, len(nodes))
                 assert await queue_depth(resources) == 0
-                results.append(Result(
-                    "embedding worker vs raw SentenceTransformer.encode", "texts/s",
-                    api=len(texts) / worker_seconds, raw=len(texts) / raw_seconds,
-                    notes={"texts": len(texts), "batch": settings.embedding_batch_size,
-                           "target_ratio": ">=0.8"}))
+                results.append(
+                    Result(
+                        "embedding worker vs raw SentenceTransformer.encode",
+                        "texts/s",
+                        api=len(texts) / worker_seconds,
+                        raw=len(texts) / raw_seconds,
+                        notes={
+                            "texts": len(texts),
+                            "batch": settings.embedding_batch_size,
+                            "target_ratio": ">=0.8",
+                        },
+                    )
+                )
 
                 # ---- 100k nodes, 10 tenants sharing the index
-                base_vectors = embedder.encode([embedding_text("world_node", n)
-                                                for n in data["nodes"]])
-                bulk_tenants = [tenant_a] + [f"{BULK_PREFIX}{uuid.uuid4()}"
-                                             for _ in range(TENANTS - 1)]
+                base_vectors = embedder.encode(
+                    [embedding_text("world_node", n) for n in data["nodes"]]
+                )
+                bulk_tenants = [tenant_a] + [
+                    f"{BULK_PREFIX}{uuid.uuid4()}" for _ in range(TENANTS - 1)
+                ]
                 started = time.perf_counter()
                 await _write_bulk(graph, bulk_tenants, base_vectors, rng)
-                print(f"[bench] search: bulk written in {time.perf_counter() - started:.0f}s",
-                      flush=True)
-                query_vectors = embedder.encode([q["text"] for q in data["queries"]
-                                                 if q["target"] == "world_node"])
+                print(
+                    f"[bench] search: bulk written in {time.perf_counter() - started:.0f}s",
+                    flush=True,
+                )
+                query_vectors = embedder.encode(
+                    [q["text"] for q in data["queries"] if q["target"] == "world_node"]
+                )
                 recall = await _tenant_recall(graph, bulk_tenants, query_vectors)
                 print(f"[bench] search: tenant recall {json.dumps(recall)}", flush=True)
 
@@ -298,20 +363,39 @@ async def run(ctx: BenchContext) -> list[Result]:
         await resources.close()
 
     for mode in ("hybrid", "vector", "fulltext"):
-        results.append(Result(f"search quality, {mode}: recall@10", "% (labelled set)",
-                              api=100 * quality[mode]["recall"],
-                              notes={"mrr@10": round(quality[mode]["mrr"], 3),
-                                     "queries": len(data["queries"])}))
-    results.append(Result(
-        "tenant-filtered vector recall@10 vs exact", "% (10 tenants, 100k nodes)",
-        api=100 * recall["recall"],
-        notes={"target": ">=95", "naive_top10_then_filter": round(100 * recall["naive"], 1),
-               "strategies": "/".join(f"{k}:{v}" for k, v in recall["strategies"].items()),
-               "median_k": recall["k_median"], "searches": recall["searches"]}))
+        results.append(
+            Result(
+                f"search quality, {mode}: recall@10",
+                "% (labelled set)",
+                api=100 * quality[mode]["recall"],
+                notes={"mrr@10": round(quality[mode]["mrr"], 3), "queries": len(data["queries"])},
+            )
+        )
+    results.append(
+        Result(
+            "tenant-filtered vector recall@10 vs exact",
+            "% (10 tenants, 100k nodes)",
+            api=100 * recall["recall"],
+            notes={
+                "target": ">=95",
+                "naive_top10_then_filter": round(100 * recall["naive"], 1),
+                "strategies": "/".join(f"{k}:{v}" for k, v in recall["strategies"].items()),
+                "median_k": recall["k_median"],
+                "searches": recall["searches"],
+            },
+        )
+    )
     for mode, times in (("hybrid", hybrid_ms), ("vector", vector_ms)):
-        results.append(Result(
-            f"search latency p50, {mode}, HTTP, 100k nodes", "ms (query embedding included)",
-            api=percentile(times, 50),
-            notes={"p95_ms": round(percentile(times, 95), 1), "requests": len(times),
-                   "tenant_nodes": BULK_NODES // TENANTS + len(data["nodes"])}))
+        results.append(
+            Result(
+                f"search latency p50, {mode}, HTTP, 100k nodes",
+                "ms (query embedding included)",
+                api=percentile(times, 50),
+                notes={
+                    "p95_ms": round(percentile(times, 95), 1),
+                    "requests": len(times),
+                    "tenant_nodes": BULK_NODES // TENANTS + len(data["nodes"]),
+                },
+            )
+        )
     return results

@@ -48,13 +48,22 @@ RAW_INSERT = (
 
 
 def _frame(camera: str, seq: int, at: datetime | None = None) -> str:
-    return json.dumps({
-        "seq": seq, "camera": camera, "timestamp": (at or datetime.now(UTC)).isoformat(),
-        "summary": {"total_people": seq % 40, "free": ["A1", "A2", "A3"],
-                    "occupied": ["B1", "B2"],
-                    "detections": [{"class": "person", "confidence": 0.9,
-                                    "bbox": [10 * k, 20, 10 * k + 40, 120]}
-                                   for k in range(5)]}})
+    return json.dumps(
+        {
+            "seq": seq,
+            "camera": camera,
+            "timestamp": (at or datetime.now(UTC)).isoformat(),
+            "summary": {
+                "total_people": seq % 40,
+                "free": ["A1", "A2", "A3"],
+                "occupied": ["B1", "B2"],
+                "detections": [
+                    {"class": "person", "confidence": 0.9, "bbox": [10 * k, 20, 10 * k + 40, 120]}
+                    for k in range(5)
+                ],
+            },
+        }
+    )
 
 
 async def _world(base: str, key: str) -> list[dict[str, str]]:
@@ -63,13 +72,27 @@ async def _world(base: str, key: str) -> list[dict[str, str]]:
     async with httpx.AsyncClient(base_url=base + "/api/v1", headers=h, timeout=60) as c:
         venue = (await c.post("/venues", json={"name": "Bench Arena"})).json()["id"]
         for k in range(ZONES):
-            zone = (await c.post("/world-model/nodes", json={
-                "venue_id": venue, "kind": "Zone", "name": f"Stand {k}"})).json()["id"]
-            cam = (await c.post("/world-model/nodes", json={
-                "venue_id": venue, "kind": "Camera", "name": f"Cam {k}",
-                "properties": {"external_id": f"cam-{k}"}})).json()["id"]
-            r = await c.post("/world-model/edges", json={
-                "venue_id": venue, "type": "OBSERVED_IN", "from_id": cam, "to_id": zone})
+            zone = (
+                await c.post(
+                    "/world-model/nodes",
+                    json={"venue_id": venue, "kind": "Zone", "name": f"Stand {k}"},
+                )
+            ).json()["id"]
+            cam = (
+                await c.post(
+                    "/world-model/nodes",
+                    json={
+                        "venue_id": venue,
+                        "kind": "Camera",
+                        "name": f"Cam {k}",
+                        "properties": {"external_id": f"cam-{k}"},
+                    },
+                )
+            ).json()["id"]
+            r = await c.post(
+                "/world-model/edges",
+                json={"venue_id": venue, "type": "OBSERVED_IN", "from_id": cam, "to_id": zone},
+            )
             r.raise_for_status()
             cameras.append({"name": f"cam-{k}", "id": cam, "zone": zone, "venue": venue})
     return cameras
@@ -77,8 +100,9 @@ async def _world(base: str, key: str) -> list[dict[str, str]]:
 
 async def _socket(url: str, key: str) -> ClientConnection:
     url = url.replace("http://", "ws://", 1)
-    return await connect(url, additional_headers={"X-API-Key": key}, proxy=None,
-                         compression=None, max_queue=None)
+    return await connect(
+        url, additional_headers={"X-API-Key": key}, proxy=None, compression=None, max_queue=None
+    )
 
 
 class Subscriber:
@@ -111,8 +135,9 @@ class Subscriber:
         return time.perf_counter()
 
 
-async def _send_and_ack(conn: ClientConnection, camera: str, count: int,
-                        first_seq: int = 1) -> None:
+async def _send_and_ack(
+    conn: ClientConnection, camera: str, count: int, first_seq: int = 1
+) -> None:
     async def send() -> None:
         for seq in range(first_seq, first_seq + count):
             await conn.send(_frame(camera, seq))
@@ -129,18 +154,24 @@ async def _send_and_ack(conn: ClientConnection, camera: str, count: int,
     await asyncio.gather(send(), acks())
 
 
-async def _throughput(a: str, key: str, cameras: list[dict[str, str]],
-                      subscriber: Subscriber) -> tuple[float, float]:
+async def _throughput(
+    a: str, key: str, cameras: list[dict[str, str]], subscriber: Subscriber
+) -> tuple[float, float]:
     conns = [await _socket(a + "/api/v1/stream/ingest", key) for _ in range(CONNECTIONS)]
     for conn in conns:
         assert json.loads(await conn.recv())["event"] == "ready"
-    await asyncio.gather(*(_send_and_ack(c, cameras[i % ZONES]["name"], WARMUP_FRAMES)
-                           for i, c in enumerate(conns)))
+    await asyncio.gather(
+        *(_send_and_ack(c, cameras[i % ZONES]["name"], WARMUP_FRAMES) for i, c in enumerate(conns))
+    )
     seen = CONNECTIONS * WARMUP_FRAMES
     await subscriber.wait_for(seen)
     started = time.perf_counter()
-    await asyncio.gather(*(_send_and_ack(c, cameras[i % ZONES]["name"], FRAMES_PER_CONNECTION,
-                                         WARMUP_FRAMES + 1) for i, c in enumerate(conns)))
+    await asyncio.gather(
+        *(
+            _send_and_ack(c, cameras[i % ZONES]["name"], FRAMES_PER_CONNECTION, WARMUP_FRAMES + 1)
+            for i, c in enumerate(conns)
+        )
+    )
     acked = time.perf_counter() - started
     delivered = await subscriber.wait_for(seen + CONNECTIONS * FRAMES_PER_CONNECTION) - started
     for conn in conns:
@@ -148,8 +179,9 @@ async def _throughput(a: str, key: str, cameras: list[dict[str, str]],
     return acked, delivered
 
 
-async def _latency(a: str, key: str, camera: str,
-                   subscriber: Subscriber) -> tuple[list[float], list[float]]:
+async def _latency(
+    a: str, key: str, camera: str, subscriber: Subscriber
+) -> tuple[list[float], list[float]]:
     conn = await _socket(a + "/api/v1/stream/ingest", key)
     assert json.loads(await conn.recv())["event"] == "ready"
     sent_at: dict[int, float] = {}
@@ -182,34 +214,71 @@ async def _latency(a: str, key: str, camera: str,
     return ack_latencies, subscriber.latencies
 
 
-async def _raw(ctx: BenchContext, customer_id: str, cameras: list[dict[str, str]],
-               batch: int = 1) -> float:
+async def _raw(
+    ctx: BenchContext, customer_id: str, cameras: list[dict[str, str]], batch: int = 1
+) -> float:
     """Seconds to insert the rows; `batch` > 1 sends them `executemany` in chunks."""
     conns = [await ctx.pg() for _ in range(CONNECTIONS)]
-    detail = json.dumps({"free": ["A1", "A2", "A3"], "occupied": ["B1", "B2"],
-                         "detections": [{"class": "person", "confidence": 0.9,
-                                         "bbox": [10 * k, 20, 10 * k + 40, 120]}
-                                        for k in range(5)]})
+    detail = json.dumps(
+        {
+            "free": ["A1", "A2", "A3"],
+            "occupied": ["B1", "B2"],
+            "detections": [
+                {"class": "person", "confidence": 0.9, "bbox": [10 * k, 20, 10 * k + 40, 120]}
+                for k in range(5)
+            ],
+        }
+    )
     customer = uuid.UUID(customer_id)
 
     async def writer(conn: asyncpg.Connection, cam: dict[str, str], count: int) -> None:
         zone, venue, cam_id = (uuid.UUID(cam[k]) for k in ("zone", "venue", "id"))
         if batch > 1:
             for first in range(0, count, batch):
-                await conn.executemany(RAW_INSERT, [
-                    (customer, zone, venue, cam_id, cam["name"], datetime.now(UTC), seq % 40,
-                     3, 2, 5, detail) for seq in range(first, min(count, first + batch))])
+                await conn.executemany(
+                    RAW_INSERT,
+                    [
+                        (
+                            customer,
+                            zone,
+                            venue,
+                            cam_id,
+                            cam["name"],
+                            datetime.now(UTC),
+                            seq % 40,
+                            3,
+                            2,
+                            5,
+                            detail,
+                        )
+                        for seq in range(first, min(count, first + batch))
+                    ],
+                )
             return
         for seq in range(count):
-            await conn.execute(RAW_INSERT, customer, zone, venue, cam_id, cam["name"],
-                               datetime.now(UTC), seq % 40, 3, 2, 5, detail)
+            await conn.execute(
+                RAW_INSERT,
+                customer,
+                zone,
+                venue,
+                cam_id,
+                cam["name"],
+                datetime.now(UTC),
+                seq % 40,
+                3,
+                2,
+                5,
+                detail,
+            )
 
     try:
-        await asyncio.gather(*(writer(c, cameras[i % ZONES], WARMUP_FRAMES)
-                               for i, c in enumerate(conns)))
+        await asyncio.gather(
+            *(writer(c, cameras[i % ZONES], WARMUP_FRAMES) for i, c in enumerate(conns))
+        )
         started = time.perf_counter()
-        await asyncio.gather(*(writer(c, cameras[i % ZONES], FRAMES_PER_CONNECTION)
-                               for i, c in enumerate(conns)))
+        await asyncio.gather(
+            *(writer(c, cameras[i % ZONES], FRAMES_PER_CONNECTION) for i, c in enumerate(conns))
+        )
         return time.perf_counter() - started
     finally:
         for conn in conns:
@@ -231,8 +300,9 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     conn = await ctx.pg()
     try:
-        stored = await conn.fetchval("SELECT count(*) FROM occupancy_history WHERE "
-                                     "customer_id = $1::uuid", customer_id)
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM occupancy_history WHERE customer_id = $1::uuid", customer_id
+        )
     finally:
         await conn.close()
     frames = CONNECTIONS * FRAMES_PER_CONNECTION
@@ -244,8 +314,11 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     graph = ctx.graph()
     try:
-        await graph.write("bench.cleanup", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
-                          {"c": customer_id})
+        await graph.write(
+            "bench.cleanup",
+            "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
+            {"c": customer_id},
+        )
     finally:
         await graph.close()
 
@@ -254,13 +327,27 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     api_fps, raw_fps = frames / acked, frames / raw_seconds
     return [
-        Result(f"stream ingest, {CONNECTIONS} sockets to process A", "frames/s acked "
-               "(higher is better)", api=api_fps, raw=raw_fps,
-               notes={"frames": frames, "delivered_at_B_per_s": round(frames / delivered),
-                      "raw_batched_per_s": round(frames / raw_batched_seconds),
-                      "ratio": f"{api_fps / raw_fps:.2f}"}),
-        Result(f"stream latency ingest(A) -> subscriber(B), {RATE} frames/s", "ms p50 "
-               "(lower is better)", api=percentile(e2e_latencies, 50) * 1000,
-               notes={"e2e_p99_ms": ms(e2e_latencies, 99), "ack_p50_ms": ms(ack_latencies, 50),
-                      "ack_p99_ms": ms(ack_latencies, 99), "frames": len(e2e_latencies)}),
+        Result(
+            f"stream ingest, {CONNECTIONS} sockets to process A",
+            "frames/s acked (higher is better)",
+            api=api_fps,
+            raw=raw_fps,
+            notes={
+                "frames": frames,
+                "delivered_at_B_per_s": round(frames / delivered),
+                "raw_batched_per_s": round(frames / raw_batched_seconds),
+                "ratio": f"{api_fps / raw_fps:.2f}",
+            },
+        ),
+        Result(
+            f"stream latency ingest(A) -> subscriber(B), {RATE} frames/s",
+            "ms p50 (lower is better)",
+            api=percentile(e2e_latencies, 50) * 1000,
+            notes={
+                "e2e_p99_ms": ms(e2e_latencies, 99),
+                "ack_p50_ms": ms(ack_latencies, 50),
+                "ack_p99_ms": ms(ack_latencies, 99),
+                "frames": len(e2e_latencies),
+            },
+        ),
     ]

@@ -22,7 +22,7 @@ class FakeEmbedder:
     def __init__(self, dimensions: int = 384, model_id: str = "fake-hash-embedder") -> None:
         self._dimensions = dimensions
         self._model_id = model_id
-        self.calls = 0          # encode() calls, so tests can prove nothing was re-encoded
+        self.calls = 0  # encode() calls, so tests can prove nothing was re-encoded
         self.texts_encoded = 0
 
     @property

@@ -48,8 +48,9 @@ class SentenceTransformerEmbedder:
     batch, and two concurrent batches would only fight over them.
     """
 
-    def __init__(self, model: str = PACKAGED_MODEL, *, batch_size: int = 64,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, model: str = PACKAGED_MODEL, *, batch_size: int = 64, device: str = "cpu"
+    ) -> None:
         self._name = model
         self._model_id, self._source, self._local_only = resolve_model(model)
         self.batch_size = batch_size
@@ -64,8 +65,10 @@ class SentenceTransformerEmbedder:
     @property
     def dimensions(self) -> int:
         model = self._loaded()
-        getter = getattr(model, "get_embedding_dimension", None) or \
-            model.get_sentence_embedding_dimension
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
     def _loaded(self) -> Any:
@@ -77,8 +80,9 @@ class SentenceTransformerEmbedder:
                 # A progress bar per model load is noise in service logs.
                 transformers_logging.disable_progress_bar()
 
-                self._model = SentenceTransformer(self._source, device=self.device,
-                                                  local_files_only=self._local_only)
+                self._model = SentenceTransformer(
+                    self._source, device=self.device, local_files_only=self._local_only
+                )
             return self._model
 
     def encode(self, texts: Sequence[str]) -> Vectors:
@@ -86,7 +90,11 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         model = self._loaded()
         with self._lock:
-            vectors = model.encode(list(texts), batch_size=self.batch_size,
-                                   normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False)
+            vectors = model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return normalize(np.asarray(vectors, dtype=np.float32))

@@ -75,8 +75,12 @@ class GraphClient:
         await self.read("ping", "RETURN 1 AS ok")
 
     async def read(
-        self, name: str, query: LiteralString, params: Mapping[str, Any] | None = None,
-        *, timeout: float | None = None,  # noqa: ASYNC109 (the server-side tx timeout)
+        self,
+        name: str,
+        query: LiteralString,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (the server-side tx timeout)
     ) -> list[dict[str, Any]]:
         """Run one read query in a managed read transaction; rows as dicts."""
 
@@ -123,8 +127,9 @@ class GraphClient:
         finally:
             elapsed = time.perf_counter() - started
             NEO4J_QUERY_SECONDS.labels(query=name, mode=mode).observe(elapsed)
-            log.debug("neo4j.query", query=name, mode=mode, ms=round(elapsed * 1000, 2),
-                      outcome=outcome)
+            log.debug(
+                "neo4j.query", query=name, mode=mode, ms=round(elapsed * 1000, 2), outcome=outcome
+            )
 
     async def run_schema(self, name: str, statement: str) -> None:
         """Run one schema statement (constraint/index) in its own auto-commit transaction.

@@ -46,13 +46,15 @@ _HEADER = re.compile(r"^//\s*(name|description|param):\s*(.*?)\s*$")
 _PARAM = re.compile(
     r"^(?P<name>[a-z][a-z0-9_]*)\s+(?P<type>string|int|float|bool|uuid|list<string>)"
     r"(?:\s+(?P<min>-?\d+(?:\.\d+)?)\.\.(?P<max>-?\d+(?:\.\d+)?))?"
-    r"(?:\s*=\s*(?P<default>.+?))?(?:\s+--\s+(?P<help>.*))?$")
+    r"(?:\s*=\s*(?P<default>.+?))?(?:\s+--\s+(?P<help>.*))?$"
+)
 _PARAM_USE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 # ------------------------------------------------------------------ read-only check
 _WRITE_PATTERNS = [
-    (re.compile(p, re.IGNORECASE), label) for p, label in [
+    (re.compile(p, re.IGNORECASE), label)
+    for p, label in [
         (r"(?<![.\w$])CREATE\b", "CREATE"),
         (r"(?<![.\w$])MERGE\b", "MERGE"),
         (r"(?<![.\w$])(DETACH\s+)?DELETE\b", "DELETE"),
@@ -64,12 +66,15 @@ _WRITE_PATTERNS = [
         (r"(?<![.\w$])IN\s+TRANSACTIONS\b", "CALL { } IN TRANSACTIONS"),
         (r"(?<![.\w$])(ALTER|GRANT|DENY|REVOKE|RENAME|TERMINATE)\b", "administration command"),
         (r"(?<![.\w$])(START|STOP)\s+DATABASE\b", "administration command"),
-        (r"(?<![.\w$])CALL\s+(dbms|apoc|db\.create|db\.clear)\b", "procedure that writes or "
-                                                                  "administers"),
+        (
+            r"(?<![.\w$])CALL\s+(dbms|apoc|db\.create|db\.clear)\b",
+            "procedure that writes or administers",
+        ),
     ]
 ]
-_STRIPPED = re.compile(r"//[^\n]*|/\*.*?\*/|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"|`[^`]*`",
-                       re.DOTALL)
+_STRIPPED = re.compile(
+    r"//[^\n]*|/\*.*?\*/|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"|`[^`]*`", re.DOTALL
+)
 
 
 def write_clauses(cypher: str) -> list[str]:
@@ -100,11 +105,15 @@ class Param:
     help: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "required": self.required,
-                "default": self.default,
-                "min": None if self.minimum is None else _number(self.minimum),
-                "max": None if self.maximum is None else _number(self.maximum),
-                "description": self.help}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "required": self.required,
+            "default": self.default,
+            "min": None if self.minimum is None else _number(self.minimum),
+            "max": None if self.maximum is None else _number(self.maximum),
+            "description": self.help,
+        }
 
     def convert(self, value: Any) -> Any:
         """The value as Cypher gets it; raises ValueError with a message for the caller."""
@@ -135,8 +144,11 @@ class Param:
             self._check_range(value)
             return value
         if self.type == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
                 raise ValueError("must be a finite number")
             self._check_range(value)
             return float(value)
@@ -179,8 +191,10 @@ def _parse_default(param_type: str, text: str) -> Any:
 def parse_param(spec: str) -> Param:
     match = _PARAM.match(spec)
     if not match:
-        raise ValueError(f"bad param declaration {spec!r}: expected "
-                         f"'name type [min..max] [= default] [-- help]', types {PARAM_TYPES}")
+        raise ValueError(
+            f"bad param declaration {spec!r}: expected "
+            f"'name type [min..max] [= default] [-- help]', types {PARAM_TYPES}"
+        )
     kind = match["type"]
     bounds = (match["min"], match["max"])
     if bounds[0] is not None and kind not in ("int", "float"):
@@ -188,8 +202,15 @@ def parse_param(spec: str) -> Param:
     lower, upper = (float(b) if b is not None else None for b in bounds)
     has_default = match["default"] is not None
     default = _parse_default(kind, match["default"]) if has_default else None
-    param = Param(name=match["name"], type=kind, required=not has_default, default=default,
-                  minimum=lower, maximum=upper, help=match["help"])
+    param = Param(
+        name=match["name"],
+        type=kind,
+        required=not has_default,
+        default=default,
+        minimum=lower,
+        maximum=upper,
+        help=match["help"],
+    )
     if default is not None:
         param.convert(default)  # a default outside its own range is a broken file
     return param
@@ -207,18 +228,27 @@ class NamedQuery:
     path: Path = field(compare=False)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description,
-                "params": [p.describe() for p in self.params]}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": [p.describe() for p in self.params],
+        }
 
     def bind(self, given: Mapping[str, Any], customer_id: str) -> dict[str, Any]:
         """Validated parameters plus the caller's tenant; raises ParamError."""
         errors: list[dict[str, Any]] = []
         if TENANT_PARAM in given:
-            errors.append({"param": TENANT_PARAM,
-                           "msg": "is bound to the caller's tenant and cannot be given"})
+            errors.append(
+                {
+                    "param": TENANT_PARAM,
+                    "msg": "is bound to the caller's tenant and cannot be given",
+                }
+            )
         known = {p.name for p in self.params}
-        errors += [{"param": name, "msg": "is not a parameter of this query"}
-                   for name in sorted(set(given) - known - {TENANT_PARAM})]
+        errors += [
+            {"param": name, "msg": "is not a parameter of this query"}
+            for name in sorted(set(given) - known - {TENANT_PARAM})
+        ]
         bound: dict[str, Any] = {}
         for param in self.params:
             raw = given.get(param.name, param.default)
@@ -275,8 +305,13 @@ def parse_query_file(path: Path) -> NamedQuery:
         raise ValueError(f"{where}: declared but unused parameters {sorted(unused)}")
     if clauses := write_clauses(cypher):
         raise ValueError(f"{where}: named queries are read-only; found {clauses}")
-    return NamedQuery(name=path.stem, description=header["description"], params=tuple(params),
-                      cypher=cypher, path=path)
+    return NamedQuery(
+        name=path.stem,
+        description=header["description"],
+        params=tuple(params),
+        cypher=cypher,
+        path=path,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -303,12 +338,16 @@ def plain(value: Any) -> Any:
     if isinstance(value, Relationship):
         props = {k: plain(v) for k, v in value.items()}
         start, end = value.start_node, value.end_node
-        return props | {"_type": value.type,
-                        "_start": start.get("id") if start is not None else None,
-                        "_end": end.get("id") if end is not None else None}
+        return props | {
+            "_type": value.type,
+            "_start": start.get("id") if start is not None else None,
+            "_end": end.get("id") if end is not None else None,
+        }
     if isinstance(value, GraphPath):
-        return {"nodes": [plain(n) for n in value.nodes],
-                "relationships": [plain(r) for r in value.relationships]}
+        return {
+            "nodes": [plain(n) for n in value.nodes],
+            "relationships": [plain(r) for r in value.relationships],
+        }
     if isinstance(value, DateTime | Date | Time):
         return value.iso_format()
     if isinstance(value, datetime | date | time):
@@ -316,8 +355,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, Duration):
         return str(value)
     if isinstance(value, Point):
-        names = ("longitude", "latitude", "height") if value.srid in (4326, 4979) \
-            else ("x", "y", "z")
+        names = (
+            ("longitude", "latitude", "height") if value.srid in (4326, 4979) else ("x", "y", "z")
+        )
         return dict(zip(names, value, strict=False)) | {"srid": value.srid}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
@@ -328,8 +368,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-async def run_read_only(graph: GraphClient, name: str, cypher: str, params: Mapping[str, Any],
-                        *, timeout_seconds: float, max_rows: int) -> Rows:
+async def run_read_only(
+    graph: GraphClient,
+    name: str,
+    cypher: str,
+    params: Mapping[str, Any],
+    *,
+    timeout_seconds: float,
+    max_rows: int,
+) -> Rows:
     """Run one statement in a READ transaction: the server refuses any write in it.
 
     At most `max_rows` rows are read (`truncated` says there were more); the

@@ -187,14 +187,16 @@ def _user_properties(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _base(change: GraphChange) -> dict[str, Any]:
-    return {"id": change.entity_id, "customer_id": change.customer_id,
-            "version": change.version}
+    return {"id": change.entity_id, "customer_id": change.customer_id, "version": change.version}
 
 
 def to_row(change: GraphChange) -> dict[str, Any]:
     """The `row` a statement above expects for this change."""
-    row: dict[str, Any] = {"id": change.entity_id, "customer_id": change.customer_id,
-                           "version": change.version}
+    row: dict[str, Any] = {
+        "id": change.entity_id,
+        "customer_id": change.customer_id,
+        "version": change.version,
+    }
     data = change.data or {}
     if change.op == "delete":
         if change.entity_type == "world_edge":
@@ -214,26 +216,41 @@ def to_row(change: GraphChange) -> dict[str, Any]:
         row |= {"venue_id": data["venue_id"], "kind": data["kind"]}
     elif kind == "world_edge":
         provenance = data.get("provenance") or {}
-        props |= {k: data.get(k) for k in ("venue_id", "type", "from_id", "to_id", "confidence",
-                                           "supersedes")}
-        props |= {"valid_from": _datetime(data.get("valid_from")),
-                  "valid_to": _datetime(data.get("valid_to"))}
-        props |= {f"provenance_{k}": provenance.get(k)
-                  for k in ("workstation_id", "drone_id", "operation_id")}
+        props |= {
+            k: data.get(k)
+            for k in ("venue_id", "type", "from_id", "to_id", "confidence", "supersedes")
+        }
+        props |= {
+            "valid_from": _datetime(data.get("valid_from")),
+            "valid_to": _datetime(data.get("valid_to")),
+        }
+        props |= {
+            f"provenance_{k}": provenance.get(k)
+            for k in ("workstation_id", "drone_id", "operation_id")
+        }
         row |= {"from_id": data["from_id"], "to_id": data["to_id"], "type": data["type"]}
     elif kind == "operation":
-        props |= {k: data.get(k) for k in ("venue_id", "status", "name", "kind", "kit_id",
-                                           "summary")}
-        props |= {"started_at": _datetime(data.get("started_at")),
-                  "ended_at": _datetime(data.get("ended_at")),
-                  "drone_ids": list(data.get("drone_ids") or [])}
-        row |= {"venue_id": data["venue_id"], "kit_id": data.get("kit_id"),
-                "drone_ids": list(data.get("drone_ids") or [])}
+        props |= {
+            k: data.get(k) for k in ("venue_id", "status", "name", "kind", "kit_id", "summary")
+        }
+        props |= {
+            "started_at": _datetime(data.get("started_at")),
+            "ended_at": _datetime(data.get("ended_at")),
+            "drone_ids": list(data.get("drone_ids") or []),
+        }
+        row |= {
+            "venue_id": data["venue_id"],
+            "kit_id": data.get("kit_id"),
+            "drone_ids": list(data.get("drone_ids") or []),
+        }
     elif kind == "kit":
         props |= {"serial": data.get("serial"), "name": data.get("name")}
     elif kind == "drone":
-        props |= {"serial": data.get("serial"), "kit_id": data.get("kit_id"),
-                  "model": data.get("model")}
+        props |= {
+            "serial": data.get("serial"),
+            "kit_id": data.get("kit_id"),
+            "model": data.get("model"),
+        }
         row["kit_id"] = data.get("kit_id")
     else:
         raise ValueError(f"unknown entity type {kind!r}")
@@ -245,8 +262,10 @@ async def apply_changes(graph: GraphClient, changes: Sequence[GraphChange]) -> N
     """Apply changes, in the order given (version order), in one write transaction."""
     if not changes:
         return
-    runs = [(key, [to_row(c) for c in group])
-            for key, group in groupby(changes, key=lambda c: (c.entity_type, c.op))]
+    runs = [
+        (key, [to_row(c) for c in group])
+        for key, group in groupby(changes, key=lambda c: (c.entity_type, c.op))
+    ]
 
     async def work(tx: AsyncManagedTransaction) -> None:
         for key, rows in runs:
@@ -258,15 +277,15 @@ async def apply_changes(graph: GraphClient, changes: Sequence[GraphChange]) -> N
 
 NODE_VERSIONS: dict[str, LiteralString] = {
     "venue": "MATCH (n:Venue) WHERE n.customer_id = $customer_id AND n.version >= 0 "
-             "RETURN n.id AS id, n.version AS version",
+    "RETURN n.id AS id, n.version AS version",
     "world_node": "MATCH (n:WorldNode) WHERE n.customer_id = $customer_id AND n.version >= 0 "
-                  "RETURN n.id AS id, n.version AS version",
+    "RETURN n.id AS id, n.version AS version",
     "operation": "MATCH (n:Operation) WHERE n.customer_id = $customer_id AND n.version >= 0 "
-                 "RETURN n.id AS id, n.version AS version",
+    "RETURN n.id AS id, n.version AS version",
     "kit": "MATCH (n:Kit) WHERE n.customer_id = $customer_id AND n.version >= 0 "
-           "RETURN n.id AS id, n.version AS version",
+    "RETURN n.id AS id, n.version AS version",
     "drone": "MATCH (n:Drone) WHERE n.customer_id = $customer_id AND n.version >= 0 "
-             "RETURN n.id AS id, n.version AS version",
+    "RETURN n.id AS id, n.version AS version",
 }
 EDGE_VERSIONS: LiteralString = """
 MATCH (a:WorldNode)-[r]->(:WorldNode)
@@ -275,13 +294,13 @@ RETURN r.id AS id, r.version AS version
 """
 
 
-async def stored_versions(graph: GraphClient, customer_id: str,
-                          types: Iterable[str]) -> dict[tuple[str, str], int]:
+async def stored_versions(
+    graph: GraphClient, customer_id: str, types: Iterable[str]
+) -> dict[tuple[str, str], int]:
     """`(entity type, id) -> version` of everything Neo4j holds for one tenant."""
     found: dict[tuple[str, str], int] = {}
     for entity_type in types:
         query = EDGE_VERSIONS if entity_type == "world_edge" else NODE_VERSIONS[entity_type]
-        for row in await graph.read(f"verify.{entity_type}", query,
-                                    {"customer_id": customer_id}):
+        for row in await graph.read(f"verify.{entity_type}", query, {"customer_id": customer_id}):
             found[(entity_type, row["id"])] = int(row["version"])
     return found

@@ -15,8 +15,9 @@ from neo4j.time import DateTime as Neo4jDateTime
 from graph.driver import GraphClient
 from graph.projection import USER_PROPERTY_PREFIX
 
-SYSTEM_KEYS = frozenset({"id", "customer_id", "version", "embedding", "embedding_hash",
-                         "location", "x", "y", "z"})
+SYSTEM_KEYS = frozenset(
+    {"id", "customer_id", "version", "embedding", "embedding_hash", "location", "x", "y", "z"}
+)
 
 
 def _plain(value: Any) -> Any:
@@ -31,27 +32,34 @@ def node_data(entity_type: str, props: dict[str, Any]) -> dict[str, Any]:
     """Canonical `data` of an entity from its stored properties."""
     props = {k: _plain(v) for k, v in props.items()}
     data: dict[str, Any] = {
-        k: v for k, v in props.items()
-        if k not in SYSTEM_KEYS and not k.startswith(USER_PROPERTY_PREFIX)
+        k: v
+        for k, v in props.items()
+        if k not in SYSTEM_KEYS
+        and not k.startswith(USER_PROPERTY_PREFIX)
         and not k.startswith("provenance_")
     }
-    data["properties"] = {k[len(USER_PROPERTY_PREFIX):]: v for k, v in props.items()
-                          if k.startswith(USER_PROPERTY_PREFIX)}
+    data["properties"] = {
+        k[len(USER_PROPERTY_PREFIX) :]: v
+        for k, v in props.items()
+        if k.startswith(USER_PROPERTY_PREFIX)
+    }
     if entity_type == "venue":
         data.setdefault("tags", [])
     if entity_type == "world_node" and props.get("x") is not None:
         data["position"] = {"x": props["x"], "y": props["y"], "z": props.get("z", 0.0)}
     if entity_type == "world_edge":
-        data["provenance"] = {k: props.get(f"provenance_{k}")
-                              for k in ("workstation_id", "drone_id", "operation_id")}
+        data["provenance"] = {
+            k: props.get(f"provenance_{k}") for k in ("workstation_id", "drone_id", "operation_id")
+        }
     return data
 
 
 def entity(entity_type: str, props: dict[str, Any], location: Any = None) -> dict[str, Any]:
     data = node_data(entity_type, props)
     if entity_type == "venue":
-        data["location"] = ({"latitude": location.y, "longitude": location.x}
-                            if location is not None else None)
+        data["location"] = (
+            {"latitude": location.y, "longitude": location.x} if location is not None else None
+        )
     return {"id": props["id"], "version": props["version"], **data}
 
 
@@ -153,12 +161,28 @@ async def get_venue(graph: GraphClient, customer_id: str, venue_id: str) -> dict
     return entity("venue", rows[0]["props"], rows[0]["location"]) if rows else None
 
 
-async def list_venues(graph: GraphClient, customer_id: str, *, limit: int, after: str | None,
-                      tag: str | None, text: str | None,
-                      near: dict[str, float] | None) -> list[dict[str, Any]]:
-    rows = await graph.read("venue.list", LIST_VENUES, {
-        "customer_id": customer_id, "limit": limit, "after": after, "tag": tag,
-        "text": text.lower() if text else None, "near": near})
+async def list_venues(
+    graph: GraphClient,
+    customer_id: str,
+    *,
+    limit: int,
+    after: str | None,
+    tag: str | None,
+    text: str | None,
+    near: dict[str, float] | None,
+) -> list[dict[str, Any]]:
+    rows = await graph.read(
+        "venue.list",
+        LIST_VENUES,
+        {
+            "customer_id": customer_id,
+            "limit": limit,
+            "after": after,
+            "tag": tag,
+            "text": text.lower() if text else None,
+            "near": near,
+        },
+    )
     out = []
     for r in rows:
         item = entity("venue", r["props"], r["location"])
@@ -168,18 +192,25 @@ async def list_venues(graph: GraphClient, customer_id: str, *, limit: int, after
     return out
 
 
-async def venue_graph(graph: GraphClient, customer_id: str, venue_id: str,
-                      limit: int) -> dict[str, Any] | None:
-    rows = await graph.read("venue.graph", VENUE_GRAPH,
-                            {"customer_id": customer_id, "id": venue_id, "limit": limit})
+async def venue_graph(
+    graph: GraphClient, customer_id: str, venue_id: str, limit: int
+) -> dict[str, Any] | None:
+    rows = await graph.read(
+        "venue.graph", VENUE_GRAPH, {"customer_id": customer_id, "id": venue_id, "limit": limit}
+    )
     if not rows:
         return None
     row = rows[0]
-    nodes = [entity("world_node", {k: v for k, v in n.items() if k != "labels"})
-             for n in row["nodes"]]
+    nodes = [
+        entity("world_node", {k: v for k, v in n.items() if k != "labels"}) for n in row["nodes"]
+    ]
     edges = [entity("world_edge", e) for e in row["edges"]]
-    return {"nodes": nodes, "edges": edges, "total_nodes": row["total_nodes"],
-            "truncated": row["total_nodes"] > len(nodes)}
+    return {
+        "nodes": nodes,
+        "edges": edges,
+        "total_nodes": row["total_nodes"],
+        "truncated": row["total_nodes"] > len(nodes),
+    }
 
 
 async def get_node(graph: GraphClient, customer_id: str, node_id: str) -> dict[str, Any] | None:
@@ -187,39 +218,77 @@ async def get_node(graph: GraphClient, customer_id: str, node_id: str) -> dict[s
     return entity("world_node", rows[0]["props"]) if rows else None
 
 
-async def list_nodes(graph: GraphClient, customer_id: str, venue_id: str, *, kind: str | None,
-                     limit: int, after: str | None) -> list[dict[str, Any]]:
-    rows = await graph.read("node.list", LIST_NODES, {
-        "customer_id": customer_id, "venue_id": venue_id, "kind": kind, "limit": limit,
-        "after": after})
+async def list_nodes(
+    graph: GraphClient,
+    customer_id: str,
+    venue_id: str,
+    *,
+    kind: str | None,
+    limit: int,
+    after: str | None,
+) -> list[dict[str, Any]]:
+    rows = await graph.read(
+        "node.list",
+        LIST_NODES,
+        {
+            "customer_id": customer_id,
+            "venue_id": venue_id,
+            "kind": kind,
+            "limit": limit,
+            "after": after,
+        },
+    )
     return [entity("world_node", r["props"]) for r in rows]
 
 
-async def get_edge(graph: GraphClient, customer_id: str, edge_id: str,
-                   from_id: str) -> dict[str, Any] | None:
-    rows = await graph.read("edge.get", GET_EDGE, {"customer_id": customer_id, "id": edge_id,
-                                                   "from_id": from_id})
+async def get_edge(
+    graph: GraphClient, customer_id: str, edge_id: str, from_id: str
+) -> dict[str, Any] | None:
+    rows = await graph.read(
+        "edge.get", GET_EDGE, {"customer_id": customer_id, "id": edge_id, "from_id": from_id}
+    )
     return entity("world_edge", rows[0]["props"]) if rows else None
 
 
-async def list_edges(graph: GraphClient, customer_id: str, venue_id: str, *, edge_type: str | None,
-                     node_id: str | None, as_of: datetime | None, limit: int,
-                     after: str | None) -> list[dict[str, Any]]:
-    rows = await graph.read("edge.list", LIST_EDGES, {
-        "customer_id": customer_id, "venue_id": venue_id, "type": edge_type,
-        "node_id": node_id, "as_of": as_of, "limit": limit, "after": after})
+async def list_edges(
+    graph: GraphClient,
+    customer_id: str,
+    venue_id: str,
+    *,
+    edge_type: str | None,
+    node_id: str | None,
+    as_of: datetime | None,
+    limit: int,
+    after: str | None,
+) -> list[dict[str, Any]]:
+    rows = await graph.read(
+        "edge.list",
+        LIST_EDGES,
+        {
+            "customer_id": customer_id,
+            "venue_id": venue_id,
+            "type": edge_type,
+            "node_id": node_id,
+            "as_of": as_of,
+            "limit": limit,
+            "after": after,
+        },
+    )
     return [entity("world_edge", r["props"]) for r in rows]
 
 
-async def get_operation(graph: GraphClient, customer_id: str,
-                        operation_id: str) -> dict[str, Any] | None:
-    rows = await graph.read("operation.get", GET_OPERATION,
-                            {"customer_id": customer_id, "id": operation_id})
+async def get_operation(
+    graph: GraphClient, customer_id: str, operation_id: str
+) -> dict[str, Any] | None:
+    rows = await graph.read(
+        "operation.get", GET_OPERATION, {"customer_id": customer_id, "id": operation_id}
+    )
     return entity("operation", rows[0]["props"]) if rows else None
 
 
-async def list_operations(graph: GraphClient, customer_id: str, *, limit: int,
-                          after: str | None, **filters: Any) -> list[dict[str, Any]]:
+async def list_operations(
+    graph: GraphClient, customer_id: str, *, limit: int, after: str | None, **filters: Any
+) -> list[dict[str, Any]]:
     params = {"customer_id": customer_id, "limit": limit, "after": after} | filters
     rows = await graph.read("operation.list", LIST_OPERATIONS, params)
     return [entity("operation", r["props"]) for r in rows]

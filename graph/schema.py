@@ -85,15 +85,21 @@ async def migrate_graph(graph: GraphClient, directory: Path = MIGRATIONS_DIR) ->
     for migration in load_migrations(directory):
         if migration.version in done:
             if done[migration.version] != migration.checksum:
-                log.warning("schema.migration_changed", version=migration.version,
-                            name=migration.name)
+                log.warning(
+                    "schema.migration_changed", version=migration.version, name=migration.name
+                )
             continue
         for index, statement in enumerate(migration.statements):
             await graph.run_schema(f"schema.{migration.version:04d}.{index}", statement)
-        await graph.write("schema.record", _RECORD, {
-            "version": migration.version, "name": migration.name,
-            "checksum": migration.checksum,
-        })
+        await graph.write(
+            "schema.record",
+            _RECORD,
+            {
+                "version": migration.version,
+                "name": migration.name,
+                "checksum": migration.checksum,
+            },
+        )
         log.info("schema.migration_applied", version=migration.version, name=migration.name)
         applied_now.append(migration.version)
     return applied_now

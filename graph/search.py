@@ -100,7 +100,9 @@ CALL db.index.vector.queryNodes('venue_embedding', $k, $vector) YIELD node, scor
 WITH collect({node: node, score: score}) AS fetched
 WITH size(fetched) AS fetched_count,
      [f IN fetched WHERE f.node.customer_id = $customer_id AND NOT f.node.id IN $exclude] AS hits
-""" + _TOP_VECTOR_HITS + """
+"""
+    + _TOP_VECTOR_HITS
+    + """
 """,
     "world_node": """
 CALL db.index.vector.queryNodes('world_node_embedding', $k, $vector) YIELD node, score
@@ -110,7 +112,9 @@ WITH size(fetched) AS fetched_count,
         AND ($venue_id IS NULL OR f.node.venue_id = $venue_id)
         AND ($kind IS NULL OR f.node.kind = $kind)
         AND NOT f.node.id IN $exclude] AS hits
-""" + _TOP_VECTOR_HITS + """
+"""
+    + _TOP_VECTOR_HITS
+    + """
 """,
 }
 
@@ -143,7 +147,9 @@ WITH collect({node: node, score: score}) AS fetched
 WITH size(fetched) AS fetched_count,
      [f IN fetched WHERE f.node.customer_id = $customer_id AND f.node.version >= 0
         AND NOT f.node.id IN $exclude] AS hits
-""" + _TOP_TEXT_HITS + """
+"""
+    + _TOP_TEXT_HITS
+    + """
 """,
     "world_node": """
 CALL db.index.fulltext.queryNodes('world_node_text', $query, {limit: $k}) YIELD node, score
@@ -153,7 +159,9 @@ WITH size(fetched) AS fetched_count,
         AND ($venue_id IS NULL OR f.node.venue_id = $venue_id)
         AND ($kind IS NULL OR f.node.kind = $kind)
         AND NOT f.node.id IN $exclude] AS hits
-""" + _TOP_TEXT_HITS + """
+"""
+    + _TOP_TEXT_HITS
+    + """
 """,
 }
 
@@ -168,7 +176,9 @@ LIMIT $limit
 """,
     "world_node": """
 CALL db.index.fulltext.queryNodes('world_node_text', $query) YIELD node, score
-WITH node, score WHERE """ + _WORLD_FILTER + """ AND node.version >= 0
+WITH node, score WHERE """
+    + _WORLD_FILTER
+    + """ AND node.version >= 0
 RETURN node {.*, embedding: null} AS props, null AS location, score
 LIMIT $limit
 """,
@@ -176,9 +186,9 @@ LIMIT $limit
 
 NODE_EMBEDDING: dict[Target, LiteralString] = {
     "venue": "MATCH (n:Venue {id: $id}) WHERE n.customer_id = $customer_id "
-             "RETURN n.embedding AS embedding",
+    "RETURN n.embedding AS embedding",
     "world_node": "MATCH (n:WorldNode {id: $id}) WHERE n.customer_id = $customer_id "
-                  "RETURN n.embedding AS embedding, n.venue_id AS venue_id",
+    "RETURN n.embedding AS embedding, n.venue_id AS venue_id",
 }
 
 # ------------------------------------------------------------------ results
@@ -199,7 +209,7 @@ class Hit:
 class Plan:
     """How a tenant-filtered search was answered (returned to callers as-is)."""
 
-    strategy: str                 # exact | ann | ann_then_exact | index | index_all
+    strategy: str  # exact | ann | ann_then_exact | index | index_all
     candidates: int | None = None
     k: list[int] = field(default_factory=list)
 
@@ -208,14 +218,21 @@ class Plan:
 
 
 def _hits(rows: Sequence[Mapping[str, Any]]) -> list[Hit]:
-    return [Hit(props=dict(r["props"]), score=float(r["score"]), location=r.get("location"))
-            for r in rows]
+    return [
+        Hit(props=dict(r["props"]), score=float(r["score"]), location=r.get("location"))
+        for r in rows
+    ]
 
 
-def _params(customer_id: str, venue_id: str | None, kind: str | None,
-            exclude: Sequence[str]) -> dict[str, Any]:
-    return {"customer_id": customer_id, "venue_id": venue_id, "kind": kind,
-            "exclude": list(exclude)}
+def _params(
+    customer_id: str, venue_id: str | None, kind: str | None, exclude: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "venue_id": venue_id,
+        "kind": kind,
+        "exclude": list(exclude),
+    }
 
 
 def initial_k(limit: int, candidates: int, index_size: int) -> int:
@@ -228,13 +245,23 @@ def initial_k(limit: int, candidates: int, index_size: int) -> int:
 
 
 async def vector_search(
-    graph: GraphClient, target: Target, customer_id: str, vector: Sequence[float], limit: int,
-    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
-    exact_max: int = EXACT_MAX_CANDIDATES, max_k: int = ANN_MAX_K,
+    graph: GraphClient,
+    target: Target,
+    customer_id: str,
+    vector: Sequence[float],
+    limit: int,
+    *,
+    venue_id: str | None = None,
+    kind: str | None = None,
+    exclude: Sequence[str] = (),
+    exact_max: int = EXACT_MAX_CANDIDATES,
+    max_k: int = ANN_MAX_K,
 ) -> tuple[list[Hit], Plan]:
     """The tenant's `limit` nearest nodes to `vector`, best first (see module doc)."""
-    params = _params(customer_id, venue_id, kind, exclude) | {"vector": list(vector),
-                                                              "limit": limit}
+    params = _params(customer_id, venue_id, kind, exclude) | {
+        "vector": list(vector),
+        "limit": limit,
+    }
     rows = await graph.read(f"search.{target}.count", COUNT_CANDIDATES[target], params)
     candidates = int(rows[0]["n"])
     plan = Plan(strategy="exact", candidates=candidates)
@@ -246,8 +273,13 @@ async def vector_search(
         plan.strategy = "ann"
         while k <= max_k:
             plan.k.append(k)
-            row = (await graph.read(f"search.{target}.ann", VECTOR_ANN[target],
-                                    params | {"k": k, "rerank": limit * RERANK}))[0]
+            row = (
+                await graph.read(
+                    f"search.{target}.ann",
+                    VECTOR_ANN[target],
+                    params | {"k": k, "rerank": limit * RERANK},
+                )
+            )[0]
             if row["hit_count"] >= limit or row["fetched_count"] < k:
                 return _hits(row["hits"]), plan
             k *= GROWTH
@@ -257,20 +289,33 @@ async def vector_search(
 
 
 async def exact_vector_search(
-    graph: GraphClient, target: Target, customer_id: str, vector: Sequence[float], limit: int,
-    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
+    graph: GraphClient,
+    target: Target,
+    customer_id: str,
+    vector: Sequence[float],
+    limit: int,
+    *,
+    venue_id: str | None = None,
+    kind: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[Hit]:
     """Brute force over the tenant's nodes: the ground truth recall is measured against."""
-    params = _params(customer_id, venue_id, kind, exclude) | {"vector": list(vector),
-                                                              "limit": limit}
+    params = _params(customer_id, venue_id, kind, exclude) | {
+        "vector": list(vector),
+        "limit": limit,
+    }
     return _hits(await graph.read(f"search.{target}.exact", VECTOR_EXACT[target], params))
 
 
-async def node_embedding(graph: GraphClient, target: Target, customer_id: str,
-                         node_id: str) -> tuple[bool, list[float] | None]:
+async def node_embedding(
+    graph: GraphClient, target: Target, customer_id: str, node_id: str
+) -> tuple[bool, list[float] | None]:
     """`(exists, embedding)` of one of the tenant's nodes."""
-    rows = await graph.read(f"search.{target}.embedding", NODE_EMBEDDING[target],
-                            {"customer_id": customer_id, "id": node_id})
+    rows = await graph.read(
+        f"search.{target}.embedding",
+        NODE_EMBEDDING[target],
+        {"customer_id": customer_id, "id": node_id},
+    )
     if not rows:
         return False, None
     return True, rows[0]["embedding"]
@@ -300,8 +345,15 @@ def lucene_query(text: str) -> str | None:
 
 
 async def fulltext_search(
-    graph: GraphClient, target: Target, customer_id: str, query: str, limit: int,
-    *, venue_id: str | None = None, kind: str | None = None, exclude: Sequence[str] = (),
+    graph: GraphClient,
+    target: Target,
+    customer_id: str,
+    query: str,
+    limit: int,
+    *,
+    venue_id: str | None = None,
+    kind: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> tuple[list[Hit], Plan]:
     """The tenant's best `limit` fulltext matches of an escaped Lucene `query`."""
     params = _params(customer_id, venue_id, kind, exclude) | {"query": query, "limit": limit}
@@ -309,14 +361,16 @@ async def fulltext_search(
     k = max(FULLTEXT_MIN_K, limit * 10)
     while k <= FULLTEXT_MAX_K:
         plan.k.append(k)
-        row = (await graph.read(f"search.{target}.fulltext", FULLTEXT[target],
-                                params | {"k": k}))[0]
+        row = (await graph.read(f"search.{target}.fulltext", FULLTEXT[target], params | {"k": k}))[
+            0
+        ]
         if row["hit_count"] >= limit or row["fetched_count"] < k:
             return _hits(row["hits"]), plan
         k *= GROWTH
     plan.strategy = "index_all"
-    return _hits(await graph.read(f"search.{target}.fulltext_all", FULLTEXT_ALL[target],
-                                  params)), plan
+    return _hits(
+        await graph.read(f"search.{target}.fulltext_all", FULLTEXT_ALL[target], params)
+    ), plan
 
 
 # ------------------------------------------------------------------ embedding worker
@@ -375,38 +429,47 @@ ORDER BY n.id LIMIT $limit
 }
 COUNT_ALL: dict[Target, LiteralString] = {
     "venue": "MATCH (n:Venue) WHERE ($customer_id IS NULL OR n.customer_id = $customer_id) "
-             "AND n.version >= 0 RETURN count(n) AS n",
+    "AND n.version >= 0 RETURN count(n) AS n",
     "world_node": "MATCH (n:WorldNode) WHERE ($customer_id IS NULL OR "
-                  "n.customer_id = $customer_id) AND n.version >= 0 RETURN count(n) AS n",
+    "n.customer_id = $customer_id) AND n.version >= 0 RETURN count(n) AS n",
 }
 
 
-async def embedding_sources(graph: GraphClient, target: Target,
-                            rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+async def embedding_sources(
+    graph: GraphClient, target: Target, rows: Sequence[Mapping[str, str]]
+) -> list[dict[str, Any]]:
     """Current text fields and stored hash of nodes given as `{id, customer_id}` rows."""
     if not rows:
         return []
-    return await graph.read(f"embeddings.{target}.sources", EMBEDDING_SOURCES[target],
-                            {"rows": list(rows)})
+    return await graph.read(
+        f"embeddings.{target}.sources", EMBEDDING_SOURCES[target], {"rows": list(rows)}
+    )
 
 
-async def write_embeddings(graph: GraphClient, target: Target,
-                           rows: Sequence[Mapping[str, Any]]) -> int:
+async def write_embeddings(
+    graph: GraphClient, target: Target, rows: Sequence[Mapping[str, Any]]
+) -> int:
     """Store `{id, customer_id, version, vector, hash}` rows; returns how many were written."""
     if not rows:
         return 0
-    result = await graph.write(f"embeddings.{target}.write", WRITE_EMBEDDINGS[target],
-                               {"rows": list(rows)})
+    result = await graph.write(
+        f"embeddings.{target}.write", WRITE_EMBEDDINGS[target], {"rows": list(rows)}
+    )
     return int(result[0]["written"]) if result else 0
 
 
-async def all_sources(graph: GraphClient, target: Target, customer_id: str | None,
-                      after: str | None, limit: int) -> list[dict[str, Any]]:
-    return await graph.read(f"embeddings.{target}.all_sources", ALL_SOURCES[target],
-                            {"customer_id": customer_id, "after": after, "limit": limit})
+async def all_sources(
+    graph: GraphClient, target: Target, customer_id: str | None, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    return await graph.read(
+        f"embeddings.{target}.all_sources",
+        ALL_SOURCES[target],
+        {"customer_id": customer_id, "after": after, "limit": limit},
+    )
 
 
 async def count_all(graph: GraphClient, target: Target, customer_id: str | None) -> int:
-    rows = await graph.read(f"embeddings.{target}.count", COUNT_ALL[target],
-                            {"customer_id": customer_id})
+    rows = await graph.read(
+        f"embeddings.{target}.count", COUNT_ALL[target], {"customer_id": customer_id}
+    )
     return int(rows[0]["n"])

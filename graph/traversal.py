@@ -26,28 +26,36 @@ RETURN n {.*, embedding: null} AS props
 """
 
 # One breadth-first step from a frontier: the edges and the nodes across them.
-NEIGHBOURS: LiteralString = """
+NEIGHBOURS: LiteralString = (
+    """
 UNWIND $frontier AS id
 MATCH (a:WorldNode {id: id})-[r]-(b:WorldNode)
 WHERE a.customer_id = $customer_id AND r.customer_id = $customer_id
   AND b.customer_id = $customer_id AND type(r) IN $types
-  AND """ + _CURRENT + """
+  AND """
+    + _CURRENT
+    + """
 RETURN r {.*, type: type(r)} AS edge, b {.*, embedding: null} AS node
 ORDER BY b.id, r.id
 """
+)
 
 # `*..15` is the longest path considered; the predicate restricts the search
 # itself (Neo4j evaluates it during the breadth-first search).
-SHORTEST_PATH: LiteralString = """
+SHORTEST_PATH: LiteralString = (
+    """
 MATCH (a:WorldNode {id: $from_id}) WHERE a.customer_id = $customer_id
 MATCH (b:WorldNode {id: $to_id}) WHERE b.customer_id = $customer_id
 MATCH p = shortestPath((a)-[*..15]-(b))
 WHERE all(r IN relationships(p) WHERE r.customer_id = $customer_id AND type(r) IN $types
-          AND """ + _CURRENT + """)
+          AND """
+    + _CURRENT
+    + """)
   AND all(n IN nodes(p) WHERE n.customer_id = $customer_id)
 RETURN [n IN nodes(p) | n {.*, embedding: null}] AS nodes,
        [r IN relationships(p) | r {.*, type: type(r)}] AS edges
 """
+)
 MAX_PATH_HOPS = 15
 
 EXPORT_VENUE: LiteralString = """
@@ -82,16 +90,25 @@ class Subgraph:
     truncated: bool = False
 
 
-async def existing_nodes(graph: GraphClient, customer_id: str,
-                         ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    rows = await graph.read("graph.nodes_exist", NODE_EXISTS,
-                            {"customer_id": customer_id, "ids": list(ids)})
+async def existing_nodes(
+    graph: GraphClient, customer_id: str, ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    rows = await graph.read(
+        "graph.nodes_exist", NODE_EXISTS, {"customer_id": customer_id, "ids": list(ids)}
+    )
     return {r["props"]["id"]: r["props"] for r in rows}
 
 
-async def neighbourhood(graph: GraphClient, customer_id: str, node_id: str, *, hops: int,
-                        types: Sequence[str], max_nodes: int,
-                        current_only: bool = True) -> Subgraph | None:
+async def neighbourhood(
+    graph: GraphClient,
+    customer_id: str,
+    node_id: str,
+    *,
+    hops: int,
+    types: Sequence[str],
+    max_nodes: int,
+    current_only: bool = True,
+) -> Subgraph | None:
     """Nodes within `hops` edges of a node, nearest first, at most `max_nodes` of them.
 
     Breadth-first, one query per hop inside one read transaction: the cost is
@@ -99,8 +116,9 @@ async def neighbourhood(graph: GraphClient, customer_id: str, node_id: str, *, h
     """
 
     async def work(tx: AsyncManagedTransaction) -> Subgraph | None:
-        start = await (await tx.run(NODE_EXISTS, {"customer_id": customer_id,
-                                                  "ids": [node_id]})).data()
+        start = await (
+            await tx.run(NODE_EXISTS, {"customer_id": customer_id, "ids": [node_id]})
+        ).data()
         if not start:
             return None
         found: dict[str, dict[str, Any]] = {node_id: start[0]["props"] | {"_hop": 0}}
@@ -110,9 +128,17 @@ async def neighbourhood(graph: GraphClient, customer_id: str, node_id: str, *, h
         for hop in range(1, hops + 1):
             if not frontier:
                 break
-            rows = await (await tx.run(NEIGHBOURS, {
-                "customer_id": customer_id, "frontier": frontier, "types": list(types),
-                "current_only": current_only})).data()
+            rows = await (
+                await tx.run(
+                    NEIGHBOURS,
+                    {
+                        "customer_id": customer_id,
+                        "frontier": frontier,
+                        "types": list(types),
+                        "current_only": current_only,
+                    },
+                )
+            ).data()
             frontier = []
             for row in rows:
                 other = row["node"]["id"]
@@ -126,27 +152,48 @@ async def neighbourhood(graph: GraphClient, customer_id: str, node_id: str, *, h
         for props in found.values():
             hop = props.pop("_hop")
             sub.nodes.append(entity("world_node", props) | {"hops": hop})
-        sub.edges = [entity("world_edge", e) for e in edges.values()
-                     if e.get("from_id") in found and e.get("to_id") in found]
+        sub.edges = [
+            entity("world_edge", e)
+            for e in edges.values()
+            if e.get("from_id") in found and e.get("to_id") in found
+        ]
         return sub
 
     return await graph.read_tx("graph.neighbourhood", work)
 
 
-async def shortest_path(graph: GraphClient, customer_id: str, from_id: str, to_id: str, *,
-                        types: Sequence[str], current_only: bool = True) -> Subgraph | None:
+async def shortest_path(
+    graph: GraphClient,
+    customer_id: str,
+    from_id: str,
+    to_id: str,
+    *,
+    types: Sequence[str],
+    current_only: bool = True,
+) -> Subgraph | None:
     """The shortest path over allowed edge types, or None when there is none."""
-    rows = await graph.read("graph.shortest_path", SHORTEST_PATH, {
-        "customer_id": customer_id, "from_id": from_id, "to_id": to_id, "types": list(types),
-        "current_only": current_only})
+    rows = await graph.read(
+        "graph.shortest_path",
+        SHORTEST_PATH,
+        {
+            "customer_id": customer_id,
+            "from_id": from_id,
+            "to_id": to_id,
+            "types": list(types),
+            "current_only": current_only,
+        },
+    )
     if not rows:
         return None
-    return Subgraph(nodes=[entity("world_node", n) for n in rows[0]["nodes"]],
-                    edges=[entity("world_edge", e) for e in rows[0]["edges"]])
+    return Subgraph(
+        nodes=[entity("world_node", n) for n in rows[0]["nodes"]],
+        edges=[entity("world_edge", e) for e in rows[0]["edges"]],
+    )
 
 
-async def export_venue(graph: GraphClient, customer_id: str, venue_id: str, *,
-                       max_nodes: int) -> dict[str, Any] | None:
+async def export_venue(
+    graph: GraphClient, customer_id: str, venue_id: str, *, max_nodes: int
+) -> dict[str, Any] | None:
     """A venue with its world nodes, edges and operations, in the entities' `data` form."""
 
     async def work(tx: AsyncManagedTransaction) -> dict[str, Any] | None:
@@ -161,8 +208,11 @@ async def export_venue(graph: GraphClient, customer_id: str, venue_id: str, *,
         return {
             "venue": entity("venue", venue[0]["props"], venue[0]["location"]),
             "nodes": [entity("world_node", r["props"]) for r in nodes],
-            "edges": [entity("world_edge", r["props"]) for r in edges
-                      if r["props"].get("from_id") in kept and r["props"].get("to_id") in kept],
+            "edges": [
+                entity("world_edge", r["props"])
+                for r in edges
+                if r["props"].get("from_id") in kept and r["props"].get("to_id") in kept
+            ],
             "operations": [entity("operation", r["props"]) for r in operations],
             "total_nodes": venue[0]["total_nodes"],
             "truncated": venue[0]["total_nodes"] > len(nodes),

@@ -30,8 +30,7 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      compare_type=True)
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         # Serialise concurrent `migrate` runs (several replicas starting at once).
         connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")

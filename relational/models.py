@@ -105,8 +105,9 @@ class CustomerVersion(Base):
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     # Journal history and tombstones at or below this version were pruned:
     # a pull from an older cursor answers 410 cursor_expired.
-    pruned_through: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
-                                                server_default="0")
+    pruned_through: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
 
 
 class JournalEntry(Base):
@@ -115,9 +116,12 @@ class JournalEntry(Base):
     __tablename__ = "sync_journal"
     __table_args__ = (
         UniqueConstraint("workstation_id", "mutation_id"),
-        Index("ix_sync_journal_pending", "customer_id", "version",
-              postgresql_where=text("state = 'pending'")),
-        Index("ix_sync_journal_entity", "customer_id", "entity_type", "entity_id", "version"),
+        Index(
+            "ix_sync_journal_pending",
+            "customer_id",
+            "version",
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
     customer_id: Mapped[uuid.UUID] = mapped_column(
@@ -177,8 +181,12 @@ class Blob(Base):
         CheckConstraint("declared_size >= 0", name="declared_size"),
         CheckConstraint("(owner_type IS NULL) = (owner_id IS NULL)", name="owner"),
         Index("ix_blobs_customer_created", "customer_id", "created_at", "id"),
-        Index("ix_blobs_customer_owner", "customer_id", "owner_id",
-              postgresql_where=text("owner_id IS NOT NULL")),
+        Index(
+            "ix_blobs_customer_owner",
+            "customer_id",
+            "owner_id",
+            postgresql_where=text("owner_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -235,8 +243,9 @@ class Drone(Base):
     __tablename__ = "drones"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'maintenance', 'retired')", name="status"),
-        CheckConstraint("liveness IN ('unknown', 'online', 'degraded', 'offline')",
-                        name="liveness"),
+        CheckConstraint(
+            "liveness IN ('unknown', 'online', 'degraded', 'offline')", name="liveness"
+        ),
         Index("ix_drones_customer_serial", "customer_id", "serial"),
         Index("ix_drones_kit_id", "kit_id"),
         {"postgresql_with": {"fillfactor": 70}},
@@ -352,15 +361,21 @@ class SyncMutation(Base):
 
     __tablename__ = "sync_mutations"
     __table_args__ = (
-        Index("ix_sync_mutations_applied", "workstation_id", "version",
-              postgresql_where=text("status = 'applied'")),
+        Index(
+            "ix_sync_mutations_applied",
+            "workstation_id",
+            "version",
+            postgresql_where=text("status = 'applied'"),
+        ),
     )
 
     workstation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("workstations.id", ondelete="CASCADE"), primary_key=True)
+        ForeignKey("workstations.id", ondelete="CASCADE"), primary_key=True
+    )
     mutation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     version: Mapped[int | None] = mapped_column(BigInteger)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)

@@ -82,9 +82,11 @@ def servers() -> Iterator[Servers]:
         from testcontainers.neo4j import Neo4jContainer
         from testcontainers.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:16", driver="asyncpg") as pg, \
-                Neo4jContainer("neo4j:5.26-community", password="containerpass") as neo, \
-                MinioContainer() as minio:
+        with (
+            PostgresContainer("postgres:16", driver="asyncpg") as pg,
+            Neo4jContainer("neo4j:5.26-community", password="containerpass") as neo,
+            MinioContainer() as minio,
+        ):
             cfg = minio.get_config()
             yield Servers(
                 admin_database_url=pg.get_connection_url(),
@@ -131,9 +133,10 @@ async def test_database_url(servers: Servers) -> AsyncIterator[str]:
     name = f"{base}{os.getpid()}"
     conn = await asyncpg.connect(_asyncpg_dsn(servers.admin_database_url))
     try:
-        for row in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                    base + "%"):
-            suffix = row["datname"][len(base):]
+        for row in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", base + "%"
+        ):
+            suffix = row["datname"][len(base) :]
             if suffix.isdigit() and not _pid_alive(int(suffix)):  # left by a killed run
                 await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -171,9 +174,12 @@ async def settings(servers: Servers, test_database_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 async def graph(settings: Settings) -> AsyncIterator[GraphClient]:
-    client = GraphClient.connect(settings.neo4j_uri, settings.neo4j_user,
-                                 settings.neo4j_password.get_secret_value(),
-                                 settings.neo4j_database)
+    client = GraphClient.connect(
+        settings.neo4j_uri,
+        settings.neo4j_user,
+        settings.neo4j_password.get_secret_value(),
+        settings.neo4j_database,
+    )
     await migrate_graph(client)
     yield client
     await client.close()
@@ -232,8 +238,9 @@ async def make_tenant(
     created: list[Tenant] = []
 
     async def factory(name: str = "tenant") -> Tenant:
-        response = await client.post("/api/v1/auth/customers", json={"name": name},
-                                     headers=admin_headers)
+        response = await client.post(
+            "/api/v1/auth/customers", json={"name": name}, headers=admin_headers
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         tenant = Tenant(id=body["id"], name=name, key=body["api_key"])
@@ -242,9 +249,11 @@ async def make_tenant(
 
     yield factory
     if created:
-        await graph.write("test.clear_tenants",
-                          "MATCH (n) WHERE n.customer_id IN $ids DETACH DELETE n",
-                          {"ids": [t.id for t in created]})
+        await graph.write(
+            "test.clear_tenants",
+            "MATCH (n) WHERE n.customer_id IN $ids DETACH DELETE n",
+            {"ids": [t.id for t in created]},
+        )
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ AUTH = "/api/v1/auth"
 
 
 async def _key(client, tenant: Tenant, scope: str, **extra) -> dict:
-    response = await client.post(f"{AUTH}/keys", headers=tenant.headers,
-                                 json={"name": f"{scope} key", "scope": scope, **extra})
+    response = await client.post(
+        f"{AUTH}/keys",
+        headers=tenant.headers,
+        json={"name": f"{scope} key", "scope": scope, **extra},
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -40,8 +43,11 @@ async def test_me_reports_tenant_and_scopes(client, tenant: Tenant):
 
 
 async def test_disabled_customer_keys_fail_at_once(client, tenant: Tenant, admin_headers):
-    ws = (await client.post(f"{AUTH}/workstations/register", json={"name": "ws-1"},
-                            headers=tenant.headers)).json()
+    ws = (
+        await client.post(
+            f"{AUTH}/workstations/register", json={"name": "ws-1"}, headers=tenant.headers
+        )
+    ).json()
     assert (await client.get(f"{AUTH}/me", headers=tenant.headers)).status_code == 200
     disabled = await client.post(f"{AUTH}/customers/{tenant.id}/disable", headers=admin_headers)
     assert disabled.status_code == 200 and disabled.json()["disabled_at"]
@@ -68,8 +74,9 @@ async def test_revoked_and_rotated_keys_fail_immediately(client, tenant: Tenant)
 
 
 async def test_workstation_registration_and_deactivation(client, tenant: Tenant):
-    response = await client.post(f"{AUTH}/workstations/register", json={"name": "ws-7"},
-                                 headers=tenant.headers)
+    response = await client.post(
+        f"{AUTH}/workstations/register", json={"name": "ws-7"}, headers=tenant.headers
+    )
     assert response.status_code == 201
     ws = response.json()
     ws_headers = {"X-API-Key": ws["api_key"]}
@@ -78,10 +85,14 @@ async def test_workstation_registration_and_deactivation(client, tenant: Tenant)
     listed = (await client.get(f"{AUTH}/workstations", headers=tenant.headers)).json()
     assert [w["id"] for w in listed] == [ws["id"]]
     # A workstation key cannot provision customers, manage keys or register workstations.
-    assert (await client.post(f"{AUTH}/customers", json={"name": "x"},
-                              headers=ws_headers)).status_code == 403
-    assert (await client.post(f"{AUTH}/keys", json={"name": "x", "scope": "customer"},
-                              headers=ws_headers)).status_code == 403
+    assert (
+        await client.post(f"{AUTH}/customers", json={"name": "x"}, headers=ws_headers)
+    ).status_code == 403
+    assert (
+        await client.post(
+            f"{AUTH}/keys", json={"name": "x", "scope": "customer"}, headers=ws_headers
+        )
+    ).status_code == 403
     assert (await client.get(f"{AUTH}/keys", headers=ws_headers)).status_code == 403
     off = await client.post(f"{AUTH}/workstations/{ws['id']}/deactivate", headers=tenant.headers)
     assert off.status_code == 200 and off.json()["deactivated_at"]
@@ -89,10 +100,10 @@ async def test_workstation_registration_and_deactivation(client, tenant: Tenant)
 
 
 async def test_tenants_never_see_each_others_keys_or_workstations(
-        client, tenant: Tenant, other_tenant: Tenant):
+    client, tenant: Tenant, other_tenant: Tenant
+):
     for t in (tenant, other_tenant):
-        await client.post(f"{AUTH}/workstations/register", json={"name": "same"},
-                          headers=t.headers)
+        await client.post(f"{AUTH}/workstations/register", json={"name": "same"}, headers=t.headers)
         await _key(client, t, "analyst")
     mine = (await client.get(f"{AUTH}/keys", headers=tenant.headers)).json()
     theirs = (await client.get(f"{AUTH}/keys", headers=other_tenant.headers)).json()
@@ -100,41 +111,58 @@ async def test_tenants_never_see_each_others_keys_or_workstations(
     their_ws = (await client.get(f"{AUTH}/workstations", headers=other_tenant.headers)).json()
     their_key = theirs[-1]
     # Guessing the other tenant's ids: 404, and nothing changes.
-    assert (await client.delete(f"{AUTH}/keys/{their_key['id']}",
-                                headers=tenant.headers)).status_code == 404
-    assert (await client.post(f"{AUTH}/keys/{their_key['id']}/rotate",
-                              headers=tenant.headers)).status_code == 404
-    assert (await client.post(f"{AUTH}/workstations/{their_ws[0]['id']}/deactivate",
-                              headers=tenant.headers)).status_code == 404
+    assert (
+        await client.delete(f"{AUTH}/keys/{their_key['id']}", headers=tenant.headers)
+    ).status_code == 404
+    assert (
+        await client.post(f"{AUTH}/keys/{their_key['id']}/rotate", headers=tenant.headers)
+    ).status_code == 404
+    assert (
+        await client.post(
+            f"{AUTH}/workstations/{their_ws[0]['id']}/deactivate", headers=tenant.headers
+        )
+    ).status_code == 404
     after = (await client.get(f"{AUTH}/keys", headers=other_tenant.headers)).json()
     assert all(k["revoked_at"] is None for k in after)
 
 
-@pytest.mark.parametrize("body", [
-    {"name": "", "scope": "analyst"},
-    {"name": "x" * 201, "scope": "analyst"},
-    {"name": "x", "scope": "admin"},
-    {"name": "x", "scope": "workstation"},
-    {"name": "x", "scope": "analyst", "device_serial": "D-1"},
-    {"name": "x", "scope": "analyst", "unexpected": 1},
-    {"name": "x", "scope": "analyst", "expires_at": "2001-01-01T00:00:00Z"},
-    {"name": 12, "scope": "analyst"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "", "scope": "analyst"},
+        {"name": "x" * 201, "scope": "analyst"},
+        {"name": "x", "scope": "admin"},
+        {"name": "x", "scope": "workstation"},
+        {"name": "x", "scope": "analyst", "device_serial": "D-1"},
+        {"name": "x", "scope": "analyst", "unexpected": 1},
+        {"name": "x", "scope": "analyst", "expires_at": "2001-01-01T00:00:00Z"},
+        {"name": 12, "scope": "analyst"},
+    ],
+)
 async def test_bad_key_requests_get_field_errors_and_write_nothing(client, tenant, pg, body):
-    before = await pg.fetchval("SELECT count(*) FROM api_keys WHERE customer_id = $1::uuid",
-                               tenant.id)
+    before = await pg.fetchval(
+        "SELECT count(*) FROM api_keys WHERE customer_id = $1::uuid", tenant.id
+    )
     response = await client.post(f"{AUTH}/keys", json=body, headers=tenant.headers)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error" and error["details"]
-    after = await pg.fetchval("SELECT count(*) FROM api_keys WHERE customer_id = $1::uuid",
-                              tenant.id)
+    after = await pg.fetchval(
+        "SELECT count(*) FROM api_keys WHERE customer_id = $1::uuid", tenant.id
+    )
     assert after == before
 
 
 async def test_malformed_keys_are_refused_without_errors(client: httpx.AsyncClient):
-    for junk in ("", "owk_", "owk_short_x", "owk_" + "a" * 12 + "_" + "b" * 40, "x" * 5000,
-                 "owk_AAAAAAAAAAAA_" + "c" * 43, "' OR 1=1 --"):
+    for junk in (
+        "",
+        "owk_",
+        "owk_short_x",
+        "owk_" + "a" * 12 + "_" + "b" * 40,
+        "x" * 5000,
+        "owk_AAAAAAAAAAAA_" + "c" * 43,
+        "' OR 1=1 --",
+    ):
         response = await client.get(f"{AUTH}/me", headers={"X-API-Key": junk})
         assert response.status_code == 401
 
@@ -144,9 +172,9 @@ async def test_last_used_is_flushed_in_batches_not_per_request(app, client, tena
 
     key_id = tenant.key.split("_")[1]
     await client.get(f"{AUTH}/me", headers=tenant.headers)
-    assert await pg.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1",
-                             key_id) is None
+    assert await pg.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1", key_id) is None
     flushed = await flush_key_usage(app.state.resources)
     assert flushed >= 1
-    assert await pg.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1",
-                             key_id) is not None
+    assert (
+        await pg.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1", key_id) is not None
+    )

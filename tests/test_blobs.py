@@ -39,8 +39,9 @@ def s3(settings: Settings) -> Any:
     return create_s3_client(settings)
 
 
-async def synced_entity(pg, tenant: Tenant, entity_type: str = "venue", *,
-                        deleted: bool = False) -> str:
+async def synced_entity(
+    pg, tenant: Tenant, entity_type: str = "venue", *, deleted: bool = False
+) -> str:
     """A row in `sync_entities`, as the sync path would leave it.
 
     Written directly through `pg` for now: the graph write path (push → journal
@@ -50,7 +51,11 @@ async def synced_entity(pg, tenant: Tenant, entity_type: str = "venue", *,
     await pg.execute(
         "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted,"
         " payload) VALUES ($1, $2, $3, 1, $4, '{}'::jsonb)",
-        uuid.UUID(tenant.id), entity_type, entity_id, deleted)
+        uuid.UUID(tenant.id),
+        entity_type,
+        entity_id,
+        deleted,
+    )
     return str(entity_id)
 
 
@@ -61,14 +66,16 @@ async def ask_upload(client, tenant: Tenant, data: bytes, **extra: Any) -> dict[
     return response.json()
 
 
-async def post_form(store: httpx.AsyncClient, ticket: dict[str, Any], data: bytes,
-                    **field_overrides: str) -> httpx.Response:
+async def post_form(
+    store: httpx.AsyncClient, ticket: dict[str, Any], data: bytes, **field_overrides: str
+) -> httpx.Response:
     """Upload with the presigned POST: every returned field, then the file (last)."""
     upload = ticket["upload"]
     fields = {**upload["fields"], **field_overrides}
     content_type = fields.get("Content-Type", "application/octet-stream")
-    return await store.post(upload["url"], data=fields,
-                            files={upload["file_field"]: ("upload.bin", data, content_type)})
+    return await store.post(
+        upload["url"], data=fields, files={upload["file_field"]: ("upload.bin", data, content_type)}
+    )
 
 
 def object_exists(s3: Any, settings: Settings, key: str) -> bool:
@@ -91,16 +98,23 @@ def png_bytes(n: int = 2048) -> bytes:
 async def test_round_trip_upload_complete_download(client, tenant: Tenant, store, pg):
     data = png_bytes()
     venue = await synced_entity(pg, tenant, "venue")
-    ticket = await ask_upload(client, tenant, data, sha256=hashlib.sha256(data).hexdigest(),
-                              owner_type="venue", owner_id=venue)
+    ticket = await ask_upload(
+        client,
+        tenant,
+        data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        owner_type="venue",
+        owner_id=venue,
+    )
     blob_id = ticket["blob_id"]
     assert ticket["object_key"] == f"customers/{tenant.id}/blobs/{blob_id}"
     assert ticket["blob"]["state"] == "pending" and ticket["expires_in"] == 900
     assert ticket["upload"]["fields"]["key"] == ticket["object_key"]
 
     # Not downloadable before the upload is confirmed.
-    early = await client.get(f"{BLOBS}/download-url", params={"blob_id": blob_id},
-                             headers=tenant.headers)
+    early = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=tenant.headers
+    )
     assert early.status_code == 409 and early.json()["error"]["code"] == "blob_not_available"
 
     uploaded = await post_form(store, ticket, data)
@@ -112,8 +126,9 @@ async def test_round_trip_upload_complete_download(client, tenant: Tenant, store
     again = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
     assert again.status_code == 200 and again.json()["completed_at"] == done.json()["completed_at"]
 
-    ticket_get = await client.get(f"{BLOBS}/download-url", params={"blob_id": blob_id},
-                                  headers=tenant.headers)
+    ticket_get = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=tenant.headers
+    )
     assert ticket_get.status_code == 200, ticket_get.text
     downloaded = await store.get(ticket_get.json()["url"])
     assert downloaded.status_code == 200
@@ -127,21 +142,28 @@ async def test_round_trip_upload_complete_download(client, tenant: Tenant, store
 
 async def test_get_alias_issues_the_same_ticket(client, tenant: Tenant, store):
     data = b'{"perches": 3}'
-    response = await client.get(f"{BLOBS}/upload-url", headers=tenant.headers,
-                                params={"content_type": "application/json", "size": len(data)})
+    response = await client.get(
+        f"{BLOBS}/upload-url",
+        headers=tenant.headers,
+        params={"content_type": "application/json", "size": len(data)},
+    )
     assert response.status_code == 200, response.text
     ticket = response.json()
     assert (await post_form(store, ticket, data)).status_code < 300
     done = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
     assert done.status_code == 200 and done.json()["content_type"] == "application/json"
-    unknown = await client.get(f"{BLOBS}/upload-url", headers=tenant.headers,
-                               params={"content_type": "image/png", "size": 3, "colour": "red"})
+    unknown = await client.get(
+        f"{BLOBS}/upload-url",
+        headers=tenant.headers,
+        params={"content_type": "image/png", "size": 3, "colour": "red"},
+    )
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "validation_error"
 
 
 @pytest.mark.parametrize("sent_extra", [+3, -3], ids=["larger", "smaller"])
 async def test_upload_of_another_size_than_declared_never_becomes_available(
-        client, tenant: Tenant, store, s3, settings, sent_extra: int):
+    client, tenant: Tenant, store, s3, settings, sent_extra: int
+):
     declared = png_bytes(1000)
     sent = png_bytes(1000 + sent_extra)
     ticket = await ask_upload(client, tenant, declared)
@@ -163,13 +185,15 @@ async def test_upload_of_another_size_than_declared_never_becomes_available(
         assert not object_exists(s3, settings, key)
     record = (await client.get(f"{BLOBS}/{blob_id}", headers=tenant.headers)).json()
     assert record["state"] == "pending"
-    download = await client.get(f"{BLOBS}/download-url", params={"blob_id": blob_id},
-                                headers=tenant.headers)
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=tenant.headers
+    )
     assert download.status_code == 409
 
 
 async def test_wrong_checksum_is_deleted_and_a_fresh_form_allows_a_retry(
-        client, tenant: Tenant, store, s3, settings):
+    client, tenant: Tenant, store, s3, settings
+):
     data = png_bytes()
     corrupted = bytes([data[0] ^ 0xFF]) + data[1:]  # same size, other content
     ticket = await ask_upload(client, tenant, data, sha256=hashlib.sha256(data).hexdigest())
@@ -190,13 +214,13 @@ async def test_wrong_checksum_is_deleted_and_a_fresh_form_allows_a_retry(
     assert late.status_code == 409
 
 
-async def test_content_type_swapped_in_the_form_is_refused(client, tenant: Tenant, store, s3,
-                                                           settings):
+async def test_content_type_swapped_in_the_form_is_refused(
+    client, tenant: Tenant, store, s3, settings
+):
     data = png_bytes()
     ticket = await ask_upload(client, tenant, data)
     uploaded = await post_form(store, ticket, data, **{"Content-Type": "text/html"})
-    completion = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete",
-                                   headers=tenant.headers)
+    completion = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
     if uploaded.status_code >= 400:  # a store that checks the policy refuses the form
         assert completion.status_code == 409
     else:  # moto stores it; the HEAD shows the other type
@@ -209,12 +233,14 @@ async def test_complete_before_upload_answers_409_and_stays_pending(client, tena
     ticket = await ask_upload(client, tenant, png_bytes())
     response = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
     assert response.status_code == 409 and response.json()["error"]["code"] == "blob_not_uploaded"
-    assert (await client.get(f"{BLOBS}/{ticket['blob_id']}",
-                             headers=tenant.headers)).json()["state"] == "pending"
+    assert (await client.get(f"{BLOBS}/{ticket['blob_id']}", headers=tenant.headers)).json()[
+        "state"
+    ] == "pending"
 
 
 async def test_form_key_tampered_into_another_tenants_prefix(
-        client, tenant: Tenant, other_tenant: Tenant, store, s3, settings):
+    client, tenant: Tenant, other_tenant: Tenant, store, s3, settings
+):
     victim = await ask_upload(client, other_tenant, png_bytes(500))
     attacker = await ask_upload(client, tenant, png_bytes(400))
     forged = await post_form(store, attacker, png_bytes(400), key=victim["object_key"])
@@ -234,8 +260,9 @@ async def test_form_key_tampered_into_another_tenants_prefix(
         response = await client.request(method, url, params=params, headers=tenant.headers)
         assert response.status_code == 404, (method, url, response.text)
     # ... and the victim never accepts bytes it did not declare.
-    theirs = await client.post(f"{BLOBS}/{victim['blob_id']}/complete",
-                               headers=other_tenant.headers)
+    theirs = await client.post(
+        f"{BLOBS}/{victim['blob_id']}/complete", headers=other_tenant.headers
+    )
     assert theirs.status_code in (409, 422)
     assert not object_exists(s3, settings, victim["object_key"])
     for t, ticket in ((tenant, attacker), (other_tenant, victim)):
@@ -243,14 +270,16 @@ async def test_form_key_tampered_into_another_tenants_prefix(
         assert record["state"] == "pending"
 
 
-async def test_tenants_never_see_each_others_blobs(client, tenant: Tenant,
-                                                   other_tenant: Tenant, store):
+async def test_tenants_never_see_each_others_blobs(
+    client, tenant: Tenant, other_tenant: Tenant, store
+):
     data = png_bytes()
     ticket = await ask_upload(client, other_tenant, data)
     blob_id = ticket["blob_id"]
     await post_form(store, ticket, data)
-    assert (await client.post(f"{BLOBS}/{blob_id}/complete",
-                              headers=other_tenant.headers)).status_code == 200
+    assert (
+        await client.post(f"{BLOBS}/{blob_id}/complete", headers=other_tenant.headers)
+    ).status_code == 200
     mine = await ask_upload(client, tenant, data)
 
     for method, url, params in (
@@ -266,20 +295,23 @@ async def test_tenants_never_see_each_others_blobs(client, tenant: Tenant,
     listed = (await client.get(BLOBS, headers=tenant.headers)).json()
     assert [b["id"] for b in listed["items"]] == [mine["blob_id"]]
     # The owner still has it, untouched, and can download it.
-    download = await client.get(f"{BLOBS}/download-url", params={"blob_id": blob_id},
-                                headers=other_tenant.headers)
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=other_tenant.headers
+    )
     assert download.status_code == 200
     assert (await store.get(download.json()["url"])).content == data
 
 
-async def test_delete_removes_object_and_record(client, tenant: Tenant, store, s3, settings,
-                                                pg):
+async def test_delete_removes_object_and_record(client, tenant: Tenant, store, s3, settings, pg):
     data = png_bytes()
     ticket = await ask_upload(client, tenant, data)
     await post_form(store, ticket, data)
     await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
-    url = (await client.get(f"{BLOBS}/download-url", params={"blob_id": ticket["blob_id"]},
-                            headers=tenant.headers)).json()["url"]
+    url = (
+        await client.get(
+            f"{BLOBS}/download-url", params={"blob_id": ticket["blob_id"]}, headers=tenant.headers
+        )
+    ).json()["url"]
     before = await blob_count(pg)
     response = await client.delete(f"{BLOBS}/{ticket['blob_id']}", headers=tenant.headers)
     assert response.status_code == 204
@@ -288,17 +320,24 @@ async def test_delete_removes_object_and_record(client, tenant: Tenant, store, s
     assert (await store.get(url)).status_code == 404  # earlier download links die too
     gone = await client.get(f"{BLOBS}/{ticket['blob_id']}", headers=tenant.headers)
     assert gone.status_code == 404
-    assert (await client.delete(f"{BLOBS}/{ticket['blob_id']}",
-                                headers=tenant.headers)).status_code == 404
+    assert (
+        await client.delete(f"{BLOBS}/{ticket['blob_id']}", headers=tenant.headers)
+    ).status_code == 404
 
 
 async def test_list_filters_by_owner_and_paginates(client, tenant: Tenant, pg):
     venue = await synced_entity(pg, tenant, "venue")
     node = await synced_entity(pg, tenant, "world_node")
-    owned = [(await ask_upload(client, tenant, b"x" * 10, owner_type="venue",
-                               owner_id=venue))["blob_id"] for _ in range(3)]
-    others = [(await ask_upload(client, tenant, b"y" * 10, owner_type="world_node",
-                                owner_id=node))["blob_id"] for _ in range(2)]
+    owned = [
+        (await ask_upload(client, tenant, b"x" * 10, owner_type="venue", owner_id=venue))["blob_id"]
+        for _ in range(3)
+    ]
+    others = [
+        (await ask_upload(client, tenant, b"y" * 10, owner_type="world_node", owner_id=node))[
+            "blob_id"
+        ]
+        for _ in range(2)
+    ]
 
     seen: list[str] = []
     cursor = None
@@ -314,21 +353,23 @@ async def test_list_filters_by_owner_and_paginates(client, tenant: Tenant, pg):
             break
     assert seen == list(reversed(owned + others))  # newest first, each once
 
-    by_venue = (await client.get(BLOBS, params={"owner_id": venue},
-                                 headers=tenant.headers)).json()
+    by_venue = (await client.get(BLOBS, params={"owner_id": venue}, headers=tenant.headers)).json()
     assert {b["id"] for b in by_venue["items"]} == set(owned)
-    by_type = (await client.get(BLOBS, params={"owner_type": "world_node"},
-                                headers=tenant.headers)).json()
+    by_type = (
+        await client.get(BLOBS, params={"owner_type": "world_node"}, headers=tenant.headers)
+    ).json()
     assert {b["id"] for b in by_type["items"]} == set(others)
-    pending = (await client.get(BLOBS, params={"state": "available"},
-                                headers=tenant.headers)).json()
+    pending = (
+        await client.get(BLOBS, params={"state": "available"}, headers=tenant.headers)
+    ).json()
     assert pending["items"] == []
     bad = await client.get(BLOBS, params={"cursor": "not-a-cursor"}, headers=tenant.headers)
     assert bad.status_code == 422 and bad.json()["error"]["message"] == "malformed cursor"
 
 
 async def test_blob_ids_by_owner_lists_available_blobs_of_the_tenant(
-        client, app, tenant: Tenant, other_tenant: Tenant, store, pg):
+    client, app, tenant: Tenant, other_tenant: Tenant, store, pg
+):
     venue = await synced_entity(pg, tenant, "venue")
     operation = await synced_entity(pg, tenant, "operation")
     their_venue = await synced_entity(pg, other_tenant, "venue")
@@ -337,13 +378,13 @@ async def test_blob_ids_by_owner_lists_available_blobs_of_the_tenant(
         data = png_bytes()
         ticket = await ask_upload(client, tenant, data, owner_type="venue", owner_id=venue)
         await post_form(store, ticket, data)
-        assert (await client.post(f"{BLOBS}/{ticket['blob_id']}/complete",
-                                  headers=tenant.headers)).status_code == 200
+        assert (
+            await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
+        ).status_code == 200
         complete.append(ticket["blob_id"])
     await ask_upload(client, tenant, b"z" * 5, owner_type="venue", owner_id=venue)  # pending
     data = png_bytes()
-    theirs = await ask_upload(client, other_tenant, data, owner_type="venue",
-                              owner_id=their_venue)
+    theirs = await ask_upload(client, other_tenant, data, owner_type="venue", owner_id=their_venue)
     await post_form(store, theirs, data)
     await client.post(f"{BLOBS}/{theirs['blob_id']}/complete", headers=other_tenant.headers)
 
@@ -351,8 +392,11 @@ async def test_blob_ids_by_owner_lists_available_blobs_of_the_tenant(
         ids = [uuid.UUID(venue), uuid.UUID(operation), uuid.UUID(their_venue)]
         result = await blob_ids_by_owner(session, uuid.UUID(tenant.id), ids)
         assert await blob_ids_by_owner(session, uuid.UUID(tenant.id), []) == {}
-    assert result == {uuid.UUID(venue): [uuid.UUID(b) for b in complete],
-                      uuid.UUID(operation): [], uuid.UUID(their_venue): []}
+    assert result == {
+        uuid.UUID(venue): [uuid.UUID(b) for b in complete],
+        uuid.UUID(operation): [],
+        uuid.UUID(their_venue): [],
+    }
 
 
 async def test_read_only_keys_read_but_never_write(client, tenant: Tenant, store):
@@ -360,13 +404,15 @@ async def test_read_only_keys_read_but_never_write(client, tenant: Tenant, store
     ticket = await ask_upload(client, tenant, data)
     await post_form(store, ticket, data)
     await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
-    analyst = await client.post("/api/v1/auth/keys", headers=tenant.headers,
-                                json={"name": "ro", "scope": "analyst"})
+    analyst = await client.post(
+        "/api/v1/auth/keys", headers=tenant.headers, json={"name": "ro", "scope": "analyst"}
+    )
     headers = {"X-API-Key": analyst.json()["api_key"]}
     assert (await client.get(BLOBS, headers=headers)).status_code == 200
     assert (await client.get(f"{BLOBS}/{ticket['blob_id']}", headers=headers)).status_code == 200
-    download = await client.get(f"{BLOBS}/download-url", params={"blob_id": ticket["blob_id"]},
-                                headers=headers)
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": ticket["blob_id"]}, headers=headers
+    )
     assert download.status_code == 200
     for method, url, kwargs in (
         ("POST", f"{BLOBS}/upload-url", {"json": {"content_type": "image/png", "size": 1}}),
@@ -378,19 +424,25 @@ async def test_read_only_keys_read_but_never_write(client, tenant: Tenant, store
         response = await client.request(method, url, headers=headers, **kwargs)
         assert response.status_code == 403, (method, url, response.text)
     assert (await client.get(BLOBS, headers={})).status_code == 401
-    assert (await client.get(f"{BLOBS}/{ticket['blob_id']}",
-                             headers=tenant.headers)).json()["state"] == "available"
+    assert (await client.get(f"{BLOBS}/{ticket['blob_id']}", headers=tenant.headers)).json()[
+        "state"
+    ] == "available"
 
 
 async def test_per_type_size_caps(client, tenant: Tenant):
-    point_cloud = await client.post(f"{BLOBS}/upload-url", headers=tenant.headers,
-                                    json={"content_type": "application/vnd.las",
-                                          "size": 3 * 2**29})  # 1.5 GiB
+    point_cloud = await client.post(
+        f"{BLOBS}/upload-url",
+        headers=tenant.headers,
+        json={"content_type": "application/vnd.las", "size": 3 * 2**29},
+    )  # 1.5 GiB
     assert point_cloud.status_code == 201, point_cloud.text
     fields = point_cloud.json()["upload"]["fields"]
     assert fields["Content-Type"] == "application/vnd.las" and "policy" in fields
-    image = await client.post(f"{BLOBS}/upload-url", headers=tenant.headers,
-                              json={"content_type": "image/png", "size": 3 * 2**29})
+    image = await client.post(
+        f"{BLOBS}/upload-url",
+        headers=tenant.headers,
+        json={"content_type": "image/png", "size": 3 * 2**29},
+    )
     assert image.status_code == 422
     assert image.json()["error"]["code"] == "blob_too_large"
     assert image.json()["error"]["details"]["max_size"] == 50 * 2**20
@@ -409,29 +461,56 @@ BAD_BODIES: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
     "unknown content type": lambda o: {"content_type": "text/html", "size": 10},
     "not a content type": lambda o: {"content_type": "png", "size": 10},
     "short checksum": lambda o: {"content_type": "image/png", "size": 10, "sha256": SHA[:63]},
-    "non-hex checksum": lambda o: {"content_type": "image/png", "size": 10,
-                                   "sha256": "g" * 64},
+    "non-hex checksum": lambda o: {"content_type": "image/png", "size": 10, "sha256": "g" * 64},
     "unknown field": lambda o: {"content_type": "image/png", "size": 10, "name": "x.png"},
-    "unknown owner": lambda o: {"content_type": "image/png", "size": 10,
-                                "owner_type": "venue", "owner_id": str(uuid.uuid4())},
-    "other tenant's owner": lambda o: {"content_type": "image/png", "size": 10,
-                                       "owner_type": "venue", "owner_id": o["theirs"]},
-    "deleted owner": lambda o: {"content_type": "image/png", "size": 10,
-                                "owner_type": "venue", "owner_id": o["deleted"]},
-    "owner of another type": lambda o: {"content_type": "image/png", "size": 10,
-                                        "owner_type": "operation", "owner_id": o["venue"]},
-    "owner type not allowed": lambda o: {"content_type": "image/png", "size": 10,
-                                         "owner_type": "kit", "owner_id": o["venue"]},
-    "owner id without type": lambda o: {"content_type": "image/png", "size": 10,
-                                        "owner_id": o["venue"]},
-    "malformed owner id": lambda o: {"content_type": "image/png", "size": 10,
-                                     "owner_type": "venue", "owner_id": "venue-1"},
+    "unknown owner": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "venue",
+        "owner_id": str(uuid.uuid4()),
+    },
+    "other tenant's owner": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "venue",
+        "owner_id": o["theirs"],
+    },
+    "deleted owner": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "venue",
+        "owner_id": o["deleted"],
+    },
+    "owner of another type": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "operation",
+        "owner_id": o["venue"],
+    },
+    "owner type not allowed": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "kit",
+        "owner_id": o["venue"],
+    },
+    "owner id without type": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_id": o["venue"],
+    },
+    "malformed owner id": lambda o: {
+        "content_type": "image/png",
+        "size": 10,
+        "owner_type": "venue",
+        "owner_id": "venue-1",
+    },
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_BODIES))
 async def test_bad_input_is_refused_and_writes_nothing(
-        client, tenant: Tenant, other_tenant: Tenant, pg, case: str):
+    client, tenant: Tenant, other_tenant: Tenant, pg, case: str
+):
     owners = {
         "venue": await synced_entity(pg, tenant, "venue"),
         "deleted": await synced_entity(pg, tenant, "venue", deleted=True),
@@ -449,8 +528,15 @@ async def test_bad_input_is_refused_and_writes_nothing(
     assert await blob_count(pg) == before
 
 
-@pytest.mark.parametrize("path", ["/download-url?blob_id=nope", "/not-a-uuid",
-                                  f"/download-url?blob_id={uuid.uuid4()}", f"/{uuid.uuid4()}"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/download-url?blob_id=nope",
+        "/not-a-uuid",
+        f"/download-url?blob_id={uuid.uuid4()}",
+        f"/{uuid.uuid4()}",
+    ],
+)
 async def test_unknown_or_malformed_ids(client, tenant: Tenant, path: str):
     response = await client.get(BLOBS + path, headers=tenant.headers)
     assert response.status_code in (404, 422)

@@ -23,13 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _env(settings: Settings) -> dict[str, str]:
     return {
-        **os.environ, "ENVIRONMENT": "development", "DATABASE_URL": settings.database_url,
-        "NEO4J_URI": settings.neo4j_uri, "NEO4J_USER": settings.neo4j_user,
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": settings.database_url,
+        "NEO4J_URI": settings.neo4j_uri,
+        "NEO4J_USER": settings.neo4j_user,
         "NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
         "API_KEY_PEPPER": settings.api_key_pepper.get_secret_value(),
-        "ADMIN_API_KEY": ADMIN_KEY, "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
-        "BLOB_BUCKET": settings.blob_bucket, "LOG_LEVEL": "WARNING",
-        "RECONCILE_INTERVAL_SECONDS": "3600", "EMBEDDING_WORKER": "false",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
+        "BLOB_BUCKET": settings.blob_bucket,
+        "LOG_LEVEL": "WARNING",
+        "RECONCILE_INTERVAL_SECONDS": "3600",
+        "EMBEDDING_WORKER": "false",
     }
 
 
@@ -44,9 +50,22 @@ async def api_process(settings: Settings, tmp_path: Path):
     port = _port()
     log = (tmp_path / f"api-{port}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env=_env(settings), stdout=log,
-        stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "main:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(200):
@@ -65,24 +84,45 @@ async def api_process(settings: Settings, tmp_path: Path):
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT,
-                          env=_env(settings), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT,
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
 async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, graph):
     async with api_process(settings, tmp_path) as (proc, client):
-        customer = (await client.post("/api/v1/auth/customers", json={"name": "crash"},
-                                      headers={"X-API-Key": ADMIN_KEY})).json()
+        customer = (
+            await client.post(
+                "/api/v1/auth/customers", json={"name": "crash"}, headers={"X-API-Key": ADMIN_KEY}
+            )
+        ).json()
         key = {"X-API-Key": customer["api_key"]}
-        ws = (await client.post("/api/v1/auth/workstations/register", json={"name": "w"},
-                                headers=key)).json()
+        ws = (
+            await client.post("/api/v1/auth/workstations/register", json={"name": "w"}, headers=key)
+        ).json()
         wkey = {"X-API-Key": ws["api_key"]}
         venue = str(uuid.uuid4())
         accepted: dict[int, int] = {}
-        body = {"workstation_id": ws["id"], "protocol_version": 1, "mutations": [{
-            "mutation_id": 1, "type": "venue", "id": venue, "op": "upsert", "base_version": 0,
-            "data": {"name": "Crash site"}}]}
+        body = {
+            "workstation_id": ws["id"],
+            "protocol_version": 1,
+            "mutations": [
+                {
+                    "mutation_id": 1,
+                    "type": "venue",
+                    "id": venue,
+                    "op": "upsert",
+                    "base_version": 0,
+                    "data": {"name": "Crash site"},
+                }
+            ],
+        }
         r = await client.post("/api/v1/sync/push", json=body, headers=wkey)
         accepted[1] = r.json()["results"][0]["version"]
 
@@ -93,13 +133,27 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
             while True:
                 if len(accepted) > 60:
                     progress.set()
-                batch = [{"mutation_id": mid + k, "type": "world_node",
-                          "id": str(uuid.uuid4()), "op": "upsert", "base_version": 0,
-                          "data": {"venue_id": venue, "kind": "PerchPoint",
-                                   "name": f"p{mid + k}"}} for k in range(20)]
+                batch = [
+                    {
+                        "mutation_id": mid + k,
+                        "type": "world_node",
+                        "id": str(uuid.uuid4()),
+                        "op": "upsert",
+                        "base_version": 0,
+                        "data": {"venue_id": venue, "kind": "PerchPoint", "name": f"p{mid + k}"},
+                    }
+                    for k in range(20)
+                ]
                 try:
-                    r = await client.post("/api/v1/sync/push", headers=wkey, json={
-                        "workstation_id": ws["id"], "protocol_version": 1, "mutations": batch})
+                    r = await client.post(
+                        "/api/v1/sync/push",
+                        headers=wkey,
+                        json={
+                            "workstation_id": ws["id"],
+                            "protocol_version": 1,
+                            "mutations": batch,
+                        },
+                    )
                 except httpx.HTTPError:
                     return
                 for result in r.json()["results"]:
@@ -126,8 +180,9 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
         assert status["pending"] == 0
         cursor, seen = 0, {}
         while True:
-            page = (await client.get(f"/api/v1/sync/pull?since={cursor}&limit=37",
-                                     headers=wkey)).json()
+            page = (
+                await client.get(f"/api/v1/sync/pull?since={cursor}&limit=37", headers=wkey)
+            ).json()
             for change in page["changes"]:
                 seen[change["version"]] = change
             cursor = page["cursor"]
@@ -135,16 +190,17 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
                 break
     # Every accepted mutation is there: the response said so, so pull must show it.
     assert set(accepted.values()) <= set(seen)
-    journaled = await pg.fetchval("SELECT count(*) FROM sync_journal WHERE customer_id = "
-                                  "$1::uuid", customer_id)
+    journaled = await pg.fetchval(
+        "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid", customer_id
+    )
     assert journaled >= len(accepted)
     verify = _cli(settings, "verify", "--customer", customer_id)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    nodes = await graph.read("t", "MATCH (n:WorldNode) WHERE n.customer_id = $c "
-                             "RETURN count(n) AS n", {"c": customer_id})
+    nodes = await graph.read(
+        "t", "MATCH (n:WorldNode) WHERE n.customer_id = $c RETURN count(n) AS n", {"c": customer_id}
+    )
     assert nodes[0]["n"] == journaled - 1  # every journaled node, plus the venue row
-    await graph.write("t", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
-                      {"c": customer_id})
+    await graph.write("t", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n", {"c": customer_id})
 
 
 async def test_cli_verify_reports_drift_and_reconcile_repairs_it(settings, app, tenant, graph):
@@ -155,9 +211,19 @@ async def test_cli_verify_reports_drift_and_reconcile_repairs_it(settings, app, 
     resources = app.state.resources
     venue = uuid.uuid4()
     async with unit_of_work(resources.sessions) as session:  # journaled, never applied
-        await record(session, uuid.UUID(tenant.id), [Change(
-            EntityType.venue, venue, "upsert", {"name": "Drifted", "tags": [],
-                                                 "properties": {}})], Origin(updated_by="test"))
+        await record(
+            session,
+            uuid.UUID(tenant.id),
+            [
+                Change(
+                    EntityType.venue,
+                    venue,
+                    "upsert",
+                    {"name": "Drifted", "tags": [], "properties": {}},
+                )
+            ],
+            Origin(updated_by="test"),
+        )
     drift = _cli(settings, "verify", "--customer", tenant.id)
     assert drift.returncode == 1
     assert f"missing: ('venue', '{venue}')" in drift.stdout

@@ -16,9 +16,15 @@ async def test_seed_demo_builds_a_consistent_tenant(app, graph):
         assert result.api_key.startswith("owk_")
         drift = await verify(resources, result.customer_id)
         assert drift.clean and drift.pending == 0
-        rows = await graph.read("t", "MATCH (n:WorldNode) WHERE n.customer_id = $c "
-                                "RETURN count(n) AS n", {"c": str(result.customer_id)})
+        rows = await graph.read(
+            "t",
+            "MATCH (n:WorldNode) WHERE n.customer_id = $c RETURN count(n) AS n",
+            {"c": str(result.customer_id)},
+        )
         assert rows[0]["n"] == 12
     finally:
-        await graph.write("t", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
-                          {"c": str(result.customer_id)})
+        await graph.write(
+            "t",
+            "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
+            {"c": str(result.customer_id)},
+        )

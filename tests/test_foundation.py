@@ -14,10 +14,18 @@ from graph.schema import load_migrations, migrate_graph
 
 
 async def test_postgres_migrations_reach_head_and_reapply(pg, test_database_url):
-    tables = {r["tablename"] for r in await pg.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert {"customers", "api_keys", "workstations", "sync_journal",
-            "sync_entities", "alembic_version"} <= tables
+    tables = {
+        r["tablename"]
+        for r in await pg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    }
+    assert {
+        "customers",
+        "api_keys",
+        "workstations",
+        "sync_journal",
+        "sync_entities",
+        "alembic_version",
+    } <= tables
     head = await pg.fetchval("SELECT version_num FROM alembic_version")
     await migrate_postgres(test_database_url)  # second run: nothing to do, no error
     assert await pg.fetchval("SELECT version_num FROM alembic_version") == head
@@ -26,17 +34,24 @@ async def test_postgres_migrations_reach_head_and_reapply(pg, test_database_url)
 async def test_neo4j_migrations_recorded_in_graph_and_idempotent(graph: GraphClient):
     expected = [m.version for m in load_migrations()]
     assert await migrate_graph(graph) == []  # the session fixture applied them already
-    rows = await graph.read("test.migrations",
-                            "MATCH (m:SchemaMigration) RETURN m.version AS v ORDER BY v")
+    rows = await graph.read(
+        "test.migrations", "MATCH (m:SchemaMigration) RETURN m.version AS v ORDER BY v"
+    )
     assert [r["v"] for r in rows] == expected
-    indexes = {r["name"]: r for r in await graph.read(
-        "test.indexes", "SHOW INDEXES YIELD name, type, state RETURN name, type, state")}
+    indexes = {
+        r["name"]: r
+        for r in await graph.read(
+            "test.indexes", "SHOW INDEXES YIELD name, type, state RETURN name, type, state"
+        )
+    }
     assert indexes["venue_embedding"]["type"] == "VECTOR"
     assert indexes["world_node_embedding"]["type"] == "VECTOR"
     assert indexes["venue_text"]["type"] == "FULLTEXT"
     assert indexes["world_node_customer_version"]["type"] == "RANGE"
-    constraints = {r["name"] for r in await graph.read(
-        "test.constraints", "SHOW CONSTRAINTS YIELD name RETURN name")}
+    constraints = {
+        r["name"]
+        for r in await graph.read("test.constraints", "SHOW CONSTRAINTS YIELD name RETURN name")
+    }
     assert {"venue_id", "world_node_id", "operation_id", "kit_id", "drone_id"} <= constraints
 
 
@@ -53,7 +68,10 @@ async def test_readyz_all_dependencies_ok(client: httpx.AsyncClient):
     assert response.status_code == 200, body
     assert body["failed"] == []
     assert {name: c["status"] for name, c in body["checks"].items()} == {
-        "postgres": "ok", "neo4j": "ok", "s3": "ok"}
+        "postgres": "ok",
+        "neo4j": "ok",
+        "s3": "ok",
+    }
 
 
 async def _readyz_with(settings: Settings, **overrides) -> httpx.Response:
@@ -136,14 +154,22 @@ def test_real_secrets_accepted_in_production():
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="production",
-        api_key_pepper="p" * 32, admin_api_key="a" * 40,
-        neo4j_password="n" * 20, blob_secret_access_key="s" * 20,
+        api_key_pepper="p" * 32,
+        admin_api_key="a" * 40,
+        neo4j_password="n" * 20,
+        blob_secret_access_key="s" * 20,
     )
     assert settings.environment == "production"
 
 
 def test_auto_migrate_refused_in_production():
     with pytest.raises(ValidationError, match="DB_AUTO_MIGRATE"):
-        Settings(_env_file=None, environment="production", db_auto_migrate=True,  # type: ignore[call-arg]
-                 api_key_pepper="p" * 32, admin_api_key="a" * 40,
-                 neo4j_password="n" * 20, blob_secret_access_key="s" * 20)
+        Settings(
+            _env_file=None,
+            environment="production",
+            db_auto_migrate=True,  # type: ignore[call-arg]
+            api_key_pepper="p" * 32,
+            admin_api_key="a" * 40,
+            neo4j_password="n" * 20,
+            blob_secret_access_key="s" * 20,
+        )

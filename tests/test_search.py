@@ -67,10 +67,12 @@ async def stored(graph: GraphClient, label_query: str, node_id: str) -> dict[str
     return rows[0] if rows else {}
 
 
-VENUE_EMBEDDING = ("MATCH (n:Venue {id: $id}) RETURN n.embedding AS embedding, "
-                   "n.embedding_hash AS hash")
-NODE_EMBEDDING = ("MATCH (n:WorldNode {id: $id}) RETURN n.embedding AS embedding, "
-                  "n.embedding_hash AS hash")
+VENUE_EMBEDDING = (
+    "MATCH (n:Venue {id: $id}) RETURN n.embedding AS embedding, n.embedding_hash AS hash"
+)
+NODE_EMBEDDING = (
+    "MATCH (n:WorldNode {id: $id}) RETURN n.embedding AS embedding, n.embedding_hash AS hash"
+)
 
 
 def gauge(name: str) -> float:
@@ -80,15 +82,17 @@ def gauge(name: str) -> float:
 
 
 async def queued(pg, entity_id: str) -> int:
-    return await pg.fetchval("SELECT count(*) FROM embedding_queue WHERE entity_id = $1::uuid",
-                             entity_id)
+    return await pg.fetchval(
+        "SELECT count(*) FROM embedding_queue WHERE entity_id = $1::uuid", entity_id
+    )
 
 
 # ------------------------------------------------------------------ embedder units
 def test_fake_embedder_is_deterministic_normalised_and_lexical():
     fake = FakeEmbedder()
-    a, b, c, a2 = fake.encode(["north loading dock", "loading dock south", "helipad",
-                               "north loading dock"])
+    a, b, c, a2 = fake.encode(
+        ["north loading dock", "loading dock south", "helipad", "north loading dock"]
+    )
     assert np.allclose(a, a2) and abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
     assert float(a @ b) > float(a @ c) + 0.3
     assert fake.calls == 1 and fake.texts_encoded == 4
@@ -106,8 +110,9 @@ def test_cache_encodes_each_distinct_text_once():
 
 
 def test_real_model_loads_offline_and_ranks_meaning(real_model):
-    vectors = real_model.encode(["loading dock where trucks unload",
-                                 "delivery bay for lorries", "rooftop helipad"])
+    vectors = real_model.encode(
+        ["loading dock where trucks unload", "delivery bay for lorries", "rooftop helipad"]
+    )
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
@@ -115,28 +120,34 @@ def test_real_model_loads_offline_and_ranks_meaning(real_model):
 
 
 def test_embedding_text_uses_name_kind_and_description():
-    text = embedding_text("world_node", {"name": "Gate C", "kind": "PerchPoint",
-                                         "description": "Ledge"})
+    text = embedding_text(
+        "world_node", {"name": "Gate C", "kind": "PerchPoint", "description": "Ledge"}
+    )
     assert text == "Gate C. perch point. Ledge"
-    assert embedding_text("venue", {"name": "Eden Park", "tags": ["stadium"]}) == \
-        "Eden Park. stadium"
+    assert (
+        embedding_text("venue", {"name": "Eden Park", "tags": ["stadium"]}) == "Eden Park. stadium"
+    )
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("loading dock", "loading dock"),
-    ("name:x OR *", "name\\:x or"),
-    ('"unbalanced (quote', '\\"unbalanced \\(quote'),
-    ("a && b || !c", "a b \\!c"),
-    ("*** ??? ~~~", None),
-    ("C++ NOT java/script", "C\\+\\+ not java\\/script"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("loading dock", "loading dock"),
+        ("name:x OR *", "name\\:x or"),
+        ('"unbalanced (quote', '\\"unbalanced \\(quote'),
+        ("a && b || !c", "a b \\!c"),
+        ("*** ??? ~~~", None),
+        ("C++ NOT java/script", "C\\+\\+ not java\\/script"),
+    ],
+)
 def test_lucene_query_escapes_everything_the_user_types(raw, expected):
     assert lucene_query(raw) == expected
 
 
 # ------------------------------------------------------------------ worker
 async def test_worker_embeds_new_venue_skips_unchanged_text_and_moves_the_gauge(
-        client, app, tenant: Tenant, graph, pg, fake_embedder):
+    client, app, tenant: Tenant, graph, pg, fake_embedder
+):
     venue = await make_venue(client, tenant, name="Eden Park", description="Rugby stadium")
     node = await make_node(client, tenant, venue["id"], "Zone", "North stand")
     assert await queued(pg, venue["id"]) == 1 and await queued(pg, node["id"]) == 1
@@ -158,22 +169,28 @@ async def test_worker_embeds_new_venue_skips_unchanged_text_and_moves_the_gauge(
     encoded = fake_embedder.texts_encoded
 
     # A change that leaves the text alone is queued, but not re-encoded.
-    unchanged = await client.patch(f"{V1}/venues/{venue['id']}", headers=tenant.headers,
-                                   json={"properties": {"levels": 3}})
+    unchanged = await client.patch(
+        f"{V1}/venues/{venue['id']}", headers=tenant.headers, json={"properties": {"levels": 3}}
+    )
     assert unchanged.status_code == 200
     assert await queued(pg, venue["id"]) == 1
-    skipped_before = REGISTRY.get_sample_value("overwatch_embeddings_unchanged_total",
-                                               {"entity_type": "venue"}) or 0
+    skipped_before = (
+        REGISTRY.get_sample_value("overwatch_embeddings_unchanged_total", {"entity_type": "venue"})
+        or 0
+    )
     await run_worker(app)
     assert fake_embedder.texts_encoded == encoded
-    assert (REGISTRY.get_sample_value("overwatch_embeddings_unchanged_total",
-                                      {"entity_type": "venue"}) or 0) == skipped_before + 1
+    assert (
+        REGISTRY.get_sample_value("overwatch_embeddings_unchanged_total", {"entity_type": "venue"})
+        or 0
+    ) == skipped_before + 1
     assert (await stored(graph, VENUE_EMBEDDING, venue["id"]))["hash"] == got["hash"]
     assert await queued(pg, venue["id"]) == 0
 
     # New text: encoded once, stored, and the embedding survives later projections.
-    changed = await client.patch(f"{V1}/venues/{venue['id']}", headers=tenant.headers,
-                                 json={"description": "Cricket ground"})
+    changed = await client.patch(
+        f"{V1}/venues/{venue['id']}", headers=tenant.headers, json={"description": "Cricket ground"}
+    )
     assert changed.status_code == 200
     await run_worker(app)
     assert fake_embedder.texts_encoded == encoded + 1
@@ -181,8 +198,9 @@ async def test_worker_embeds_new_venue_skips_unchanged_text_and_moves_the_gauge(
     assert after["hash"] == content_hash(fake_embedder.model_id, "Eden Park. mall. Cricket ground")
 
 
-async def test_worker_leaves_deleted_nodes_and_drops_their_rows(client, app, tenant: Tenant, pg,
-                                                               fake_embedder):
+async def test_worker_leaves_deleted_nodes_and_drops_their_rows(
+    client, app, tenant: Tenant, pg, fake_embedder
+):
     venue = await make_venue(client, tenant)
     node = await make_node(client, tenant, venue["id"], "Zone", "Atrium")
     deleted = await client.delete(f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers)
@@ -193,22 +211,31 @@ async def test_worker_leaves_deleted_nodes_and_drops_their_rows(client, app, ten
 
 
 async def test_worker_waits_while_the_change_is_pending_in_the_journal(
-        client, app, tenant: Tenant, pg, graph, fake_embedder):
+    client, app, tenant: Tenant, pg, graph, fake_embedder
+):
     venue = await make_venue(client, tenant)
     node = await make_node(client, tenant, venue["id"], "Zone", "Atrium")
     await run_worker(app)
     # Mark the node's next change as not yet applied: the worker must not read stale text.
-    patched = await client.patch(f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers,
-                                 json={"name": "Atrium east"})
+    patched = await client.patch(
+        f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers, json={"name": "Atrium east"}
+    )
     version = patched.json()["version"]
-    await pg.execute("UPDATE sync_journal SET state = 'pending' WHERE customer_id = $1::uuid "
-                     "AND version = $2", tenant.id, version)
+    await pg.execute(
+        "UPDATE sync_journal SET state = 'pending' WHERE customer_id = $1::uuid AND version = $2",
+        tenant.id,
+        version,
+    )
     try:
         await run_worker(app)
         assert await queued(pg, node["id"]) == 1
     finally:
-        await pg.execute("UPDATE sync_journal SET state = 'applied' WHERE customer_id = "
-                         "$1::uuid AND version = $2", tenant.id, version)
+        await pg.execute(
+            "UPDATE sync_journal SET state = 'applied' WHERE customer_id = "
+            "$1::uuid AND version = $2",
+            tenant.id,
+            version,
+        )
     await run_worker(app)
     assert await queued(pg, node["id"]) == 0
     got = await stored(graph, NODE_EMBEDDING, node["id"])
@@ -216,20 +243,32 @@ async def test_worker_waits_while_the_change_is_pending_in_the_journal(
 
 
 async def test_concurrent_workers_share_the_queue_without_double_work(
-        client, app, tenant: Tenant, pg, fake_embedder):
+    client, app, tenant: Tenant, pg, fake_embedder
+):
     venue = await make_venue(client, tenant)
-    response = await client.post(f"{V1}/world-model/nodes/batch", headers=tenant.headers, json={
-        "nodes": [{"venue_id": venue["id"], "kind": "Zone", "name": f"Zone {i}"}
-                  for i in range(40)]})
+    response = await client.post(
+        f"{V1}/world-model/nodes/batch",
+        headers=tenant.headers,
+        json={
+            "nodes": [
+                {"venue_id": venue["id"], "kind": "Zone", "name": f"Zone {i}"} for i in range(40)
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     await run_worker(app)  # whatever earlier tests left behind
-    await client.patch(f"{V1}/venues/{venue['id']}", headers=tenant.headers,
-                       json={"description": "renamed"})
-    nodes = (await client.get(f"{V1}/world-model/nodes?venue_id={venue['id']}",
-                              headers=tenant.headers)).json()["items"]
+    await client.patch(
+        f"{V1}/venues/{venue['id']}", headers=tenant.headers, json={"description": "renamed"}
+    )
+    nodes = (
+        await client.get(f"{V1}/world-model/nodes?venue_id={venue['id']}", headers=tenant.headers)
+    ).json()["items"]
     for node in nodes:
-        await client.patch(f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers,
-                           json={"description": "now with a description"})
+        await client.patch(
+            f"{V1}/world-model/nodes/{node['id']}",
+            headers=tenant.headers,
+            json={"description": "now with a description"},
+        )
     encoded = fake_embedder.texts_encoded
     resources = app.state.resources
     first, second = await asyncio.gather(embed_queued(resources), embed_queued(resources))
@@ -237,8 +276,12 @@ async def test_concurrent_workers_share_the_queue_without_double_work(
     assert first.claimed + second.claimed == 41
     assert first.written + second.written == 41
     assert fake_embedder.texts_encoded == encoded + 41
-    assert await pg.fetchval("SELECT count(*) FROM embedding_queue WHERE customer_id = "
-                             "$1::uuid", tenant.id) == 0
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM embedding_queue WHERE customer_id = $1::uuid", tenant.id
+        )
+        == 0
+    )
 
 
 def test_embedding_worker_loop_follows_the_setting(settings):
@@ -250,15 +293,20 @@ def test_embedding_worker_loop_follows_the_setting(settings):
 
 
 async def test_reembed_brings_a_tenant_up_to_date_after_a_model_change(
-        client, app, tenant: Tenant, graph, fake_embedder):
+    client, app, tenant: Tenant, graph, fake_embedder
+):
     venue = await make_venue(client, tenant, name="Eden Park")
     node = await make_node(client, tenant, venue["id"], "Zone", "North stand")
     await run_worker(app)
     resources = app.state.resources
     tenant_id = uuid.UUID(tenant.id)
     done: list[tuple[str, int, int]] = []
-    same = await reembed(resources, ["venue", "world_node"], customer_id=tenant_id,
-                         progress=lambda t, n, total: done.append((t, n, total)))
+    same = await reembed(
+        resources,
+        ["venue", "world_node"],
+        customer_id=tenant_id,
+        progress=lambda t, n, total: done.append((t, n, total)),
+    )
     assert (same.written, same.unchanged) == (0, 2)
     assert done[-1] == ("world_node", 1, 1)
     # A new model changes every hash: everything is re-encoded once, then never again.
@@ -266,8 +314,9 @@ async def test_reembed_brings_a_tenant_up_to_date_after_a_model_change(
     _swap(app, other_model)
     switched = await reembed(resources, ["venue", "world_node"], customer_id=tenant_id)
     assert (switched.written, switched.unchanged) == (2, 0)
-    assert (await stored(graph, NODE_EMBEDDING, node["id"]))["hash"] == \
-        content_hash("fake-model-2", "North stand. zone")
+    assert (await stored(graph, NODE_EMBEDDING, node["id"]))["hash"] == content_hash(
+        "fake-model-2", "North stand. zone"
+    )
     again = await reembed(resources, ["world_node"], customer_id=tenant_id)
     assert (again.written, again.unchanged) == (0, 1)
     forced = await reembed(resources, ["world_node"], customer_id=tenant_id, force=True)
@@ -284,8 +333,9 @@ async def load_search_set(client, tenant: Tenant) -> dict[str, Any]:
     for venue in data["venues"]:
         response = await client.post(f"{V1}/venues", headers=tenant.headers, json=venue)
         assert response.status_code == 201, response.text
-    response = await client.post(f"{V1}/world-model/nodes/batch", headers=tenant.headers,
-                                 json={"nodes": data["nodes"]})
+    response = await client.post(
+        f"{V1}/world-model/nodes/batch", headers=tenant.headers, json={"nodes": data["nodes"]}
+    )
     assert response.status_code == 200, response.text
     return data
 
@@ -301,8 +351,11 @@ async def test_search_quality_on_the_committed_set(client, app, tenant: Tenant, 
     for query in data["queries"]:
         path = "venues/search" if query["target"] == "venue" else "world-model/search"
         for mode in recalls:
-            response = await client.get(f"{V1}/{path}", headers=tenant.headers,
-                                        params={"q": query["text"], "limit": 10, "mode": mode})
+            response = await client.get(
+                f"{V1}/{path}",
+                headers=tenant.headers,
+                params={"q": query["text"], "limit": 10, "mode": mode},
+            )
             assert response.status_code == 200, response.text
             ids = [hit["id"] for hit in response.json()["items"]]
             recalls[mode].append(recall_at(ids, query["relevant"]))
@@ -315,17 +368,34 @@ async def test_search_quality_on_the_committed_set(client, app, tenant: Tenant, 
 
 
 async def test_hybrid_hits_say_why_they_matched(client, app, tenant: Tenant, real_embedder):
-    venue = await make_venue(client, tenant, name="Mainfreight Distribution Centre",
-                             description="Parcel warehouse")
-    dock = await make_node(client, tenant, venue["id"], "Door", "Dock Doors 1-12",
-                           description="Roller doors where trucks back in to unload pallets.")
-    await make_node(client, tenant, venue["id"], "Room", "Freezer Room",
-                    description="Refrigerated cold store.")
-    await make_node(client, tenant, venue["id"], "Hazard", "Battery charging",
-                    description="Forklift batteries charge here.")
+    venue = await make_venue(
+        client, tenant, name="Mainfreight Distribution Centre", description="Parcel warehouse"
+    )
+    dock = await make_node(
+        client,
+        tenant,
+        venue["id"],
+        "Door",
+        "Dock Doors 1-12",
+        description="Roller doors where trucks back in to unload pallets.",
+    )
+    await make_node(
+        client, tenant, venue["id"], "Room", "Freezer Room", description="Refrigerated cold store."
+    )
+    await make_node(
+        client,
+        tenant,
+        venue["id"],
+        "Hazard",
+        "Battery charging",
+        description="Forklift batteries charge here.",
+    )
     await run_worker(app)
-    response = await client.get(f"{V1}/world-model/search", headers=tenant.headers,
-                                params={"q": "lorries dropping off deliveries"})
+    response = await client.get(
+        f"{V1}/world-model/search",
+        headers=tenant.headers,
+        params={"q": "lorries dropping off deliveries"},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     top = body["items"][0]
@@ -334,32 +404,51 @@ async def test_hybrid_hits_say_why_they_matched(client, app, tenant: Tenant, rea
     assert top["item"]["name"] == "Dock Doors 1-12" and "embedding" not in top["item"]
     assert body["plan"]["vector"]["strategy"] == "exact"
 
-    words = await client.get(f"{V1}/world-model/search", headers=tenant.headers,
-                             params={"q": "freezer"})
+    words = await client.get(
+        f"{V1}/world-model/search", headers=tenant.headers, params={"q": "freezer"}
+    )
     hit = words.json()["items"][0]
     assert hit["item"]["name"] == "Freezer Room"
     assert hit["matched_by"]["fulltext"]["rank"] == 1 and hit["matched_by"]["vector"]["rank"] == 1
     assert hit["score"] == pytest.approx(2 / 61, abs=1e-6)
 
-    by_kind = await client.get(f"{V1}/world-model/search", headers=tenant.headers,
-                               params={"q": "unload trucks", "kind": "Hazard"})
+    by_kind = await client.get(
+        f"{V1}/world-model/search",
+        headers=tenant.headers,
+        params={"q": "unload trucks", "kind": "Hazard"},
+    )
     assert [h["item"]["kind"] for h in by_kind.json()["items"]] == ["Hazard"]
 
 
 async def test_similar_nodes_and_venues(client, app, tenant: Tenant, real_embedder):
     mall = await make_venue(client, tenant, name="Sylvia Park", description="Shopping mall")
     other_mall = await make_venue(client, tenant, name="Westfield", description="Shopping centre")
-    await make_venue(client, tenant, name="Huntly Power Station", description="Coal power plant",
-                     tags=["energy"])
-    dock = await make_node(client, tenant, mall["id"], "Zone", "Service loading dock",
-                           description="Trucks unload goods here.")
-    bay = await make_node(client, tenant, other_mall["id"], "Zone", "Delivery bay",
-                          description="Delivery lorries unload here.")
-    await make_node(client, tenant, mall["id"], "Area", "Rooftop garden",
-                    description="Plants and benches.")
+    await make_venue(
+        client, tenant, name="Huntly Power Station", description="Coal power plant", tags=["energy"]
+    )
+    dock = await make_node(
+        client,
+        tenant,
+        mall["id"],
+        "Zone",
+        "Service loading dock",
+        description="Trucks unload goods here.",
+    )
+    bay = await make_node(
+        client,
+        tenant,
+        other_mall["id"],
+        "Zone",
+        "Delivery bay",
+        description="Delivery lorries unload here.",
+    )
+    await make_node(
+        client, tenant, mall["id"], "Area", "Rooftop garden", description="Plants and benches."
+    )
     await run_worker(app)
-    near = await client.get(f"{V1}/world-model/nodes/{dock['id']}/similar?limit=1",
-                            headers=tenant.headers)
+    near = await client.get(
+        f"{V1}/world-model/nodes/{dock['id']}/similar?limit=1", headers=tenant.headers
+    )
     assert near.status_code == 200, near.text
     assert [h["id"] for h in near.json()["items"]] == [bay["id"]]
     venues = await client.get(f"{V1}/venues/{mall['id']}/similar?limit=2", headers=tenant.headers)
@@ -371,19 +460,26 @@ async def test_similar_nodes_and_venues(client, app, tenant: Tenant, real_embedd
 async def _random_nodes(graph: GraphClient, customer_id: str, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     venue_id = str(uuid.uuid4())
-    await graph.write("test.venue", "CREATE (:Venue {id: $id, customer_id: $c, version: 1, "
-                      "name: 'v'})", {"id": venue_id, "c": customer_id})
+    await graph.write(
+        "test.venue",
+        "CREATE (:Venue {id: $id, customer_id: $c, version: 1, name: 'v'})",
+        {"id": venue_id, "c": customer_id},
+    )
     for start in range(0, count, 1000):
         size = min(1000, count - start)
         vectors = rng.standard_normal((size, 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [{"id": str(uuid.uuid4()), "v": v.tolist()} for v in vectors]
-        await graph.write("test.vectors", """
+        await graph.write(
+            "test.vectors",
+            """
             UNWIND $rows AS row
             CREATE (n:WorldNode {id: row.id, customer_id: $c, venue_id: $venue, kind: 'Zone',
                                  name: 'n', version: 1})
             WITH n, row CALL db.create.setNodeVectorProperty(n, 'embedding', row.v)
-            """, {"rows": rows, "c": customer_id, "venue": venue_id})
+            """,
+            {"rows": rows, "c": customer_id, "venue": venue_id},
+        )
 
 
 async def test_tenant_filtered_vector_search_matches_exact_search(make_tenant, graph):
@@ -395,28 +491,42 @@ async def test_tenant_filtered_vector_search_matches_exact_search(make_tenant, g
     for _ in range(5):
         query = rng.standard_normal(384)
         query = (query / np.linalg.norm(query)).tolist()
-        exact = [h.id for h in await graph_search.exact_vector_search(
-            graph, "world_node", small.id, query, 10)]
+        exact = [
+            h.id
+            for h in await graph_search.exact_vector_search(
+                graph, "world_node", small.id, query, 10
+            )
+        ]
         assert len(exact) == 10
         # The default rule (a small tenant is searched exactly) ...
         hits, plan = await graph_search.vector_search(graph, "world_node", small.id, query, 10)
         assert [h.id for h in hits] == exact and plan.strategy == "exact"
         # ... and the index path, forced, over-fetches until it has the same top 10.
         hits, plan = await graph_search.vector_search(
-            graph, "world_node", small.id, query, 10, exact_max=0, max_k=10**7)
+            graph, "world_node", small.id, query, 10, exact_max=0, max_k=10**7
+        )
         assert plan.strategy == "ann" and plan.k, plan
         assert [h.id for h in hits] == exact
         # The large tenant through the index path agrees with exact search too.
-        big_exact = [h.id for h in await graph_search.exact_vector_search(
-            graph, "world_node", large.id, query, 10)]
+        big_exact = [
+            h.id
+            for h in await graph_search.exact_vector_search(
+                graph, "world_node", large.id, query, 10
+            )
+        ]
         hits, plan = await graph_search.vector_search(
-            graph, "world_node", large.id, query, 10, exact_max=0, max_k=10**7)
+            graph, "world_node", large.id, query, 10, exact_max=0, max_k=10**7
+        )
         assert plan.strategy == "ann"
         assert len(set(h.id for h in hits) & set(big_exact)) >= 9
         # What the rule prevents: top-10 of the shared index, then the tenant filter.
-        rows = await graph.read("test.naive", """
+        rows = await graph.read(
+            "test.naive",
+            """
             CALL db.index.vector.queryNodes('world_node_embedding', 10, $v) YIELD node
-            WHERE node.customer_id = $c RETURN count(node) AS n""", {"v": query, "c": small.id})
+            WHERE node.customer_id = $c RETURN count(node) AS n""",
+            {"v": query, "c": small.id},
+        )
         naive_short += rows[0]["n"] < 10
     assert naive_short == 5
 
@@ -426,58 +536,78 @@ async def test_ann_path_falls_back_to_exact_past_the_k_cap(make_tenant, graph):
     await _random_nodes(graph, small.id, 30, seed=4)
     query = np.random.default_rng(5).standard_normal(384)
     query = (query / np.linalg.norm(query)).tolist()
-    exact = [h.id for h in await graph_search.exact_vector_search(
-        graph, "world_node", small.id, query, 10)]
-    hits, plan = await graph_search.vector_search(graph, "world_node", small.id, query, 10,
-                                                  exact_max=0, max_k=20)
+    exact = [
+        h.id
+        for h in await graph_search.exact_vector_search(graph, "world_node", small.id, query, 10)
+    ]
+    hits, plan = await graph_search.vector_search(
+        graph, "world_node", small.id, query, 10, exact_max=0, max_k=20
+    )
     assert plan.strategy == "ann_then_exact"
     assert [h.id for h in hits] == exact
 
 
 # ------------------------------------------------------------------ isolation
 async def test_two_tenants_with_identical_data_only_find_their_own(
-        client, app, make_tenant, fake_embedder):
+    client, app, make_tenant, fake_embedder
+):
     alpha, beta = await make_tenant("alpha"), await make_tenant("beta")
     made: dict[str, dict[str, str]] = {}
     for t in (alpha, beta):
         venue = await make_venue(client, t, name="Harbour Mall", description="Shopping centre")
-        node = await make_node(client, t, venue["id"], "Zone", "Loading dock",
-                               description="Trucks unload here")
+        node = await make_node(
+            client, t, venue["id"], "Zone", "Loading dock", description="Trucks unload here"
+        )
         made[t.id] = {"venue": venue["id"], "node": node["id"]}
     await run_worker(app)
     for me, other in ((alpha, beta), (beta, alpha)):
         mine, theirs = made[me.id], made[other.id]
         for mode in ("hybrid", "vector", "fulltext"):
-            nodes = await client.get(f"{V1}/world-model/search", headers=me.headers,
-                                     params={"q": "loading dock trucks", "mode": mode})
+            nodes = await client.get(
+                f"{V1}/world-model/search",
+                headers=me.headers,
+                params={"q": "loading dock trucks", "mode": mode},
+            )
             assert [h["id"] for h in nodes.json()["items"]] == [mine["node"]], mode
-            venues = await client.get(f"{V1}/venues/search", headers=me.headers,
-                                      params={"q": "harbour mall shopping", "mode": mode})
+            venues = await client.get(
+                f"{V1}/venues/search",
+                headers=me.headers,
+                params={"q": "harbour mall shopping", "mode": mode},
+            )
             assert [h["id"] for h in venues.json()["items"]] == [mine["venue"]], mode
-        filtered = await client.get(f"{V1}/world-model/search", headers=me.headers,
-                                    params={"q": "loading dock", "venue_id": theirs["venue"]})
+        filtered = await client.get(
+            f"{V1}/world-model/search",
+            headers=me.headers,
+            params={"q": "loading dock", "venue_id": theirs["venue"]},
+        )
         assert filtered.json()["items"] == []
-        similar = await client.get(f"{V1}/world-model/nodes/{mine['node']}/similar",
-                                   headers=me.headers)
+        similar = await client.get(
+            f"{V1}/world-model/nodes/{mine['node']}/similar", headers=me.headers
+        )
         assert theirs["node"] not in [h["id"] for h in similar.json()["items"]]
-        for path in (f"world-model/nodes/{theirs['node']}/similar",
-                     f"venues/{theirs['venue']}/similar"):
+        for path in (
+            f"world-model/nodes/{theirs['node']}/similar",
+            f"venues/{theirs['venue']}/similar",
+        ):
             response = await client.get(f"{V1}/{path}", headers=me.headers)
             assert response.status_code == 404, path
 
 
 # ------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("params", [
-    {},                                   # no q
-    {"q": ""},
-    {"q": "   "},
-    {"q": "x" * 501},
-    {"q": "dock", "limit": 0},
-    {"q": "dock", "limit": 51},
-    {"q": "dock", "mode": "psychic"},
-    {"q": "dock", "kind": "Dragon"},
-    {"q": "dock", "venue_id": "not-a-uuid"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # no q
+        {"q": ""},
+        {"q": "   "},
+        {"q": "x" * 501},
+        {"q": "dock", "limit": 0},
+        {"q": "dock", "limit": 51},
+        {"q": "dock", "mode": "psychic"},
+        {"q": "dock", "kind": "Dragon"},
+        {"q": "dock", "venue_id": "not-a-uuid"},
+    ],
+)
 async def test_bad_search_input_is_a_422(client, tenant: Tenant, params, fake_embedder):
     for path in ("world-model/search", "venues/search"):
         if path == "venues/search" and set(params) & {"kind", "venue_id"}:
@@ -487,34 +617,39 @@ async def test_bad_search_input_is_a_422(client, tenant: Tenant, params, fake_em
         assert response.json()["error"]["code"] in ("validation_error", "unknown_kind")
 
 
-async def test_lucene_syntax_is_searched_as_words_not_run(client, app, tenant: Tenant,
-                                                          fake_embedder):
+async def test_lucene_syntax_is_searched_as_words_not_run(
+    client, app, tenant: Tenant, fake_embedder
+):
     venue = await make_venue(client, tenant)
     await make_node(client, tenant, venue["id"], "Zone", "Dock")
     await run_worker(app)
     for q in ("name:dock OR *", "dock~2 AND (x", "\\", '"', "*:*", "[a TO z]", "title:/re.*/"):
-        response = await client.get(f"{V1}/world-model/search", headers=tenant.headers,
-                                    params={"q": q})
+        response = await client.get(
+            f"{V1}/world-model/search", headers=tenant.headers, params={"q": q}
+        )
         assert response.status_code == 200, (q, response.text)
 
 
-async def test_similar_needs_an_embedded_node_of_the_tenant(client, tenant: Tenant,
-                                                           fake_embedder):
+async def test_similar_needs_an_embedded_node_of_the_tenant(client, tenant: Tenant, fake_embedder):
     venue = await make_venue(client, tenant)
     node = await make_node(client, tenant, venue["id"], "Zone", "Atrium")
-    pending = await client.get(f"{V1}/world-model/nodes/{node['id']}/similar",
-                               headers=tenant.headers)
+    pending = await client.get(
+        f"{V1}/world-model/nodes/{node['id']}/similar", headers=tenant.headers
+    )
     assert pending.status_code == 409 and pending.json()["error"]["code"] == "not_embedded"
-    missing = await client.get(f"{V1}/world-model/nodes/{uuid.uuid4()}/similar",
-                               headers=tenant.headers)
+    missing = await client.get(
+        f"{V1}/world-model/nodes/{uuid.uuid4()}/similar", headers=tenant.headers
+    )
     assert missing.status_code == 404
-    too_many = await client.get(f"{V1}/venues/{venue['id']}/similar?limit=500",
-                                headers=tenant.headers)
+    too_many = await client.get(
+        f"{V1}/venues/{venue['id']}/similar?limit=500", headers=tenant.headers
+    )
     assert too_many.status_code == 422
 
 
-async def test_venue_search_route_is_not_taken_for_a_venue_id(client, tenant: Tenant,
-                                                             fake_embedder):
+async def test_venue_search_route_is_not_taken_for_a_venue_id(
+    client, tenant: Tenant, fake_embedder
+):
     response = await client.get(f"{V1}/venues/search?q=mall", headers=tenant.headers)
     assert response.status_code == 200, response.text
     assert response.json()["mode"] == "hybrid"

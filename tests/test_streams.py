@@ -49,13 +49,20 @@ STREAM_ENV = {
 # ------------------------------------------------------------------ processes
 def _env(settings: Settings) -> dict[str, str]:
     return {
-        **os.environ, "ENVIRONMENT": "development", "DATABASE_URL": settings.database_url,
-        "NEO4J_URI": settings.neo4j_uri, "NEO4J_USER": settings.neo4j_user,
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": settings.database_url,
+        "NEO4J_URI": settings.neo4j_uri,
+        "NEO4J_USER": settings.neo4j_user,
         "NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
         "API_KEY_PEPPER": settings.api_key_pepper.get_secret_value(),
-        "ADMIN_API_KEY": ADMIN_KEY, "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
-        "BLOB_BUCKET": settings.blob_bucket, "LOG_LEVEL": "WARNING",
-        "RECONCILE_INTERVAL_SECONDS": "3600", "EMBEDDING_WORKER": "false", **STREAM_ENV,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
+        "BLOB_BUCKET": settings.blob_bucket,
+        "LOG_LEVEL": "WARNING",
+        "RECONCILE_INTERVAL_SECONDS": "3600",
+        "EMBEDDING_WORKER": "false",
+        **STREAM_ENV,
     }
 
 
@@ -83,11 +90,27 @@ async def api_process(settings: Settings, name: str, log_dir: Path) -> AsyncIter
     log_path = log_dir / f"api-{name}-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:create_app", "--factory", "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=_env(settings), stdout=log, stderr=subprocess.STDOUT)
-        api = Api(name, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}{V1}/stream", proc,
-                  log_path)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        api = Api(
+            name, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}{V1}/stream", proc, log_path
+        )
         try:
             async with httpx.AsyncClient(base_url=api.base, timeout=10) as client:
                 for _ in range(600):
@@ -110,7 +133,8 @@ async def apis(settings, tmp_path_factory) -> AsyncIterator[tuple[Api, Api]]:
     async with contextlib.AsyncExitStack() as stack:
         a, b = await asyncio.gather(
             stack.enter_async_context(api_process(settings, "a", log_dir)),
-            stack.enter_async_context(api_process(settings, "b", log_dir)))
+            stack.enter_async_context(api_process(settings, "b", log_dir)),
+        )
         yield a, b
         assert a.alive() and b.alive(), "an API process died during the stream tests"
 
@@ -208,13 +232,23 @@ async def ingest(api: Api, key: str) -> Socket:
     return sock
 
 
-def frame(camera: str = "cam-1", *, seq: int | None = None, people: int = 3,
-          at: datetime | None = None, **extra: Any) -> dict[str, Any]:
+def frame(
+    camera: str = "cam-1",
+    *,
+    seq: int | None = None,
+    people: int = 3,
+    at: datetime | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "camera": camera, "timestamp": (at or datetime.now(UTC)).isoformat(),
-        "summary": {"total_people": people, "free": ["A1", "A2"], "occupied": ["B1"],
-                    "detections": [{"class": "person", "confidence": 0.91,
-                                    "bbox": [10, 20, 50, 120]}]},
+        "camera": camera,
+        "timestamp": (at or datetime.now(UTC)).isoformat(),
+        "summary": {
+            "total_people": people,
+            "free": ["A1", "A2"],
+            "occupied": ["B1"],
+            "detections": [{"class": "person", "confidence": 0.91, "bbox": [10, 20, 50, 120]}],
+        },
     }
     if seq is not None:
         body["seq"] = seq
@@ -228,30 +262,51 @@ class World:
     camera: str
 
 
-async def world(client: httpx.AsyncClient, tenant: Tenant, camera: str = "cam-1",
-                venue_id: str | None = None) -> World:
+async def world(
+    client: httpx.AsyncClient, tenant: Tenant, camera: str = "cam-1", venue_id: str | None = None
+) -> World:
     """A venue (or `venue_id`) with a zone watched by a camera known as `camera`."""
     h = tenant.headers
     if venue_id is None:
         r = await client.post(f"{V1}/venues", headers=h, json={"name": "Harbour Mall"})
         assert r.status_code == 201, r.text
         venue_id = r.json()["id"]
-    zone = await client.post(f"{V1}/world-model/nodes", headers=h, json={
-        "venue_id": venue_id, "kind": "Zone", "name": f"Zone of {camera}"})
-    cam = await client.post(f"{V1}/world-model/nodes", headers=h, json={
-        "venue_id": venue_id, "kind": "Camera", "name": camera,
-        "properties": {"external_id": camera}})
+    zone = await client.post(
+        f"{V1}/world-model/nodes",
+        headers=h,
+        json={"venue_id": venue_id, "kind": "Zone", "name": f"Zone of {camera}"},
+    )
+    cam = await client.post(
+        f"{V1}/world-model/nodes",
+        headers=h,
+        json={
+            "venue_id": venue_id,
+            "kind": "Camera",
+            "name": camera,
+            "properties": {"external_id": camera},
+        },
+    )
     assert zone.status_code == cam.status_code == 201, (zone.text, cam.text)
-    edge = await client.post(f"{V1}/world-model/edges", headers=h, json={
-        "venue_id": venue_id, "type": "OBSERVED_IN", "from_id": cam.json()["id"],
-        "to_id": zone.json()["id"]})
+    edge = await client.post(
+        f"{V1}/world-model/edges",
+        headers=h,
+        json={
+            "venue_id": venue_id,
+            "type": "OBSERVED_IN",
+            "from_id": cam.json()["id"],
+            "to_id": zone.json()["id"],
+        },
+    )
     assert edge.status_code == 201, edge.text
     return World(venue_id, zone.json()["id"], cam.json()["id"])
 
 
 async def zone_props(graph, tenant: Tenant, zone_id: str) -> dict[str, Any]:
-    rows = await graph.read("test.zone", "MATCH (z:Zone {id: $id}) WHERE z.customer_id = $c "
-                            "RETURN properties(z) AS p", {"id": zone_id, "c": tenant.id})
+    rows = await graph.read(
+        "test.zone",
+        "MATCH (z:Zone {id: $id}) WHERE z.customer_id = $c RETURN properties(z) AS p",
+        {"id": zone_id, "c": tenant.id},
+    )
     return dict(rows[0]["p"]) if rows else {}
 
 
@@ -260,17 +315,22 @@ def occupancy(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def register(client, tenant: Tenant) -> tuple[str, dict[str, str]]:
-    r = await client.post(f"{V1}/auth/workstations/register", json={"name": "ws"},
-                          headers=tenant.headers)
+    r = await client.post(
+        f"{V1}/auth/workstations/register", json={"name": "ws"}, headers=tenant.headers
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"], {"X-API-Key": r.json()["api_key"]}
 
 
-async def push(base: str, ws_id: str, headers: dict[str, str],
-               mutations: list[dict[str, Any]]) -> list[int]:
+async def push(
+    base: str, ws_id: str, headers: dict[str, str], mutations: list[dict[str, Any]]
+) -> list[int]:
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        r = await http.post(f"{V1}/sync/push", headers=headers, json={
-            "workstation_id": ws_id, "protocol_version": 1, "mutations": mutations})
+        r = await http.post(
+            f"{V1}/sync/push",
+            headers=headers,
+            json={"workstation_id": ws_id, "protocol_version": 1, "mutations": mutations},
+        )
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert all(x["status"] == "applied" for x in results), results
@@ -278,13 +338,20 @@ async def push(base: str, ws_id: str, headers: dict[str, str],
 
 
 def node_mutation(mid: int, venue: str, name: str) -> dict[str, Any]:
-    return {"mutation_id": mid, "type": "world_node", "id": str(uuid.uuid4()), "op": "upsert",
-            "base_version": 0, "data": {"venue_id": venue, "kind": "PerchPoint", "name": name}}
+    return {
+        "mutation_id": mid,
+        "type": "world_node",
+        "id": str(uuid.uuid4()),
+        "op": "upsert",
+        "base_version": 0,
+        "data": {"venue_id": venue, "kind": "PerchPoint", "name": name},
+    }
 
 
 # ------------------------------------------------------------------ ingest → fan-out
 async def test_frame_on_one_process_reaches_the_tenant_on_the_other_and_no_one_else(
-        apis, client, make_tenant, graph, pg):
+    apis, client, make_tenant, graph, pg
+):
     a, b = apis
     alpha, beta = await make_tenant("alpha"), await make_tenant("beta")
     mine, theirs = await world(client, alpha), await world(client, beta)  # identical data
@@ -296,35 +363,60 @@ async def test_frame_on_one_process_reaches_the_tenant_on_the_other_and_no_one_e
     ack = await camera.next()
     assert ack == {"event": "ack", "ack": 41, "zone_id": mine.zone}
     event = (await watcher.until(lambda m: m["event"] == "occupancy"))[-1]
-    assert {k: event[k] for k in ("zone_id", "venue_id", "camera_id", "source", "people",
-                                  "free", "occupied", "detections", "occupied_percent")} == {
-        "zone_id": mine.zone, "venue_id": mine.venue, "camera_id": mine.camera,
-        "source": "cam-1", "people": 7, "free": 2, "occupied": 1, "detections": 1,
-        "occupied_percent": 33.3}
+    assert {
+        k: event[k]
+        for k in (
+            "zone_id",
+            "venue_id",
+            "camera_id",
+            "source",
+            "people",
+            "free",
+            "occupied",
+            "detections",
+            "occupied_percent",
+        )
+    } == {
+        "zone_id": mine.zone,
+        "venue_id": mine.venue,
+        "camera_id": mine.camera,
+        "source": "cam-1",
+        "people": 7,
+        "free": 2,
+        "occupied": 1,
+        "detections": 1,
+        "occupied_percent": 33.3,
+    }
 
     props = await zone_props(graph, alpha, mine.zone)
-    assert (props["occupancy_people"], props["occupancy_free"],
-            props["occupancy_occupied"]) == (7, 2, 1)
+    assert (props["occupancy_people"], props["occupancy_free"], props["occupancy_occupied"]) == (
+        7,
+        2,
+        1,
+    )
     assert "occupancy_people" not in await zone_props(graph, beta, theirs.zone)
-    history = await pg.fetch("SELECT customer_id::text AS c, people, detail FROM "
-                             "occupancy_history WHERE customer_id = ANY($1::uuid[])",
-                             [alpha.id, beta.id])
+    history = await pg.fetch(
+        "SELECT customer_id::text AS c, people, detail FROM "
+        "occupancy_history WHERE customer_id = ANY($1::uuid[])",
+        [alpha.id, beta.id],
+    )
     assert [(r["c"], r["people"]) for r in history] == [(alpha.id, 7)]
     assert json.loads(history[0]["detail"])["detections"][0]["class"] == "person"
 
     # Occupancy is telemetry outside the journal: renaming the zone keeps it.
-    r = await client.patch(f"{V1}/world-model/nodes/{mine.zone}", headers=alpha.headers,
-                           json={"name": "Food court"})
+    r = await client.patch(
+        f"{V1}/world-model/nodes/{mine.zone}", headers=alpha.headers, json={"name": "Food court"}
+    )
     assert r.status_code == 200, r.text
     props = await zone_props(graph, alpha, mine.zone)
     assert props["name"] == "Food court" and props["occupancy_people"] == 7
-    shown = (await client.get(f"{V1}/world-model/nodes/{mine.zone}",
-                              headers=alpha.headers)).json()
+    shown = (await client.get(f"{V1}/world-model/nodes/{mine.zone}", headers=alpha.headers)).json()
     assert shown["occupancy_people"] == 7
 
     # An older frame (by capture time) is history, but does not overwrite the zone.
-    await camera.send(frame("cam-1", seq=42, people=1,
-                            at=datetime.now(UTC) - timedelta(minutes=10)))
+    await camera.send(
+        frame("cam-1", seq=42, people=1, at=datetime.now(UTC) - timedelta(minutes=10))
+    )
     assert (await camera.next())["ack"] == 42
     assert (await zone_props(graph, alpha, mine.zone))["occupancy_people"] == 7
 
@@ -338,55 +430,91 @@ async def test_drone_frames_and_liveness_transitions(apis, client, admin_headers
     a, b = apis
     place = await world(client, tenant)
     kit, serial, spare = (f"STREAM-{uuid.uuid4().hex[:8]}" for _ in range(3))
-    r = await client.post(f"{V1}/admin/kits", headers=admin_headers, json={
-        "serial": kit, "drones": [{"serial": serial}, {"serial": spare}]})
+    r = await client.post(
+        f"{V1}/admin/kits",
+        headers=admin_headers,
+        json={"serial": kit, "drones": [{"serial": serial}, {"serial": spare}]},
+    )
     assert r.status_code == 201, r.text
-    assert (await client.post(f"{V1}/kits/{kit}/claim", headers=tenant.headers)).status_code \
-        == 200
-    r = await client.post(f"{V1}/auth/keys", headers=tenant.headers, json={
-        "name": "drone", "scope": "device", "device_serial": serial})
+    assert (await client.post(f"{V1}/kits/{kit}/claim", headers=tenant.headers)).status_code == 200
+    r = await client.post(
+        f"{V1}/auth/keys",
+        headers=tenant.headers,
+        json={"name": "drone", "scope": "device", "device_serial": serial},
+    )
     device_key = r.json()["api_key"]
     watcher = await subscribe(b, tenant.key, event_types=["liveness", "occupancy"])
 
-    r = await client.post(f"{V1}/drones/{serial}/heartbeat", headers={"X-API-Key": device_key},
-                          json={"cpu_percent": 20, "memory_percent": 40, "disk_percent": 50,
-                                "temperature_c": 45, "battery_percent": 90,
-                                "firmware_version": "2.4.1", "status": "healthy"})
+    r = await client.post(
+        f"{V1}/drones/{serial}/heartbeat",
+        headers={"X-API-Key": device_key},
+        json={
+            "cpu_percent": 20,
+            "memory_percent": 40,
+            "disk_percent": 50,
+            "temperature_c": 45,
+            "battery_percent": 90,
+            "firmware_version": "2.4.1",
+            "status": "healthy",
+        },
+    )
     assert r.status_code == 201, r.text
     event = await watcher.next()
     assert {k: event[k] for k in ("event", "serial", "from", "to")} == {
-        "event": "liveness", "serial": serial, "from": "unknown", "to": "online"}
+        "event": "liveness",
+        "serial": serial,
+        "from": "unknown",
+        "to": "online",
+    }
 
     drone = await ingest(a, device_key)
     await drone.send({"zone_id": place.zone, "summary": {"total_people": 4}})
     assert (await drone.next())["zone_id"] == place.zone
     seen = await watcher.next()
-    assert (seen["event"], seen["drone"], seen["source"], seen["people"], seen["camera_id"]) \
-        == ("occupancy", serial, serial, 4, None)
+    assert (seen["event"], seen["drone"], seen["source"], seen["people"], seen["camera_id"]) == (
+        "occupancy",
+        serial,
+        serial,
+        4,
+        None,
+    )
     # A drone's key reports for that drone only.
     await drone.send({"drone": spare, "zone_id": place.zone, "summary": {"total_people": 1}})
     assert (await drone.next())["error"]["code"] == "forbidden"
     customer = await ingest(a, tenant.key)
-    await customer.send({"drone": "NO-SUCH-DRONE", "zone_id": place.zone,
-                         "summary": {"total_people": 1}})
+    await customer.send(
+        {"drone": "NO-SUCH-DRONE", "zone_id": place.zone, "summary": {"total_people": 1}}
+    )
     assert (await customer.next())["error"]["code"] == "unknown_drone"
-    await customer.send({"drone": spare, "zone_id": str(uuid.uuid4()),
-                         "summary": {"total_people": 1}})
+    await customer.send(
+        {"drone": spare, "zone_id": str(uuid.uuid4()), "summary": {"total_people": 1}}
+    )
     assert (await customer.next())["error"]["code"] == "unknown_zone"
     for sock in (watcher, drone, customer):
         await sock.close()
 
 
 # ------------------------------------------------------------------ change feed
-async def test_pushes_to_both_processes_arrive_in_version_order_without_gaps(
-        apis, client, tenant):
+async def test_pushes_to_both_processes_arrive_in_version_order_without_gaps(apis, client, tenant):
     a, b = apis
     ws_id, wkey = await register(client, tenant)
     ws2_id, wkey2 = await register(client, tenant)  # mutation ids rise per workstation
     venue = str(uuid.uuid4())
-    [venue_version] = await push(a.base, ws_id, wkey, [{
-        "mutation_id": 1, "type": "venue", "id": venue, "op": "upsert", "base_version": 0,
-        "data": {"name": "Depot"}}])
+    [venue_version] = await push(
+        a.base,
+        ws_id,
+        wkey,
+        [
+            {
+                "mutation_id": 1,
+                "type": "venue",
+                "id": venue,
+                "op": "upsert",
+                "base_version": 0,
+                "data": {"name": "Depot"},
+            }
+        ],
+    )
     watchers = [await subscribe(api, tenant.key, event_types=["change"]) for api in (a, b)]
 
     mid = 1
@@ -398,8 +526,9 @@ async def test_pushes_to_both_processes_arrive_in_version_order_without_gaps(
             mid += 25
             batches.append(batch)
         # Concurrent pushes through both processes: commits interleave per batch.
-        results = await asyncio.gather(push(a.base, ws_id, wkey, batches[0]),
-                                       push(b.base, ws2_id, wkey2, batches[1]))
+        results = await asyncio.gather(
+            push(a.base, ws_id, wkey, batches[0]), push(b.base, ws2_id, wkey2, batches[1])
+        )
         for batch, versions in zip(batches, results, strict=True):
             pushed |= {v: m["id"] for v, m in zip(versions, batch, strict=True)}
     last = max(pushed)
@@ -413,7 +542,11 @@ async def test_pushes_to_both_processes_arrive_in_version_order_without_gaps(
         assert set(pushed) <= set(versions)
         for e in changes:
             assert (e["type"], e["id"], e["op"], e["venue_id"]) == (
-                "world_node", pushed[e["version"]], "upsert", venue)
+                "world_node",
+                pushed[e["version"]],
+                "upsert",
+                venue,
+            )
         await watcher.close()
 
 
@@ -421,17 +554,31 @@ async def test_a_dropped_listen_connection_catches_up_without_gaps(apis, client,
     a, b = apis
     ws_id, wkey = await register(client, tenant)
     venue = str(uuid.uuid4())
-    await push(a.base, ws_id, wkey, [{"mutation_id": 1, "type": "venue", "id": venue,
-                                      "op": "upsert", "base_version": 0,
-                                      "data": {"name": "Depot"}}])
+    await push(
+        a.base,
+        ws_id,
+        wkey,
+        [
+            {
+                "mutation_id": 1,
+                "type": "venue",
+                "id": venue,
+                "op": "upsert",
+                "base_version": 0,
+                "data": {"name": "Depot"},
+            }
+        ],
+    )
     watcher = await subscribe(b, tenant.key, event_types=["change"])
     # Every process's LISTEN connection dies; changes commit while they reconnect.
     killed = await pg.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = 'overwatch-stream-listener' AND datname = current_database()")
+        "WHERE application_name = 'overwatch-stream-listener' AND datname = current_database()"
+    )
     assert killed >= 2
-    versions = await push(a.base, ws_id, wkey,
-                          [node_mutation(2 + k, venue, f"n{k}") for k in range(10)])
+    versions = await push(
+        a.base, ws_id, wkey, [node_mutation(2 + k, venue, f"n{k}") for k in range(10)]
+    )
     events = await watcher.until(lambda m: m.get("version") == versions[-1], timeout=20)
     assert [e["version"] for e in events if e["event"] == "change"] == versions
     await watcher.close()
@@ -442,18 +589,29 @@ async def test_venue_event_type_and_entity_filters(apis, client, tenant):
     a, b = apis
     one = await world(client, tenant, "cam-1")
     two = await world(client, tenant, "cam-2")
-    venue_one_changes = await subscribe(b, tenant.key, venue_ids=[one.venue],
-                                        event_types=["change"])
+    venue_one_changes = await subscribe(
+        b, tenant.key, venue_ids=[one.venue], event_types=["change"]
+    )
     only_occupancy = await subscribe(b, tenant.key, event_types=["occupancy"])
     venue_two = await subscribe(a, tenant.key, venue_ids=[two.venue])
     only_venues = await subscribe(a, tenant.key, entity_types=["venue"], event_types=["change"])
     camera = await ingest(a, tenant.key)
 
     h = tenant.headers
-    n1 = (await client.post(f"{V1}/world-model/nodes", headers=h, json={
-        "venue_id": one.venue, "kind": "Asset", "name": "Kiosk"})).json()
-    n2 = (await client.post(f"{V1}/world-model/nodes", headers=h, json={
-        "venue_id": two.venue, "kind": "Asset", "name": "Kiosk"})).json()
+    n1 = (
+        await client.post(
+            f"{V1}/world-model/nodes",
+            headers=h,
+            json={"venue_id": one.venue, "kind": "Asset", "name": "Kiosk"},
+        )
+    ).json()
+    n2 = (
+        await client.post(
+            f"{V1}/world-model/nodes",
+            headers=h,
+            json={"venue_id": two.venue, "kind": "Asset", "name": "Kiosk"},
+        )
+    ).json()
     r = await client.patch(f"{V1}/venues/{two.venue}", headers=h, json={"name": "Renamed"})
     assert r.status_code == 200, r.text
     for cam in ("cam-1", "cam-2"):
@@ -464,10 +622,14 @@ async def test_venue_event_type_and_entity_filters(apis, client, tenant):
     assert [(e["event"], e["id"]) for e in got] == [("change", n1["id"])]
     got = await only_occupancy.collect(QUIET_SECONDS)
     assert sorted((e["event"], e["zone_id"]) for e in got) == sorted(
-        [("occupancy", one.zone), ("occupancy", two.zone)])
+        [("occupancy", one.zone), ("occupancy", two.zone)]
+    )
     got = await venue_two.collect(QUIET_SECONDS)
     assert [(e["event"], e.get("id") or e.get("zone_id")) for e in got] == [
-        ("change", n2["id"]), ("change", two.venue), ("occupancy", two.zone)]
+        ("change", n2["id"]),
+        ("change", two.venue),
+        ("occupancy", two.zone),
+    ]
     got = await only_venues.collect(QUIET_SECONDS)
     assert [(e["type"], e["id"]) for e in got] == [("venue", two.venue)]
 
@@ -493,9 +655,15 @@ async def test_a_slow_subscriber_is_dropped_while_a_normal_one_keeps_up(apis, cl
     raw.setblocking(False)
     port = int(b.base.rsplit(":", 1)[1])
     await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-    slow = await connect(b.ws + "/subscribe", additional_headers={"X-API-Key": tenant.key},
-                         proxy=None, sock=raw, compression=None, max_queue=1,
-                         ping_interval=None)
+    slow = await connect(
+        b.ws + "/subscribe",
+        additional_headers={"X-API-Key": tenant.key},
+        proxy=None,
+        sock=raw,
+        compression=None,
+        max_queue=1,
+        ping_interval=None,
+    )
     await slow.send(json.dumps({"subscribe": {"event_types": ["occupancy"]}}))
 
     async def keep_ponging() -> None:  # alive, just not reading
@@ -556,8 +724,9 @@ async def test_a_slow_subscriber_is_dropped_while_a_normal_one_keeps_up(apis, cl
 
 async def test_a_client_that_never_answers_pings_is_dropped(apis, tenant):
     a, _ = apis
-    conn = await connect(a.ws + "/subscribe", additional_headers={"X-API-Key": tenant.key},
-                         proxy=None)
+    conn = await connect(
+        a.ws + "/subscribe", additional_headers={"X-API-Key": tenant.key}, proxy=None
+    )
     await conn.send(json.dumps({"subscribe": {}}))
     pings = 0
     started = time.monotonic()
@@ -606,11 +775,13 @@ async def test_bad_frames_get_error_frames_and_the_connection_lives_on(apis, cli
 
 async def test_bad_keys_and_messages_close_with_a_reason(apis, client, tenant):
     a, b = apis
-    r = await client.post(f"{V1}/auth/keys", headers=tenant.headers,
-                          json={"name": "a", "scope": "analyst"})
+    r = await client.post(
+        f"{V1}/auth/keys", headers=tenant.headers, json={"name": "a", "scope": "analyst"}
+    )
     analyst = r.json()["api_key"]
-    r = await client.post(f"{V1}/auth/keys", headers=tenant.headers,
-                          json={"name": "d", "scope": "device"})
+    r = await client.post(
+        f"{V1}/auth/keys", headers=tenant.headers, json={"name": "d", "scope": "device"}
+    )
     device = r.json()["api_key"]
 
     async def refused(path: str, key: str | None, first: Any = None) -> tuple[str, int, str]:
@@ -624,18 +795,30 @@ async def test_bad_keys_and_messages_close_with_a_reason(apis, client, tenant):
         return error["error"]["code"], closed.rcvd.code, closed.rcvd.reason
 
     assert await refused("/ingest", "owk_not_a_real_key") == (
-        "unauthorized", 1008, "invalid or inactive API key")
+        "unauthorized",
+        1008,
+        "invalid or inactive API key",
+    )
     assert await refused("/ingest", None, {"api_key": "owk_nope"}) == (
-        "unauthorized", 1008, "invalid or inactive API key")
+        "unauthorized",
+        1008,
+        "invalid or inactive API key",
+    )
     assert (await refused("/ingest", None, "hello"))[:2] == ("unauthorized", 1008)
     assert await refused("/ingest", analyst) == (
-        "forbidden", 1008, "this key lacks the 'telemetry' permission")
+        "forbidden",
+        1008,
+        "this key lacks the 'telemetry' permission",
+    )
     assert await refused("/subscribe", device, {"subscribe": {}}) == (
-        "forbidden", 1008, "this key lacks the 'read' permission")
-    assert (await refused("/subscribe", ADMIN_KEY, {"subscribe": {}}))[:2] == (
-        "forbidden", 1008)
-    code, close, reason = await refused("/subscribe", tenant.key,
-                                        {"subscribe": {"event_types": ["weather"]}})
+        "forbidden",
+        1008,
+        "this key lacks the 'read' permission",
+    )
+    assert (await refused("/subscribe", ADMIN_KEY, {"subscribe": {}}))[:2] == ("forbidden", 1008)
+    code, close, reason = await refused(
+        "/subscribe", tenant.key, {"subscribe": {"event_types": ["weather"]}}
+    )
     assert (code, close) == ("invalid_subscription", 1008) and "event_types" in reason
 
     # Key in the first message, subscription alongside it.
@@ -654,8 +837,11 @@ async def test_bad_keys_and_messages_close_with_a_reason(apis, client, tenant):
 # ------------------------------------------------------------------ stats
 async def test_stats_count_sockets_across_processes(apis, tenant, other_tenant):
     a, b = apis
-    sockets = [await ingest(a, tenant.key), await ingest(a, tenant.key),
-               await subscribe(b, tenant.key)]
+    sockets = [
+        await ingest(a, tenant.key),
+        await ingest(a, tenant.key),
+        await subscribe(b, tenant.key),
+    ]
 
     async def stats(api: Api, who: Tenant) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=api.base) as http:
@@ -668,13 +854,20 @@ async def test_stats_count_sockets_across_processes(apis, tenant, other_tenant):
         if (seen["ingest"], seen["subscribers"]) == (2, 1):
             break
         await asyncio.sleep(0.1)
-    assert seen == {"ingest": 2, "subscribers": 1, "processes": 2,
-                    "this_process": {"ingest": 2, "subscribers": 0}}
+    assert seen == {
+        "ingest": 2,
+        "subscribers": 1,
+        "processes": 2,
+        "this_process": {"ingest": 2, "subscribers": 0},
+    }
     assert (await stats(b, other_tenant))["ingest"] == 0
     async with httpx.AsyncClient(base_url=a.base) as http:
         metrics = (await http.get("/metrics")).text
-    gauge = next(line for line in metrics.splitlines()
-                 if line.startswith("overwatch_stream_ingest_connections "))
+    gauge = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("overwatch_stream_ingest_connections ")
+    )
     assert float(gauge.split()[1]) >= 2
 
     for sock in sockets:
@@ -690,15 +883,23 @@ async def test_stats_count_sockets_across_processes(apis, tenant, other_tenant):
 # ------------------------------------------------------------------ retention, schema
 async def test_prune_removes_old_occupancy_history(settings, tenant, pg):
     zone, venue = uuid.uuid4(), uuid.uuid4()
-    insert = ("INSERT INTO occupancy_history (customer_id, zone_id, venue_id, source, "
-              "observed_at, received_at, people, free, occupied, detections) "
-              "VALUES ($1::uuid, $2, $3, 'cam', $4, $4, 1, 0, 0, 0)")
+    insert = (
+        "INSERT INTO occupancy_history (customer_id, zone_id, venue_id, source, "
+        "observed_at, received_at, people, free, occupied, detections) "
+        "VALUES ($1::uuid, $2, $3, 'cam', $4, $4, 1, 0, 0, 0)"
+    )
     now = datetime.now(UTC)
     await pg.execute(insert, tenant.id, zone, venue, now - timedelta(days=40))
     await pg.execute(insert, tenant.id, zone, venue, now - timedelta(days=2))
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "api.cli", "prune", "--occupancy-days", "30"],
-        cwd=ROOT, env=_env(settings), capture_output=True, text=True, timeout=120)
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "prune", "--occupancy-days", "30"],
+        cwd=ROOT,
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "occupancy: removed" in proc.stdout
     left = await pg.fetch("SELECT received_at FROM occupancy_history WHERE zone_id = $1", zone)
@@ -716,8 +917,9 @@ async def test_models_and_migration_0006_agree(test_database_url):
 
     def diff(connection: Any) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return [d for d in compare_metadata(context, Base.metadata)
-                if any(t in repr(d) for t in ours)]
+        return [
+            d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in ours)
+        ]
 
     engine = create_async_engine(test_database_url)
     try:

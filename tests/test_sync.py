@@ -22,8 +22,9 @@ def uid() -> str:
 
 
 async def register(client, tenant: Tenant, name: str = "ws") -> tuple[str, dict[str, str]]:
-    r = await client.post(f"{V1}/auth/workstations/register", json={"name": name},
-                          headers=tenant.headers)
+    r = await client.post(
+        f"{V1}/auth/workstations/register", json={"name": name}, headers=tenant.headers
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"], {"X-API-Key": r.json()["api_key"]}
 
@@ -36,25 +37,37 @@ def mutation(mid: int, type_: str, id_: str, op="upsert", base=0, data=None, **k
 
 
 async def do_push(client, ws_id, headers, mutations, protocol_version=1):
-    return await client.post(f"{SYNC}/push", headers=headers, json={
-        "workstation_id": ws_id, "protocol_version": protocol_version, "mutations": mutations})
+    return await client.post(
+        f"{SYNC}/push",
+        headers=headers,
+        json={
+            "workstation_id": ws_id,
+            "protocol_version": protocol_version,
+            "mutations": mutations,
+        },
+    )
 
 
 async def journal_count(pg, tenant: Tenant) -> int:
-    return await pg.fetchval("SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid",
-                             tenant.id)
+    return await pg.fetchval(
+        "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid", tenant.id
+    )
 
 
 async def server_state(pg, tenant: Tenant) -> dict[str, tuple[str, int, dict]]:
-    rows = await pg.fetch("SELECT entity_type, entity_id, version, payload FROM sync_entities "
-                          "WHERE customer_id = $1::uuid AND NOT deleted", tenant.id)
-    return {str(r["entity_id"]): (r["entity_type"], r["version"], json.loads(r["payload"]))
-            for r in rows}
+    rows = await pg.fetch(
+        "SELECT entity_type, entity_id, version, payload FROM sync_entities "
+        "WHERE customer_id = $1::uuid AND NOT deleted",
+        tenant.id,
+    )
+    return {
+        str(r["entity_id"]): (r["entity_type"], r["version"], json.loads(r["payload"]))
+        for r in rows
+    }
 
 
 def sync_client(client: httpx.AsyncClient, ws_id: str, headers: dict) -> SyncClient:
-    http = httpx.AsyncClient(transport=client._transport, base_url="http://test",
-                             headers=headers)
+    http = httpx.AsyncClient(transport=client._transport, base_url="http://test", headers=headers)
     return SyncClient(http, ws_id)
 
 
@@ -62,14 +75,24 @@ def sync_client(client: httpx.AsyncClient, ws_id: str, headers: dict) -> SyncCli
 async def test_push_outcomes_per_mutation(client, tenant, pg):
     ws, h = await register(client, tenant)
     venue, node, bad_node = uid(), uid(), uid()
-    r = await do_push(client, ws, h, [
-        mutation(1, "venue", venue, data={"name": "Harbour Mall"}),
-        mutation(2, "world_node", bad_node, data={"venue_id": venue, "kind": "Spaceship",
-                                                  "name": "x"}),
-        mutation(3, "world_node", node, data={"venue_id": venue, "kind": "Zone",
-                                              "name": "Atrium"}),
-        mutation(4, "kit", uid(), data={"serial": "K1"}),
-    ])
+    r = await do_push(
+        client,
+        ws,
+        h,
+        [
+            mutation(1, "venue", venue, data={"name": "Harbour Mall"}),
+            mutation(
+                2,
+                "world_node",
+                bad_node,
+                data={"venue_id": venue, "kind": "Spaceship", "name": "x"},
+            ),
+            mutation(
+                3, "world_node", node, data={"venue_id": venue, "kind": "Zone", "name": "Atrium"}
+            ),
+            mutation(4, "kit", uid(), data={"serial": "K1"}),
+        ],
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     statuses = [(x["mutation_id"], x["status"]) for x in body["results"]]
@@ -85,8 +108,10 @@ async def test_push_outcomes_per_mutation(client, tenant, pg):
 async def test_retry_returns_the_original_outcome_and_writes_nothing(client, tenant, pg):
     ws, h = await register(client, tenant)
     venue = uid()
-    muts = [mutation(1, "venue", venue, data={"name": "A"}),
-            mutation(2, "venue", uid(), data={"name": ""})]
+    muts = [
+        mutation(1, "venue", venue, data={"name": "A"}),
+        mutation(2, "venue", uid(), data={"name": ""}),
+    ]
     first = (await do_push(client, ws, h, muts)).json()
     before = await journal_count(pg, tenant)
     again = (await do_push(client, ws, h, muts)).json()
@@ -96,8 +121,9 @@ async def test_retry_returns_the_original_outcome_and_writes_nothing(client, ten
     assert again["results"][1]["error"] == first["results"][1]["error"]
     assert await journal_count(pg, tenant) == before
     # A retry mixed with new mutations: old ones answered, new ones applied.
-    mixed = (await do_push(client, ws, h, [muts[0], mutation(3, "venue", uid(),
-                                                               data={"name": "B"})])).json()
+    mixed = (
+        await do_push(client, ws, h, [muts[0], mutation(3, "venue", uid(), data={"name": "B"})])
+    ).json()
     assert [r["status"] for r in mixed["results"]] == ["duplicate", "applied"]
 
 
@@ -106,20 +132,51 @@ async def test_conflict_carries_the_server_envelope_and_force_wins(client, tenan
     ws2, h2 = await register(client, tenant, "ws2")
     op = uid()
     venue = uid()
-    created = (await do_push(client, ws1, h1, [
-        mutation(1, "venue", venue, data={"name": "V"}),
-        mutation(2, "operation", op, data={"venue_id": venue, "status": "planned"})])).json()
+    created = (
+        await do_push(
+            client,
+            ws1,
+            h1,
+            [
+                mutation(1, "venue", venue, data={"name": "V"}),
+                mutation(2, "operation", op, data={"venue_id": venue, "status": "planned"}),
+            ],
+        )
+    ).json()
     v = created["results"][1]["version"]
-    await do_push(client, ws1, h1, [mutation(3, "operation", op, base=v,
-                                             data={"venue_id": venue, "status": "active"})])
-    stale = (await do_push(client, ws2, h2, [
-        mutation(1, "operation", op, base=v, data={"venue_id": venue, "status": "aborted"})
-    ])).json()["results"][0]
+    await do_push(
+        client,
+        ws1,
+        h1,
+        [mutation(3, "operation", op, base=v, data={"venue_id": venue, "status": "active"})],
+    )
+    stale = (
+        await do_push(
+            client,
+            ws2,
+            h2,
+            [mutation(1, "operation", op, base=v, data={"venue_id": venue, "status": "aborted"})],
+        )
+    ).json()["results"][0]
     assert stale["status"] == "conflict"
     assert stale["server"]["data"]["status"] == "active" and stale["server"]["op"] == "upsert"
-    forced = (await do_push(client, ws2, h2, [
-        mutation(2, "operation", op, base=v, force=True,
-                 data={"venue_id": venue, "status": "aborted"})])).json()["results"][0]
+    forced = (
+        await do_push(
+            client,
+            ws2,
+            h2,
+            [
+                mutation(
+                    2,
+                    "operation",
+                    op,
+                    base=v,
+                    force=True,
+                    data={"venue_id": venue, "status": "aborted"},
+                )
+            ],
+        )
+    ).json()["results"][0]
     assert forced["status"] == "applied"
     got = (await client.get(f"{V1}/operations/{op}", headers=h1)).json()
     assert got["status"] == "aborted"
@@ -132,18 +189,54 @@ async def test_venue_edits_of_disjoint_fields_merge_without_loss(client, tenant)
     base = {"name": "Harbour Mall", "tags": ["mall"], "properties": {"levels": 3}}
     v0 = (await do_push(client, ws1, h1, [mutation(1, "venue", venue, data=base)])).json()
     v0 = v0["results"][0]["version"]
-    one = (await do_push(client, ws1, h1, [mutation(2, "venue", venue, base=v0, data=base | {
-        "description": "Three levels", "properties": {"levels": 3, "parking": True}})])).json()
+    one = (
+        await do_push(
+            client,
+            ws1,
+            h1,
+            [
+                mutation(
+                    2,
+                    "venue",
+                    venue,
+                    base=v0,
+                    data=base
+                    | {"description": "Three levels", "properties": {"levels": 3, "parking": True}},
+                )
+            ],
+        )
+    ).json()
     assert one["results"][0]["status"] == "applied"
-    two = (await do_push(client, ws2, h2, [mutation(1, "venue", venue, base=v0, data=base | {
-        "address": "1 Quay St", "properties": {"levels": 3, "operator": "HE"}})])).json()
+    two = (
+        await do_push(
+            client,
+            ws2,
+            h2,
+            [
+                mutation(
+                    1,
+                    "venue",
+                    venue,
+                    base=v0,
+                    data=base
+                    | {"address": "1 Quay St", "properties": {"levels": 3, "operator": "HE"}},
+                )
+            ],
+        )
+    ).json()
     result = two["results"][0]
     assert result["status"] == "applied" and result["merged"] is True
     got = (await client.get(f"{V1}/venues/{venue}", headers=h1)).json()
     assert got["description"] == "Three levels" and got["address"] == "1 Quay St"
     assert got["properties"] == {"levels": 3, "parking": True, "operator": "HE"}
-    clash = (await do_push(client, ws2, h2, [mutation(2, "venue", venue, base=v0, data=base | {
-        "description": "Two levels"})])).json()["results"][0]
+    clash = (
+        await do_push(
+            client,
+            ws2,
+            h2,
+            [mutation(2, "venue", venue, base=v0, data=base | {"description": "Two levels"})],
+        )
+    ).json()["results"][0]
     assert clash["status"] == "conflict"
     assert clash["server"]["data"]["description"] == "Three levels"
 
@@ -156,16 +249,33 @@ async def test_deleting_twice_is_a_noop_and_delete_of_unknown_is_rejected(client
     gone = (await do_push(client, ws, h, [mutation(2, "venue", venue, "delete", v)])).json()
     assert gone["results"][0]["status"] == "applied"
     before = await journal_count(pg, tenant)
-    again = (await do_push(client, ws, h, [mutation(3, "venue", venue, "delete", 1),
-                                           mutation(4, "venue", uid(), "delete", 0)])).json()
+    again = (
+        await do_push(
+            client,
+            ws,
+            h,
+            [mutation(3, "venue", venue, "delete", 1), mutation(4, "venue", uid(), "delete", 0)],
+        )
+    ).json()
     assert [r["status"] for r in again["results"]] == ["applied", "rejected"]
     assert again["results"][0]["version"] == gone["results"][0]["version"]
     assert await journal_count(pg, tenant) == before
 
 
-@pytest.mark.parametrize("case", [
-    "unknown_type", "bad_op", "missing_id", "not_uuid", "non_increasing", "negative_base",
-    "extra_field", "not_json", "no_mutations_key"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown_type",
+        "bad_op",
+        "missing_id",
+        "not_uuid",
+        "non_increasing",
+        "negative_base",
+        "extra_field",
+        "not_json",
+        "no_mutations_key",
+    ],
+)
 async def test_malformed_pushes_get_422_and_record_nothing(client, tenant, pg, case):
     ws, h = await register(client, tenant)
     good = mutation(1, "venue", uid(), data={"name": "V"})
@@ -180,18 +290,21 @@ async def test_malformed_pushes_get_422_and_record_nothing(client, tenant, pg, c
     }
     before = await journal_count(pg, tenant)
     if case == "not_json":
-        r = await client.post(f"{SYNC}/push", headers=h | {"Content-Type": "application/json"},
-                              content=b"{not json")
+        r = await client.post(
+            f"{SYNC}/push", headers=h | {"Content-Type": "application/json"}, content=b"{not json"
+        )
     elif case == "no_mutations_key":
-        r = await client.post(f"{SYNC}/push", headers=h,
-                              json={"workstation_id": ws, "protocol_version": 1})
+        r = await client.post(
+            f"{SYNC}/push", headers=h, json={"workstation_id": ws, "protocol_version": 1}
+        )
     else:
         r = await do_push(client, ws, h, bodies[case])
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] in ("malformed_request", "mutation_ids_not_increasing")
     assert await journal_count(pg, tenant) == before
-    outcomes = await pg.fetchval("SELECT count(*) FROM sync_mutations WHERE customer_id = "
-                                 "$1::uuid", tenant.id)
+    outcomes = await pg.fetchval(
+        "SELECT count(*) FROM sync_mutations WHERE customer_id = $1::uuid", tenant.id
+    )
     assert outcomes == 0
 
 
@@ -199,18 +312,29 @@ async def test_protocol_and_size_limits(client, tenant, pg, settings):
     ws, h = await register(client, tenant)
     r = await do_push(client, ws, h, [mutation(1, "venue", uid(), data={"name": "V"})], 2)
     assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_protocol"
-    many = [mutation(i + 1, "venue", uid(), data={"name": "V"})
-            for i in range(settings.sync_max_mutations + 1)]
+    many = [
+        mutation(i + 1, "venue", uid(), data={"name": "V"})
+        for i in range(settings.sync_max_mutations + 1)
+    ]
     r = await do_push(client, ws, h, many)
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_mutations"
-    huge = [mutation(1, "venue", uid(), data={"name": "V", "description": "x" * 5000,
-                                              "properties": {f"k{i}": "y" * 1900
-                                                             for i in range(8)}})] * 1
-    body = json.dumps({"workstation_id": ws, "protocol_version": 1,
-                       "mutations": huge * 1}).encode()
+    huge = [
+        mutation(
+            1,
+            "venue",
+            uid(),
+            data={
+                "name": "V",
+                "description": "x" * 5000,
+                "properties": {f"k{i}": "y" * 1900 for i in range(8)},
+            },
+        )
+    ] * 1
+    body = json.dumps({"workstation_id": ws, "protocol_version": 1, "mutations": huge * 1}).encode()
     padded = body[:-1] + b"," + b'"pad":"' + b"z" * settings.sync_max_body_bytes + b'"}'
-    r = await client.post(f"{SYNC}/push", headers=h | {"Content-Type": "application/json"},
-                          content=padded)
+    r = await client.post(
+        f"{SYNC}/push", headers=h | {"Content-Type": "application/json"}, content=padded
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     assert await journal_count(pg, tenant) == 0
 
@@ -238,15 +362,28 @@ async def test_workstations_push_only_for_themselves(client, tenant, other_tenan
 async def test_pull_each_entity_once_latest_state_with_tombstones_and_paging(client, tenant):
     ws, h = await register(client, tenant)
     venue, a, b = uid(), uid(), uid()
-    r = (await do_push(client, ws, h, [
-        mutation(1, "venue", venue, data={"name": "V1"}),
-        mutation(2, "world_node", a, data={"venue_id": venue, "kind": "Zone", "name": "A"}),
-        mutation(3, "world_node", b, data={"venue_id": venue, "kind": "Zone", "name": "B"}),
-    ])).json()
+    r = (
+        await do_push(
+            client,
+            ws,
+            h,
+            [
+                mutation(1, "venue", venue, data={"name": "V1"}),
+                mutation(2, "world_node", a, data={"venue_id": venue, "kind": "Zone", "name": "A"}),
+                mutation(3, "world_node", b, data={"venue_id": venue, "kind": "Zone", "name": "B"}),
+            ],
+        )
+    ).json()
     v = {res["mutation_id"]: res["version"] for res in r["results"]}
-    await do_push(client, ws, h, [
-        mutation(4, "venue", venue, base=v[1], data={"name": "V2"}),
-        mutation(5, "world_node", a, "delete", v[2])])
+    await do_push(
+        client,
+        ws,
+        h,
+        [
+            mutation(4, "venue", venue, base=v[1], data={"name": "V2"}),
+            mutation(5, "world_node", a, "delete", v[2]),
+        ],
+    )
     page = (await client.get(f"{SYNC}/pull?since=0", headers=h)).json()
     assert page["has_more"] is False and page["cursor"] == page["frontier"]
     by_id = {c["id"]: c for c in page["changes"]}
@@ -258,14 +395,12 @@ async def test_pull_each_entity_once_latest_state_with_tombstones_and_paging(cli
     assert page["last_mutation_id"] == 5
     first = (await client.get(f"{SYNC}/pull?since=0&limit=2", headers=h)).json()
     assert first["has_more"] and len(first["changes"]) == 2
-    rest = (await client.get(f"{SYNC}/pull?since={first['cursor']}&limit=2",
-                             headers=h)).json()
+    rest = (await client.get(f"{SYNC}/pull?since={first['cursor']}&limit=2", headers=h)).json()
     assert not rest["has_more"]
     assert {c["id"] for c in first["changes"] + rest["changes"]} == set(by_id)
     only_venues = (await client.get(f"{SYNC}/pull?since=0&types=venue", headers=h)).json()
     assert [c["type"] for c in only_venues["changes"]] == ["venue"]
-    assert (await client.get(f"{SYNC}/pull?since=0&types=spaceship",
-                             headers=h)).status_code == 422
+    assert (await client.get(f"{SYNC}/pull?since=0&types=spaceship", headers=h)).status_code == 422
     assert (await client.get(f"{SYNC}/pull?since=0&limit=5001", headers=h)).status_code == 422
     assert (await client.get(f"{SYNC}/pull?since=-1", headers=h)).status_code == 422
     assert (await client.get(f"{SYNC}/pull?since=999999999", headers=h)).status_code == 422
@@ -277,8 +412,9 @@ async def test_pull_from_an_expired_cursor_answers_410(app, client, tenant):
     ws, h = await register(client, tenant)
     venue = uid()
     r = (await do_push(client, ws, h, [mutation(1, "venue", venue, data={"name": "V"})])).json()
-    await do_push(client, ws, h, [mutation(2, "venue", venue, "delete",
-                                           r["results"][0]["version"])])
+    await do_push(
+        client, ws, h, [mutation(2, "venue", venue, "delete", r["results"][0]["version"])]
+    )
     await do_push(client, ws, h, [mutation(3, "venue", uid(), data={"name": "W"})])
     pruned = await prune_sync(app.state.resources, datetime.now(UTC) + timedelta(days=1))
     assert pruned.tombstones >= 1
@@ -288,7 +424,7 @@ async def test_pull_from_an_expired_cursor_answers_410(app, client, tenant):
     fresh = (await client.get(f"{SYNC}/pull?since=0", headers=h)).json()
     assert [c["data"]["name"] for c in fresh["changes"]] == ["W"]
     # Retries still answered after pruning: the newest outcome is kept.
-    again = (await do_push(client, ws, h, [mutation(3, "venue", uid(), data={"name": "W"})]))
+    again = await do_push(client, ws, h, [mutation(3, "venue", uid(), data={"name": "W"})])
     assert again.json()["results"][0]["status"] == "duplicate"
 
 
@@ -301,9 +437,17 @@ async def test_envelopes_list_their_blobs(client, tenant, pg):
         "INSERT INTO blobs (id, customer_id, object_key, content_type, declared_size, "
         "actual_size, state, owner_type, owner_id, created_at, updated_at) VALUES "
         "($1, $2::uuid, $3, 'image/png', 10, 10, 'available', 'venue', $4::uuid, now(), now())",
-        blob, tenant.id, f"customers/{tenant.id}/blobs/{blob}", venue)
-    await do_push(client, ws, h, [mutation(2, "venue", venue, base=r["results"][0]["version"],
-                                           data={"name": "V2"})])
+        blob,
+        tenant.id,
+        f"customers/{tenant.id}/blobs/{blob}",
+        venue,
+    )
+    await do_push(
+        client,
+        ws,
+        h,
+        [mutation(2, "venue", venue, base=r["results"][0]["version"], data={"name": "V2"})],
+    )
     page = (await client.get(f"{SYNC}/pull?since=0", headers=h)).json()
     assert page["changes"][0]["blob_ids"] == [str(blob)]
 
@@ -313,8 +457,12 @@ async def test_bootstrap_streams_a_checksummed_snapshot_and_resumes(client, tena
     ws, h = await register(client, tenant)
     venue = uid()
     muts = [mutation(1, "venue", venue, data={"name": "V"})]
-    muts += [mutation(i + 2, "world_node", uid(), data={"venue_id": venue, "kind": "Zone",
-                                                        "name": f"Z{i}"}) for i in range(25)]
+    muts += [
+        mutation(
+            i + 2, "world_node", uid(), data={"venue_id": venue, "kind": "Zone", "name": f"Z{i}"}
+        )
+        for i in range(25)
+    ]
     await do_push(client, ws, h, muts)
     r = await client.get(f"{SYNC}/bootstrap", headers=h)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
@@ -330,13 +478,20 @@ async def test_bootstrap_streams_a_checksummed_snapshot_and_resumes(client, tena
     # Paged: 10 at a time, resumed with the same snapshot.
     seen, params = [], {"page_size": 10}
     while True:
-        page = [json.loads(x) for x in (await client.get(
-            f"{SYNC}/bootstrap", headers=h, params=params)).text.splitlines()]
+        page = [
+            json.loads(x)
+            for x in (
+                await client.get(f"{SYNC}/bootstrap", headers=h, params=params)
+            ).text.splitlines()
+        ]
         seen += page[1:-1]
         if page[-1]["end"]:
             break
-        params = {"page_size": 10, "snapshot_version": page[0]["snapshot_version"],
-                  "after": page[-1]["next"]}
+        params = {
+            "page_size": 10,
+            "snapshot_version": page[0]["snapshot_version"],
+            "after": page[-1]["next"],
+        }
     assert [e["id"] for e in seen] == [e["id"] for e in body]
     bad = await client.get(f"{SYNC}/bootstrap", headers=h, params={"after": "venue:x"})
     assert bad.status_code == 422
@@ -375,13 +530,24 @@ async def test_merging_venues_created_offline_by_two_workstations(client, tenant
     c1.upsert("venue", v1, {"name": "Harbour Mall", "location": loc, "tags": ["mall"]})
     zone = uid()
     c1.upsert("world_node", zone, {"venue_id": v1, "kind": "Zone", "name": "Atrium"})
-    c2.upsert("venue", v2, {"name": "Harbor Mall", "tags": ["retail"], "description": "3 lv",
-                            "location": {"latitude": -36.8437, "longitude": 174.7671}})
+    c2.upsert(
+        "venue",
+        v2,
+        {
+            "name": "Harbor Mall",
+            "tags": ["retail"],
+            "description": "3 lv",
+            "location": {"latitude": -36.8437, "longitude": 174.7671},
+        },
+    )
     dock, stairs, edge = uid(), uid(), uid()
     c2.upsert("world_node", dock, {"venue_id": v2, "kind": "Zone", "name": "Dock"})
     c2.upsert("world_node", stairs, {"venue_id": v2, "kind": "Stairwell", "name": "B"})
-    c2.upsert("world_edge", edge, {"venue_id": v2, "type": "CONNECTS_TO", "from_id": dock,
-                                   "to_id": stairs})
+    c2.upsert(
+        "world_edge",
+        edge,
+        {"venue_id": v2, "type": "CONNECTS_TO", "from_id": dock, "to_id": stairs},
+    )
     await c1.push()
     await c2.push()
     dupes = (await client.get(f"{V1}/venues/{v1}/duplicates", headers=h1)).json()["candidates"]
@@ -404,15 +570,20 @@ async def test_merging_venues_created_offline_by_two_workstations(client, tenant
     venue = server[v1][2]
     assert venue["tags"] == ["mall", "retail"] and venue["description"] == "3 lv"
     assert v2 not in server
-    tomb = await pg.fetchrow("SELECT deleted, merged_into FROM sync_entities "
-                             "WHERE entity_id = $1::uuid", v2)
+    tomb = await pg.fetchrow(
+        "SELECT deleted, merged_into FROM sync_entities WHERE entity_id = $1::uuid", v2
+    )
     assert tomb["deleted"] and str(tomb["merged_into"]) == v1
-    rows = await graph.read("t", "MATCH (n:WorldNode)-[:IN_VENUE]->(v:Venue) "
-                            "WHERE n.customer_id = $c RETURN v.id AS v, count(n) AS n",
-                            {"c": tenant.id})
+    rows = await graph.read(
+        "t",
+        "MATCH (n:WorldNode)-[:IN_VENUE]->(v:Venue) "
+        "WHERE n.customer_id = $c RETURN v.id AS v, count(n) AS n",
+        {"c": tenant.id},
+    )
     assert rows == [{"v": v1, "n": 4}]
-    assert (await client.post(f"{V1}/venues/{v1}/merge", headers=h1,
-                              json={"merge_ids": [v1]})).status_code == 422
+    assert (
+        await client.post(f"{V1}/venues/{v1}/merge", headers=h1, json={"merge_ids": [v1]})
+    ).status_code == 422
 
 
 # ----------------------------------------------------------- invariants
@@ -443,8 +614,15 @@ async def test_random_offline_edits_converge(client, tenant, pg, app):
             c.upsert("venue", uid(), {"name": f"V{rng.randint(0, 999)}"})
         elif roll < 0.45:
             venue = rng.choice(venues)
-            c.upsert("world_node", uid(), {"venue_id": venue, "kind": rng.choice(
-                ["Zone", "PerchPoint", "Hazard"]), "name": f"N{rng.randint(0, 999)}"})
+            c.upsert(
+                "world_node",
+                uid(),
+                {
+                    "venue_id": venue,
+                    "kind": rng.choice(["Zone", "PerchPoint", "Hazard"]),
+                    "name": f"N{rng.randint(0, 999)}",
+                },
+            )
         elif roll < 0.65 and nodes:
             node = rng.choice(nodes)
             data = dict(view[node]["data"]) | {"name": f"renamed {rng.randint(0, 999)}"}
@@ -456,13 +634,22 @@ async def test_random_offline_edits_converge(client, tenant, pg, app):
         elif roll < 0.88 and len(nodes) >= 2:
             a, b = rng.sample(nodes, 2)
             if view[a]["data"]["venue_id"] == view[b]["data"]["venue_id"]:
-                c.upsert("world_edge", uid(), {"venue_id": view[a]["data"]["venue_id"],
-                                               "type": "NEAR", "from_id": a, "to_id": b})
+                c.upsert(
+                    "world_edge",
+                    uid(),
+                    {
+                        "venue_id": view[a]["data"]["venue_id"],
+                        "type": "NEAR",
+                        "from_id": a,
+                        "to_id": b,
+                    },
+                )
         elif roll < 0.97 and nodes:
             c.delete("world_node", rng.choice(nodes))
         else:  # a buggy client: an unknown kind, rejected by the server
-            c.upsert("world_node", uid(), {"venue_id": rng.choice(venues), "kind": "Ufo",
-                                           "name": "?"})
+            c.upsert(
+                "world_node", uid(), {"venue_id": rng.choice(venues), "kind": "Ufo", "name": "?"}
+            )
 
     for _ in range(80):
         c = rng.choice(clients)
@@ -493,19 +680,27 @@ async def test_random_offline_edits_converge(client, tenant, pg, app):
     assert {"applied", "duplicate", "conflict", "rejected"} <= set(outcomes), outcomes
     assert len(server) > 10
     # Nothing applied twice: one journal row per applied mutation, no more.
-    applied = await pg.fetch("SELECT workstation_id, mutation_id FROM sync_mutations "
-                             "WHERE customer_id = $1::uuid AND status = 'applied'", tenant.id)
-    journaled = await pg.fetch("SELECT workstation_id, mutation_id FROM sync_journal "
-                               "WHERE customer_id = $1::uuid AND mutation_id IS NOT NULL",
-                               tenant.id)
+    applied = await pg.fetch(
+        "SELECT workstation_id, mutation_id FROM sync_mutations "
+        "WHERE customer_id = $1::uuid AND status = 'applied'",
+        tenant.id,
+    )
+    journaled = await pg.fetch(
+        "SELECT workstation_id, mutation_id FROM sync_journal "
+        "WHERE customer_id = $1::uuid AND mutation_id IS NOT NULL",
+        tenant.id,
+    )
     changed = {(r["workstation_id"], r["mutation_id"]) for r in journaled}
     assert len(journaled) == len(changed)
     assert changed <= {(r["workstation_id"], r["mutation_id"]) for r in applied}
     # Nothing accepted is missing: every applied mutation's version is journaled.
-    versions = await pg.fetch("SELECT m.version FROM sync_mutations m LEFT JOIN sync_journal j "
-                              "ON j.customer_id = m.customer_id AND j.version = m.version "
-                              "WHERE m.customer_id = $1::uuid AND m.status = 'applied' "
-                              "AND j.version IS NULL", tenant.id)
+    versions = await pg.fetch(
+        "SELECT m.version FROM sync_mutations m LEFT JOIN sync_journal j "
+        "ON j.customer_id = m.customer_id AND j.version = m.version "
+        "WHERE m.customer_id = $1::uuid AND m.status = 'applied' "
+        "AND j.version IS NULL",
+        tenant.id,
+    )
     assert versions == []
     drift = await verify(app.state.resources, uuid.UUID(tenant.id))
     assert drift.clean, drift
@@ -518,25 +713,37 @@ async def test_pull_never_skips_a_change_under_concurrent_pushes(client, tenant,
         writers.append((ws, h))
     _, reader_h = await register(client, tenant, "reader")
     venue = uid()
-    await do_push(client, writers[0][0], writers[0][1],
-                  [mutation(1, "venue", venue, data={"name": "V"})])
+    await do_push(
+        client, writers[0][0], writers[0][1], [mutation(1, "venue", venue, data={"name": "V"})]
+    )
     done = asyncio.Event()
     seen: dict[str, int] = {}
     frontiers: list[tuple[int, int]] = []
 
     async def write(ws, h, start):
         for i in range(12):
-            await do_push(client, ws, h, [
-                mutation(start + i * 3 + k, "world_node", uid(),
-                         data={"venue_id": venue, "kind": "Zone", "name": f"{ws[:4]}{i}{k}"})
-                for k in range(3)])
+            await do_push(
+                client,
+                ws,
+                h,
+                [
+                    mutation(
+                        start + i * 3 + k,
+                        "world_node",
+                        uid(),
+                        data={"venue_id": venue, "kind": "Zone", "name": f"{ws[:4]}{i}{k}"},
+                    )
+                    for k in range(3)
+                ],
+            )
 
     async def read():
         cursor = 0
         while True:
             finished = done.is_set()
-            page = (await client.get(f"{SYNC}/pull?since={cursor}&limit=5",
-                                     headers=reader_h)).json()
+            page = (
+                await client.get(f"{SYNC}/pull?since={cursor}&limit=5", headers=reader_h)
+            ).json()
             for change in page["changes"]:
                 assert cursor < change["version"] <= page["frontier"]
                 seen[change["id"]] = change["version"]
@@ -555,16 +762,19 @@ async def test_pull_never_skips_a_change_under_concurrent_pushes(client, tenant,
     assert all(a <= b for a, b in frontiers)
 
 
-async def test_pushes_accepted_while_neo4j_is_down_and_pull_resumes(settings, app, client,
-                                                                    tenant, pg):
+async def test_pushes_accepted_while_neo4j_is_down_and_pull_resumes(
+    settings, app, client, tenant, pg
+):
     from api.journal import reconcile_all, verify
     from main import create_app
 
     ws, h = await register(client, tenant)
-    first = (await do_push(client, ws, h, [mutation(1, "venue", uid(),
-                                                    data={"name": "before"})])).json()
-    down = create_app(settings.model_copy(update={"neo4j_uri": "bolt://127.0.0.1:1"}),
-                      background=False)
+    first = (
+        await do_push(client, ws, h, [mutation(1, "venue", uid(), data={"name": "before"})])
+    ).json()
+    down = create_app(
+        settings.model_copy(update={"neo4j_uri": "bolt://127.0.0.1:1"}), background=False
+    )
     async with down.router.lifespan_context(down):
         transport = httpx.ASGITransport(app=down)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
@@ -585,14 +795,20 @@ async def test_pushes_accepted_while_neo4j_is_down_and_pull_resumes(settings, ap
 async def test_postgres_down_refuses_the_push_with_503(settings, tenant):
     from main import create_app
 
-    down = create_app(settings.model_copy(update={
-        "database_url": "postgresql+asyncpg://overwatch:overwatch@127.0.0.1:1/overwatch"}),
-        background=False)
+    down = create_app(
+        settings.model_copy(
+            update={
+                "database_url": "postgresql+asyncpg://overwatch:overwatch@127.0.0.1:1/overwatch"
+            }
+        ),
+        background=False,
+    )
     async with down.router.lifespan_context(down):
         transport = httpx.ASGITransport(app=down)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await do_push(c, uid(), tenant.headers,
-                              [mutation(1, "venue", uid(), data={"name": "x"})])
+            r = await do_push(
+                c, uid(), tenant.headers, [mutation(1, "venue", uid(), data={"name": "x"})]
+            )
     assert r.status_code == 503
     assert r.json()["error"]["details"]["dependency"] == "postgres"
 
@@ -604,28 +820,37 @@ async def test_sync_never_crosses_tenants(client, tenant, other_tenant):
         await do_push(client, ws, h, [mutation(1, "venue", uid(), data={"name": "Same"})])
     ws, h = await register(client, tenant, "second")
     pulled = (await client.get(f"{SYNC}/pull?since=0", headers=h)).json()["changes"]
-    theirs = (await client.get(f"{SYNC}/pull?since=0",
-                               headers=other_tenant.headers)).json()["changes"]
+    theirs = (await client.get(f"{SYNC}/pull?since=0", headers=other_tenant.headers)).json()[
+        "changes"
+    ]
     assert len(pulled) == 1 and len(theirs) == 1 and pulled[0]["id"] != theirs[0]["id"]
     boot = (await client.get(f"{SYNC}/bootstrap", headers=h)).text.splitlines()
     assert json.loads(boot[0])["counts"] == {"venue": 1}
     status = (await client.get(f"{SYNC}/status", headers=h)).json()
     assert status["counts"]["venue"] == 1
     their_ws, _ = await register(client, other_tenant, "x")
-    assert (await client.get(f"{SYNC}/status?workstation_id={their_ws}",
-                             headers=tenant.headers)).status_code == 404
+    assert (
+        await client.get(f"{SYNC}/status?workstation_id={their_ws}", headers=tenant.headers)
+    ).status_code == 404
     # Pushing onto another tenant's entity id is refused and changes nothing.
-    r = (await do_push(client, ws, h, [mutation(1, "venue", theirs[0]["id"], base=1,
-                                                data={"name": "pwned"})])).json()
+    r = (
+        await do_push(
+            client, ws, h, [mutation(1, "venue", theirs[0]["id"], base=1, data={"name": "pwned"})]
+        )
+    ).json()
     assert r["results"][0]["status"] == "rejected"
-    again = (await client.get(f"{SYNC}/pull?since=0",
-                              headers=other_tenant.headers)).json()["changes"]
+    again = (await client.get(f"{SYNC}/pull?since=0", headers=other_tenant.headers)).json()[
+        "changes"
+    ]
     assert again[0]["data"]["name"] == "Same"
 
 
 async def test_analyst_and_device_keys_cannot_sync(client, tenant):
     for scope in ("analyst", "device"):
-        key = (await client.post(f"{V1}/auth/keys", headers=tenant.headers,
-                                 json={"name": scope, "scope": scope})).json()["api_key"]
+        key = (
+            await client.post(
+                f"{V1}/auth/keys", headers=tenant.headers, json={"name": scope, "scope": scope}
+            )
+        ).json()["api_key"]
         r = await client.get(f"{SYNC}/pull", headers={"X-API-Key": key})
         assert r.status_code == 403

@@ -17,7 +17,8 @@ from api.auth.service import KeyUsage, authenticate
 from api.errors import DependencyUnavailable, Forbidden, Unauthorized
 
 api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False,
+    name="X-API-Key",
+    auto_error=False,
     description="An Overwatch API key (`owk_…`), or the admin key.",
 )
 
@@ -40,8 +41,9 @@ async def current_principal(
         async with resources.engine.connect() as conn:
             principal = await authenticate(conn, request.app.state.settings, presented)
     except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
-        raise DependencyUnavailable("postgres is unavailable",
-                                    details={"dependency": "postgres"}) from exc
+        raise DependencyUnavailable(
+            "postgres is unavailable", details={"dependency": "postgres"}
+        ) from exc
     if principal.key_uuid is not None:
         key_usage(request).touch(principal.key_uuid)
     structlog.contextvars.bind_contextvars(

@@ -29,17 +29,23 @@ from api.errors import Invalid
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/customers", status_code=status.HTTP_201_CREATED, response_model=CustomerCreated,
-             summary="Provision a customer (admin); returns its first API key once")
-async def create_customer(body: CustomerCreate, request: Request, session: SessionDep,
-                          _: AdminPrincipal) -> CustomerCreated:
+@router.post(
+    "/customers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CustomerCreated,
+    summary="Provision a customer (admin); returns its first API key once",
+)
+async def create_customer(
+    body: CustomerCreate, request: Request, session: SessionDep, _: AdminPrincipal
+) -> CustomerCreated:
     customer, key = await service.create_customer(session, request.app.state.settings, body.name)
     return CustomerCreated(id=customer.id, name=customer.name, api_key=key.plaintext)
 
 
 @router.get("/customers", response_model=CustomerPage, summary="List customers (admin)")
 async def list_customers(
-    session: SessionDep, _: AdminPrincipal,
+    session: SessionDep,
+    _: AdminPrincipal,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> CustomerPage:
@@ -48,97 +54,141 @@ async def list_customers(
         try:
             after = uuid.UUID(cursor)
         except ValueError as exc:
-            raise Invalid("malformed cursor",
-                          details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]) from exc
+            raise Invalid(
+                "malformed cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
+            ) from exc
     rows = await service.list_customers(session, limit, after)
     items = [CustomerOut.model_validate(r) for r in rows]
-    return CustomerPage(items=items,
-                        next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+    return CustomerPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerOut,
-            summary="Get a customer (admin)")
-async def get_customer(customer_id: uuid.UUID, session: SessionDep,
-                       _: AdminPrincipal) -> CustomerOut:
+@router.get(
+    "/customers/{customer_id}", response_model=CustomerOut, summary="Get a customer (admin)"
+)
+async def get_customer(
+    customer_id: uuid.UUID, session: SessionDep, _: AdminPrincipal
+) -> CustomerOut:
     return CustomerOut.model_validate(await service.get_customer(session, customer_id))
 
 
-@router.post("/customers/{customer_id}/disable", response_model=CustomerOut,
-             summary="Disable a customer (admin); its keys stop working at once")
-async def disable_customer(customer_id: uuid.UUID, session: SessionDep,
-                           _: AdminPrincipal) -> CustomerOut:
+@router.post(
+    "/customers/{customer_id}/disable",
+    response_model=CustomerOut,
+    summary="Disable a customer (admin); its keys stop working at once",
+)
+async def disable_customer(
+    customer_id: uuid.UUID, session: SessionDep, _: AdminPrincipal
+) -> CustomerOut:
     return CustomerOut.model_validate(
-        await service.set_customer_disabled(session, customer_id, True))
+        await service.set_customer_disabled(session, customer_id, True)
+    )
 
 
-@router.post("/customers/{customer_id}/enable", response_model=CustomerOut,
-             summary="Re-enable a disabled customer (admin)")
-async def enable_customer(customer_id: uuid.UUID, session: SessionDep,
-                          _: AdminPrincipal) -> CustomerOut:
+@router.post(
+    "/customers/{customer_id}/enable",
+    response_model=CustomerOut,
+    summary="Re-enable a disabled customer (admin)",
+)
+async def enable_customer(
+    customer_id: uuid.UUID, session: SessionDep, _: AdminPrincipal
+) -> CustomerOut:
     return CustomerOut.model_validate(
-        await service.set_customer_disabled(session, customer_id, False))
+        await service.set_customer_disabled(session, customer_id, False)
+    )
 
 
-@router.post("/workstations/register", status_code=status.HTTP_201_CREATED,
-             response_model=WorkstationCreated,
-             summary="Register a workstation; returns its id and its own key once")
-async def register_workstation(body: WorkstationRegister, request: Request,
-                               session: SessionDep, principal: KeyManager) -> WorkstationCreated:
+@router.post(
+    "/workstations/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WorkstationCreated,
+    summary="Register a workstation; returns its id and its own key once",
+)
+async def register_workstation(
+    body: WorkstationRegister, request: Request, session: SessionDep, principal: KeyManager
+) -> WorkstationCreated:
     workstation, key = await service.register_workstation(
-        session, request.app.state.settings, tenant_of(principal), body.name)
+        session, request.app.state.settings, tenant_of(principal), body.name
+    )
     return WorkstationCreated(id=workstation.id, name=workstation.name, api_key=key.plaintext)
 
 
-@router.get("/workstations", response_model=list[WorkstationOut],
-            summary="List the tenant's workstations")
+@router.get(
+    "/workstations", response_model=list[WorkstationOut], summary="List the tenant's workstations"
+)
 async def list_workstations(session: SessionDep, principal: KeyManager) -> list[WorkstationOut]:
     rows = await service.list_workstations(session, tenant_of(principal))
     return [WorkstationOut.model_validate(r) for r in rows]
 
 
-@router.post("/workstations/{workstation_id}/deactivate", response_model=WorkstationOut,
-             summary="Deactivate a workstation; its key stops working at once")
-async def deactivate_workstation(workstation_id: uuid.UUID, session: SessionDep,
-                                 principal: KeyManager) -> WorkstationOut:
+@router.post(
+    "/workstations/{workstation_id}/deactivate",
+    response_model=WorkstationOut,
+    summary="Deactivate a workstation; its key stops working at once",
+)
+async def deactivate_workstation(
+    workstation_id: uuid.UUID, session: SessionDep, principal: KeyManager
+) -> WorkstationOut:
     row = await service.deactivate_workstation(session, tenant_of(principal), workstation_id)
     return WorkstationOut.model_validate(row)
 
 
-@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated,
-             summary="Create a customer, analyst or device key")
-async def create_key(body: KeyCreate, request: Request, session: SessionDep,
-                     principal: KeyManager) -> KeyCreated:
+@router.post(
+    "/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    summary="Create a customer, analyst or device key",
+)
+async def create_key(
+    body: KeyCreate, request: Request, session: SessionDep, principal: KeyManager
+) -> KeyCreated:
     row, key = await service.create_key(
-        session, request.app.state.settings, tenant_of(principal), scope=Scope(body.scope),
-        name=body.name, device_serial=body.device_serial, expires_at=body.expires_at)
+        session,
+        request.app.state.settings,
+        tenant_of(principal),
+        scope=Scope(body.scope),
+        name=body.name,
+        device_serial=body.device_serial,
+        expires_at=body.expires_at,
+    )
     return KeyCreated(**KeyOut.model_validate(row).model_dump(), api_key=key.plaintext)
 
 
 @router.get("/keys", response_model=list[KeyOut], summary="List the tenant's keys (no secrets)")
 async def list_keys(session: SessionDep, principal: KeyManager) -> list[KeyOut]:
-    return [KeyOut.model_validate(r) for r in await service.list_keys(session,
-                                                                      tenant_of(principal))]
+    return [
+        KeyOut.model_validate(r) for r in await service.list_keys(session, tenant_of(principal))
+    ]
 
 
 @router.delete("/keys/{key_uuid}", response_model=KeyOut, summary="Revoke a key at once")
 async def revoke_key(key_uuid: uuid.UUID, session: SessionDep, principal: KeyManager) -> KeyOut:
-    row = await service.revoke_key(session, tenant_of(principal), key_uuid,
-                                   caller=principal.key_uuid)
+    row = await service.revoke_key(
+        session, tenant_of(principal), key_uuid, caller=principal.key_uuid
+    )
     return KeyOut.model_validate(row)
 
 
-@router.post("/keys/{key_uuid}/rotate", status_code=status.HTTP_201_CREATED,
-             response_model=KeyCreated,
-             summary="Replace a key: same scope, new secret; the old key stops at once")
-async def rotate_key(key_uuid: uuid.UUID, request: Request, session: SessionDep,
-                     principal: KeyManager) -> KeyCreated:
-    row, key = await service.rotate_key(session, request.app.state.settings,
-                                        tenant_of(principal), key_uuid)
+@router.post(
+    "/keys/{key_uuid}/rotate",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    summary="Replace a key: same scope, new secret; the old key stops at once",
+)
+async def rotate_key(
+    key_uuid: uuid.UUID, request: Request, session: SessionDep, principal: KeyManager
+) -> KeyCreated:
+    row, key = await service.rotate_key(
+        session, request.app.state.settings, tenant_of(principal), key_uuid
+    )
     return KeyCreated(**KeyOut.model_validate(row).model_dump(), api_key=key.plaintext)
 
 
 @router.get("/me", response_model=Me, summary="Who am I: the calling key's tenant and scopes")
 async def me(principal: CurrentPrincipal) -> Me:
-    return Me(customer_id=principal.customer_id, scopes=sorted(principal.scopes),
-              permissions=sorted(principal.permissions),
-              workstation_id=principal.workstation_id, device_serial=principal.device_serial)
+    return Me(
+        customer_id=principal.customer_id,
+        scopes=sorted(principal.scopes),
+        permissions=sorted(principal.permissions),
+        workstation_id=principal.workstation_id,
+        device_serial=principal.device_serial,
+    )

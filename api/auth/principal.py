@@ -16,21 +16,30 @@ class Scope(StrEnum):
 
 
 class Permission(StrEnum):
-    admin = "admin"                  # provision customers, preregister kits/drones, raw Cypher
-    manage_keys = "manage_keys"      # create/revoke/rotate keys, register workstations
-    read = "read"                    # read the tenant's registry and graph
-    write = "write"                  # change the tenant's registry and graph
-    sync = "sync"                    # push / pull / bootstrap
-    graph_query = "graph_query"      # analyst graph queries and named queries
-    telemetry = "telemetry"          # heartbeats, perception ingest
+    admin = "admin"  # provision customers, preregister kits/drones, raw Cypher
+    manage_keys = "manage_keys"  # create/revoke/rotate keys, register workstations
+    read = "read"  # read the tenant's registry and graph
+    write = "write"  # change the tenant's registry and graph
+    sync = "sync"  # push / pull / bootstrap
+    graph_query = "graph_query"  # analyst graph queries and named queries
+    telemetry = "telemetry"  # heartbeats, perception ingest
 
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.admin: frozenset(Permission),
-    Scope.customer: frozenset({Permission.manage_keys, Permission.read, Permission.write,
-                               Permission.sync, Permission.graph_query, Permission.telemetry}),
-    Scope.workstation: frozenset({Permission.read, Permission.write, Permission.sync,
-                                  Permission.graph_query}),
+    Scope.customer: frozenset(
+        {
+            Permission.manage_keys,
+            Permission.read,
+            Permission.write,
+            Permission.sync,
+            Permission.graph_query,
+            Permission.telemetry,
+        }
+    ),
+    Scope.workstation: frozenset(
+        {Permission.read, Permission.write, Permission.sync, Permission.graph_query}
+    ),
     Scope.device: frozenset({Permission.telemetry}),
     Scope.analyst: frozenset({Permission.read, Permission.graph_query}),
 }

@@ -9,8 +9,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Serial = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
-                                          pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+Serial = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$",
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -63,7 +70,8 @@ class KeyCreate(Strict):
     name: Name = Field(examples=["grafana read-only"])
     scope: Literal["customer", "analyst", "device"]
     device_serial: Serial | None = Field(
-        None, description="Device keys only: the one drone serial this key may report for.")
+        None, description="Device keys only: the one drone serial this key may report for."
+    )
     expires_at: datetime | None = None
 
 

@@ -61,8 +61,9 @@ _AUTHENTICATE = text(
 )
 
 
-async def authenticate(conn: AsyncConnection | AsyncSession, settings: Settings,
-                       presented: str) -> Principal:
+async def authenticate(
+    conn: AsyncConnection | AsyncSession, settings: Settings, presented: str
+) -> Principal:
     """Resolve an `X-API-Key` value to a principal, or raise 401.
 
     Checks revocation, expiry, a disabled customer and a deactivated workstation
@@ -108,9 +109,15 @@ async def _store_key(
 ) -> tuple[ApiKey, NewKey]:
     new = generate_key(settings.api_key_pepper.get_secret_value())
     row = ApiKey(
-        id=uuid.uuid4(), key_id=new.key_id, key_hash=new.digest, customer_id=customer_id,
-        workstation_id=workstation_id, device_serial=device_serial, scopes=[scope.value],
-        name=name, expires_at=expires_at,
+        id=uuid.uuid4(),
+        key_id=new.key_id,
+        key_hash=new.digest,
+        customer_id=customer_id,
+        workstation_id=workstation_id,
+        device_serial=device_serial,
+        scopes=[scope.value],
+        name=name,
+        expires_at=expires_at,
     )
     session.add(row)
     await session.flush()
@@ -125,13 +132,15 @@ async def create_customer(
     session.add(customer)
     await session.flush()
     session.add(CustomerVersion(customer_id=customer.id, version=0))
-    _, key = await _store_key(session, settings, scope=Scope.customer, name="initial",
-                              customer_id=customer.id)
+    _, key = await _store_key(
+        session, settings, scope=Scope.customer, name="initial", customer_id=customer.id
+    )
     return customer, key
 
 
-async def list_customers(session: AsyncSession, limit: int, after: uuid.UUID | None
-                         ) -> Sequence[Customer]:
+async def list_customers(
+    session: AsyncSession, limit: int, after: uuid.UUID | None
+) -> Sequence[Customer]:
     query = select(Customer).order_by(Customer.id).limit(limit)
     if after is not None:
         query = query.where(Customer.id > after)
@@ -145,8 +154,9 @@ async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> Custome
     return customer
 
 
-async def set_customer_disabled(session: AsyncSession, customer_id: uuid.UUID,
-                                disabled: bool) -> Customer:
+async def set_customer_disabled(
+    session: AsyncSession, customer_id: uuid.UUID, disabled: bool
+) -> Customer:
     customer = await get_customer(session, customer_id)
     customer.disabled_at = _now() if disabled else None
     await session.flush()
@@ -159,30 +169,39 @@ async def register_workstation(
     workstation = Workstation(id=uuid.uuid4(), customer_id=customer_id, name=name)
     session.add(workstation)
     await session.flush()
-    _, key = await _store_key(session, settings, scope=Scope.workstation,
-                              name=f"workstation {name}", customer_id=customer_id,
-                              workstation_id=workstation.id)
+    _, key = await _store_key(
+        session,
+        settings,
+        scope=Scope.workstation,
+        name=f"workstation {name}",
+        customer_id=customer_id,
+        workstation_id=workstation.id,
+    )
     return workstation, key
 
 
-async def list_workstations(session: AsyncSession, customer_id: uuid.UUID
-                            ) -> Sequence[Workstation]:
-    return (await session.scalars(
-        select(Workstation).where(Workstation.customer_id == customer_id)
-        .order_by(Workstation.created_at, Workstation.id)
-    )).all()
+async def list_workstations(session: AsyncSession, customer_id: uuid.UUID) -> Sequence[Workstation]:
+    return (
+        await session.scalars(
+            select(Workstation)
+            .where(Workstation.customer_id == customer_id)
+            .order_by(Workstation.created_at, Workstation.id)
+        )
+    ).all()
 
 
-async def get_workstation(session: AsyncSession, customer_id: uuid.UUID,
-                          workstation_id: uuid.UUID) -> Workstation:
+async def get_workstation(
+    session: AsyncSession, customer_id: uuid.UUID, workstation_id: uuid.UUID
+) -> Workstation:
     workstation = await session.get(Workstation, workstation_id)
     if workstation is None or workstation.customer_id != customer_id:
         raise NotFound("workstation not found")
     return workstation
 
 
-async def deactivate_workstation(session: AsyncSession, customer_id: uuid.UUID,
-                                 workstation_id: uuid.UUID) -> Workstation:
+async def deactivate_workstation(
+    session: AsyncSession, customer_id: uuid.UUID, workstation_id: uuid.UUID
+) -> Workstation:
     workstation = await get_workstation(session, customer_id, workstation_id)
     if workstation.deactivated_at is None:
         workstation.deactivated_at = _now()
@@ -194,53 +213,77 @@ CREATABLE_SCOPES = (Scope.customer, Scope.analyst, Scope.device)
 
 
 async def create_key(
-    session: AsyncSession, settings: Settings, customer_id: uuid.UUID, *, scope: Scope,
-    name: str, device_serial: str | None, expires_at: datetime | None,
+    session: AsyncSession,
+    settings: Settings,
+    customer_id: uuid.UUID,
+    *,
+    scope: Scope,
+    name: str,
+    device_serial: str | None,
+    expires_at: datetime | None,
 ) -> tuple[ApiKey, NewKey]:
     """A customer creates keys for itself: customer, analyst or device scope."""
     if scope not in CREATABLE_SCOPES:
-        raise Invalid(f"scope {scope.value!r} cannot be created here; workstation keys come "
-                      "from /auth/workstations/register",
-                      details=[{"loc": ["body", "scope"], "msg": "not creatable"}])
+        raise Invalid(
+            f"scope {scope.value!r} cannot be created here; workstation keys come "
+            "from /auth/workstations/register",
+            details=[{"loc": ["body", "scope"], "msg": "not creatable"}],
+        )
     if device_serial is not None and scope is not Scope.device:
-        raise Invalid("device_serial only applies to device keys",
-                      details=[{"loc": ["body", "device_serial"], "msg": "device keys only"}])
+        raise Invalid(
+            "device_serial only applies to device keys",
+            details=[{"loc": ["body", "device_serial"], "msg": "device keys only"}],
+        )
     if expires_at is not None and expires_at <= _now():
-        raise Invalid("expires_at is in the past",
-                      details=[{"loc": ["body", "expires_at"], "msg": "must be in the future"}])
-    return await _store_key(session, settings, scope=scope, name=name, customer_id=customer_id,
-                            device_serial=device_serial, expires_at=expires_at)
+        raise Invalid(
+            "expires_at is in the past",
+            details=[{"loc": ["body", "expires_at"], "msg": "must be in the future"}],
+        )
+    return await _store_key(
+        session,
+        settings,
+        scope=scope,
+        name=name,
+        customer_id=customer_id,
+        device_serial=device_serial,
+        expires_at=expires_at,
+    )
 
 
 async def list_keys(session: AsyncSession, customer_id: uuid.UUID) -> Sequence[ApiKey]:
-    return (await session.scalars(
-        select(ApiKey).where(ApiKey.customer_id == customer_id)
-        .order_by(ApiKey.created_at, ApiKey.id)
-    )).all()
+    return (
+        await session.scalars(
+            select(ApiKey)
+            .where(ApiKey.customer_id == customer_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+    ).all()
 
 
-async def _tenant_key(session: AsyncSession, customer_id: uuid.UUID, key_uuid: uuid.UUID
-                      ) -> ApiKey:
+async def _tenant_key(session: AsyncSession, customer_id: uuid.UUID, key_uuid: uuid.UUID) -> ApiKey:
     key = await session.get(ApiKey, key_uuid)
     if key is None or key.customer_id != customer_id:
         raise NotFound("API key not found")
     return key
 
 
-async def revoke_key(session: AsyncSession, customer_id: uuid.UUID, key_uuid: uuid.UUID,
-                     *, caller: uuid.UUID | None) -> ApiKey:
+async def revoke_key(
+    session: AsyncSession, customer_id: uuid.UUID, key_uuid: uuid.UUID, *, caller: uuid.UUID | None
+) -> ApiKey:
     key = await _tenant_key(session, customer_id, key_uuid)
     if key.id == caller:
-        raise Conflict("a key cannot revoke itself; use another customer key",
-                       code="cannot_revoke_self")
+        raise Conflict(
+            "a key cannot revoke itself; use another customer key", code="cannot_revoke_self"
+        )
     if key.revoked_at is None:
         key.revoked_at = _now()
     await session.flush()
     return key
 
 
-async def rotate_key(session: AsyncSession, settings: Settings, customer_id: uuid.UUID,
-                     key_uuid: uuid.UUID) -> tuple[ApiKey, NewKey]:
+async def rotate_key(
+    session: AsyncSession, settings: Settings, customer_id: uuid.UUID, key_uuid: uuid.UUID
+) -> tuple[ApiKey, NewKey]:
     """Issue a replacement with the same scope and bindings; the old key stops at once."""
     old = await _tenant_key(session, customer_id, key_uuid)
     if old.revoked_at is not None:
@@ -248,8 +291,13 @@ async def rotate_key(session: AsyncSession, settings: Settings, customer_id: uui
     if Scope.admin.value in old.scopes:
         raise Forbidden("admin keys are configured, not rotated")
     row, new = await _store_key(
-        session, settings, scope=Scope(old.scopes[0]), name=old.name, customer_id=customer_id,
-        workstation_id=old.workstation_id, device_serial=old.device_serial,
+        session,
+        settings,
+        scope=Scope(old.scopes[0]),
+        name=old.name,
+        customer_id=customer_id,
+        workstation_id=old.workstation_id,
+        device_serial=old.device_serial,
         expires_at=old.expires_at,
     )
     old.revoked_at = _now()

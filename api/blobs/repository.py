@@ -13,15 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from relational.models import Blob, SyncEntity
 
 
-async def owner_exists(session: AsyncSession, customer_id: uuid.UUID, owner_type: str,
-                       owner_id: uuid.UUID) -> bool:
+async def owner_exists(
+    session: AsyncSession, customer_id: uuid.UUID, owner_type: str, owner_id: uuid.UUID
+) -> bool:
     """Whether the tenant holds a live (not deleted) synced entity of that type and id."""
-    query = select(exists().where(
-        SyncEntity.customer_id == customer_id,
-        SyncEntity.entity_type == owner_type,
-        SyncEntity.entity_id == owner_id,
-        SyncEntity.deleted.is_(False),
-    ))
+    query = select(
+        exists().where(
+            SyncEntity.customer_id == customer_id,
+            SyncEntity.entity_type == owner_type,
+            SyncEntity.entity_id == owner_id,
+            SyncEntity.deleted.is_(False),
+        )
+    )
     return bool(await session.scalar(query))
 
 
@@ -32,8 +35,9 @@ async def add(session: AsyncSession, blob: Blob) -> Blob:
     return blob
 
 
-async def get(session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID, *,
-              for_update: bool = False) -> Blob | None:
+async def get(
+    session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID, *, for_update: bool = False
+) -> Blob | None:
     query = select(Blob).where(Blob.customer_id == customer_id, Blob.id == blob_id)
     if for_update:
         query = query.with_for_update()
@@ -41,9 +45,14 @@ async def get(session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID,
 
 
 async def page(
-    session: AsyncSession, customer_id: uuid.UUID, *, limit: int,
-    after: tuple[datetime, uuid.UUID] | None = None, owner_type: str | None = None,
-    owner_id: uuid.UUID | None = None, state: str | None = None,
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    owner_type: str | None = None,
+    owner_id: uuid.UUID | None = None,
+    state: str | None = None,
 ) -> Sequence[Blob]:
     """Newest first, keyset-paginated on (created_at, id); returns up to `limit` rows."""
     query = select(Blob).where(Blob.customer_id == customer_id)
@@ -60,20 +69,23 @@ async def page(
 
 
 async def remove(session: AsyncSession, blob: Blob) -> None:
-    await session.execute(delete(Blob).where(Blob.customer_id == blob.customer_id,
-                                             Blob.id == blob.id))
+    await session.execute(
+        delete(Blob).where(Blob.customer_id == blob.customer_id, Blob.id == blob.id)
+    )
 
 
-async def available_by_owner(session: AsyncSession, customer_id: uuid.UUID,
-                             owner_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, uuid.UUID]]:
+async def available_by_owner(
+    session: AsyncSession, customer_id: uuid.UUID, owner_ids: list[uuid.UUID]
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """(owner_id, blob_id) of the tenant's available blobs, oldest first per owner."""
     # One array parameter, whatever the number of owners (an IN list would
     # spend one bind parameter per id).
     ids = bindparam("owner_ids", owner_ids, type_=ARRAY(UUID(as_uuid=True)))
     query = (
         select(Blob.owner_id, Blob.id)
-        .where(Blob.customer_id == customer_id, Blob.state == "available",
-               Blob.owner_id == any_(ids))
+        .where(
+            Blob.customer_id == customer_id, Blob.state == "available", Blob.owner_id == any_(ids)
+        )
         .order_by(Blob.owner_id, Blob.created_at, Blob.id)
     )
     rows = (await session.execute(query)).all()

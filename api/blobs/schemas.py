@@ -16,13 +16,24 @@ BlobState = Literal["pending", "available"]
 # per-type limits of the `BLOB_CONTENT_TYPES` setting are usually far lower.
 MAX_BLOB_SIZE = 5 * 2**30
 
-ContentType = Annotated[str, StringConstraints(
-    strip_whitespace=True, to_lower=True, min_length=3, max_length=100,
-    pattern=r"(?i)^[a-z0-9][a-z0-9.+_-]*/[a-z0-9][a-z0-9.+_-]*$",
-)]
-Sha256Hex = Annotated[str, StringConstraints(
-    strip_whitespace=True, to_lower=True, pattern=r"(?i)^[0-9a-f]{64}$",
-)]
+ContentType = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        min_length=3,
+        max_length=100,
+        pattern=r"(?i)^[a-z0-9][a-z0-9.+_-]*/[a-z0-9][a-z0-9.+_-]*$",
+    ),
+]
+Sha256Hex = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        pattern=r"(?i)^[0-9a-f]{64}$",
+    ),
+]
 
 
 class UploadRequest(BaseModel):
@@ -31,15 +42,23 @@ class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     content_type: ContentType = Field(
-        examples=["image/jpeg"], description="One of the allowed types (`BLOB_CONTENT_TYPES`).")
-    size: int = Field(ge=1, le=MAX_BLOB_SIZE, examples=[48213],
-                      description="Exact size in bytes; the upload must match it.")
+        examples=["image/jpeg"], description="One of the allowed types (`BLOB_CONTENT_TYPES`)."
+    )
+    size: int = Field(
+        ge=1,
+        le=MAX_BLOB_SIZE,
+        examples=[48213],
+        description="Exact size in bytes; the upload must match it.",
+    )
     sha256: Sha256Hex | None = Field(
-        None, description="Hex SHA-256 of the content; checked when the upload completes.")
+        None, description="Hex SHA-256 of the content; checked when the upload completes."
+    )
     owner_type: OwnerType | None = Field(
-        None, description="Kind of the synced entity the blob belongs to.")
+        None, description="Kind of the synced entity the blob belongs to."
+    )
     owner_id: uuid.UUID | None = Field(
-        None, description="Id of an existing, not deleted entity of your tenant.")
+        None, description="Id of an existing, not deleted entity of your tenant."
+    )
 
     @model_validator(mode="after")
     def _owner_pair(self) -> UploadRequest:
@@ -69,9 +88,11 @@ class PresignedPost(BaseModel):
     method: Literal["POST"] = "POST"
     url: str
     fields: dict[str, str] = Field(
-        description="Send every field as a multipart form field, then the content last.")
-    file_field: Literal["file"] = Field(default="file",
-                                        description="Form field name of the content.")
+        description="Send every field as a multipart form field, then the content last."
+    )
+    file_field: Literal["file"] = Field(
+        default="file", description="Form field name of the content."
+    )
 
 
 class UploadTicket(BaseModel):

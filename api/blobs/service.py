@@ -46,13 +46,15 @@ async def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
     except BotoCoreError as exc:
-        raise DependencyUnavailable("the blob store is unavailable",
-                                    details={"dependency": "s3"}) from exc
+        raise DependencyUnavailable(
+            "the blob store is unavailable", details={"dependency": "s3"}
+        ) from exc
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status >= 500:
-            raise DependencyUnavailable("the blob store is unavailable",
-                                        details={"dependency": "s3"}) from exc
+            raise DependencyUnavailable(
+                "the blob store is unavailable", details={"dependency": "s3"}
+            ) from exc
         raise
 
 
@@ -71,8 +73,11 @@ def _sha256_of(s3: Any, bucket: str, key: str, etag: str) -> str | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412",
-                                                         *MISSING_OBJECT_CODES}:
+        if exc.response.get("Error", {}).get("Code") in {
+            "PreconditionFailed",
+            "412",
+            *MISSING_OBJECT_CODES,
+        }:
             return None
         raise
     digest = hashlib.sha256()
@@ -117,14 +122,18 @@ async def _upload_ticket(resources: Resources, blob: Blob) -> UploadTicket:
     expires_at = datetime.now(UTC) + timedelta(seconds=expiry)  # signed after: never later
     post = await _store(_presign_post, resources, blob)
     return UploadTicket(
-        blob_id=blob.id, object_key=blob.object_key,
+        blob_id=blob.id,
+        object_key=blob.object_key,
         upload=PresignedPost(url=post["url"], fields=post["fields"]),
-        expires_at=expires_at, expires_in=expiry, blob=BlobOut.model_validate(blob),
+        expires_at=expires_at,
+        expires_in=expiry,
+        blob=BlobOut.model_validate(blob),
     )
 
 
-async def get_blob(session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID, *,
-                   for_update: bool = False) -> Blob:
+async def get_blob(
+    session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.UUID, *, for_update: bool = False
+) -> Blob:
     """One of the tenant's blobs; another tenant's id is as unknown as a made-up one (404)."""
     blob = await repository.get(session, customer_id, blob_id, for_update=for_update)
     if blob is None:
@@ -132,8 +141,9 @@ async def get_blob(session: AsyncSession, customer_id: uuid.UUID, blob_id: uuid.
     return blob
 
 
-async def create_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                        request: UploadRequest) -> UploadTicket:
+async def create_upload(
+    session: AsyncSession, resources: Resources, customer_id: uuid.UUID, request: UploadRequest
+) -> UploadTicket:
     """Check type, size and owner, record a `pending` blob and sign its upload form.
 
     Nothing is written when a check fails.
@@ -141,33 +151,58 @@ async def create_upload(session: AsyncSession, resources: Resources, customer_id
     allowed = resources.settings.blob_content_types
     limit = allowed.get(request.content_type)
     if limit is None:
-        raise Invalid(f"content type {request.content_type!r} is not allowed",
-                      code="content_type_not_allowed",
-                      details={"allowed": sorted(allowed)})
+        raise Invalid(
+            f"content type {request.content_type!r} is not allowed",
+            code="content_type_not_allowed",
+            details={"allowed": sorted(allowed)},
+        )
     if request.size > limit:
-        raise Invalid(f"{request.content_type} blobs may be at most {limit} bytes",
-                      code="blob_too_large",
-                      details={"size": request.size, "max_size": limit})
-    if request.owner_type is not None and request.owner_id is not None and not (
-        await repository.owner_exists(session, customer_id, request.owner_type,
-                                      request.owner_id)
+        raise Invalid(
+            f"{request.content_type} blobs may be at most {limit} bytes",
+            code="blob_too_large",
+            details={"size": request.size, "max_size": limit},
+        )
+    if (
+        request.owner_type is not None
+        and request.owner_id is not None
+        and not (
+            await repository.owner_exists(
+                session, customer_id, request.owner_type, request.owner_id
+            )
+        )
     ):
-        raise Invalid(f"no {request.owner_type} {request.owner_id} in this tenant",
-                      code="unknown_owner",
-                      details=[{"loc": ["owner_id"], "msg": "no such live entity"}])
+        raise Invalid(
+            f"no {request.owner_type} {request.owner_id} in this tenant",
+            code="unknown_owner",
+            details=[{"loc": ["owner_id"], "msg": "no such live entity"}],
+        )
     blob_id = uuid.uuid4()
-    blob = await repository.add(session, Blob(
-        id=blob_id, customer_id=customer_id, object_key=object_key(customer_id, blob_id),
-        content_type=request.content_type, declared_size=request.size, sha256=request.sha256,
-        owner_type=request.owner_type, owner_id=request.owner_id, state="pending",
-    ))
-    log.info("blob.upload_issued", blob_id=str(blob.id), content_type=blob.content_type,
-             size=blob.declared_size)
+    blob = await repository.add(
+        session,
+        Blob(
+            id=blob_id,
+            customer_id=customer_id,
+            object_key=object_key(customer_id, blob_id),
+            content_type=request.content_type,
+            declared_size=request.size,
+            sha256=request.sha256,
+            owner_type=request.owner_type,
+            owner_id=request.owner_id,
+            state="pending",
+        ),
+    )
+    log.info(
+        "blob.upload_issued",
+        blob_id=str(blob.id),
+        content_type=blob.content_type,
+        size=blob.declared_size,
+    )
     return await _upload_ticket(resources, blob)
 
 
-async def reissue_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                         blob_id: uuid.UUID) -> UploadTicket:
+async def reissue_upload(
+    session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
+) -> UploadTicket:
     """A fresh upload form for a blob still `pending` (the first one expired or failed)."""
     blob = await get_blob(session, customer_id, blob_id)
     if blob.state != "pending":
@@ -175,18 +210,19 @@ async def reissue_upload(session: AsyncSession, resources: Resources, customer_i
     return await _upload_ticket(resources, blob)
 
 
-async def _reject(resources: Resources, blob: Blob, code: str, message: str,
-                  details: dict[str, Any]) -> Invalid:
+async def _reject(
+    resources: Resources, blob: Blob, code: str, message: str, details: dict[str, Any]
+) -> Invalid:
     """Delete the uploaded object that does not match its record; the record stays pending."""
     s3 = resources.s3
     await _store(s3.delete_object, Bucket=resources.settings.blob_bucket, Key=blob.object_key)
     log.warning("blob.upload_rejected", blob_id=str(blob.id), reason=code)
-    return Invalid(f"{message}; the upload was deleted, upload again", code=code,
-                   details=details)
+    return Invalid(f"{message}; the upload was deleted, upload again", code=code, details=details)
 
 
-async def complete_upload(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                          blob_id: uuid.UUID) -> Blob:
+async def complete_upload(
+    session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
+) -> Blob:
     """Confirm the uploaded object and make the blob `available` (idempotent).
 
     A HEAD must show exactly the declared size and content type. A declared
@@ -201,28 +237,41 @@ async def complete_upload(session: AsyncSession, resources: Resources, customer_
     bucket = resources.settings.blob_bucket
     head = await _store(_head, resources.s3, bucket, blob.object_key)
     if head is None:
-        raise Conflict("nothing has been uploaded for this blob yet",
-                       code="blob_not_uploaded")
+        raise Conflict("nothing has been uploaded for this blob yet", code="blob_not_uploaded")
     actual_size = int(head["ContentLength"])
     if actual_size != blob.declared_size:
-        raise await _reject(resources, blob, "size_mismatch",
-                            f"uploaded {actual_size} bytes, declared {blob.declared_size}",
-                            {"declared_size": blob.declared_size, "actual_size": actual_size})
+        raise await _reject(
+            resources,
+            blob,
+            "size_mismatch",
+            f"uploaded {actual_size} bytes, declared {blob.declared_size}",
+            {"declared_size": blob.declared_size, "actual_size": actual_size},
+        )
     stored_type = str(head.get("ContentType", "")).strip().lower()
     if stored_type != blob.content_type:
-        raise await _reject(resources, blob, "content_type_mismatch",
-                            f"uploaded as {stored_type!r}, declared {blob.content_type!r}",
-                            {"declared": blob.content_type, "actual": stored_type})
+        raise await _reject(
+            resources,
+            blob,
+            "content_type_mismatch",
+            f"uploaded as {stored_type!r}, declared {blob.content_type!r}",
+            {"declared": blob.content_type, "actual": stored_type},
+        )
     if blob.sha256 is not None:
         found = _stored_sha256(head) or await _store(
-            _sha256_of, resources.s3, bucket, blob.object_key, head["ETag"])
+            _sha256_of, resources.s3, bucket, blob.object_key, head["ETag"]
+        )
         if found is None:
-            raise Conflict("the object changed while it was checked; complete again",
-                           code="blob_changed")
+            raise Conflict(
+                "the object changed while it was checked; complete again", code="blob_changed"
+            )
         if found != blob.sha256:
-            raise await _reject(resources, blob, "checksum_mismatch",
-                                "the content does not match the declared sha256",
-                                {"declared": blob.sha256, "actual": found})
+            raise await _reject(
+                resources,
+                blob,
+                "checksum_mismatch",
+                "the content does not match the declared sha256",
+                {"declared": blob.sha256, "actual": found},
+            )
     now = datetime.now(UTC)
     blob.state = "available"
     blob.actual_size = actual_size
@@ -233,22 +282,32 @@ async def complete_upload(session: AsyncSession, resources: Resources, customer_
     return blob
 
 
-async def issue_download(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                         blob_id: uuid.UUID) -> DownloadTicket:
+async def issue_download(
+    session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
+) -> DownloadTicket:
     """A presigned GET for one of the tenant's `available` blobs."""
     blob = await get_blob(session, customer_id, blob_id)
     if blob.state != "available":
-        raise Conflict("this blob is not available yet: complete its upload first",
-                       code="blob_not_available")
+        raise Conflict(
+            "this blob is not available yet: complete its upload first", code="blob_not_available"
+        )
     settings = resources.settings
     expiry = settings.blob_presign_expiry_seconds
     expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-    url = await _store(resources.s3_public.generate_presigned_url, "get_object",
-                       Params={"Bucket": settings.blob_bucket, "Key": blob.object_key},
-                       ExpiresIn=expiry)
-    return DownloadTicket(blob_id=blob.id, url=url, expires_at=expires_at, expires_in=expiry,
-                          content_type=blob.content_type,
-                          size=blob.actual_size or blob.declared_size)
+    url = await _store(
+        resources.s3_public.generate_presigned_url,
+        "get_object",
+        Params={"Bucket": settings.blob_bucket, "Key": blob.object_key},
+        ExpiresIn=expiry,
+    )
+    return DownloadTicket(
+        blob_id=blob.id,
+        url=url,
+        expires_at=expires_at,
+        expires_in=expiry,
+        content_type=blob.content_type,
+        size=blob.actual_size or blob.declared_size,
+    )
 
 
 def encode_cursor(blob: Blob) -> str:
@@ -262,26 +321,41 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, blob_id = raw.split("|")
         return datetime.fromisoformat(created_at), uuid.UUID(blob_id)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise Invalid("malformed cursor",
-                      details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]) from exc
+        raise Invalid(
+            "malformed cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
+        ) from exc
 
 
 async def list_blobs(
-    session: AsyncSession, customer_id: uuid.UUID, *, limit: int, cursor: str | None = None,
-    owner_type: str | None = None, owner_id: uuid.UUID | None = None, state: str | None = None,
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    owner_type: str | None = None,
+    owner_id: uuid.UUID | None = None,
+    state: str | None = None,
 ) -> tuple[Sequence[Blob], str | None]:
     """A page of the tenant's blobs, newest first, and the cursor of the next page."""
     after = decode_cursor(cursor) if cursor is not None else None
-    rows = await repository.page(session, customer_id, limit=limit + 1, after=after,
-                                 owner_type=owner_type, owner_id=owner_id, state=state)
+    rows = await repository.page(
+        session,
+        customer_id,
+        limit=limit + 1,
+        after=after,
+        owner_type=owner_type,
+        owner_id=owner_id,
+        state=state,
+    )
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1])
     return rows, None
 
 
-async def delete_blob(session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                      blob_id: uuid.UUID) -> None:
+async def delete_blob(
+    session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
+) -> None:
     """Remove the record and the object.
 
     The row goes first (uncommitted): if the store then fails, the request
@@ -290,13 +364,15 @@ async def delete_blob(session: AsyncSession, resources: Resources, customer_id: 
     """
     blob = await get_blob(session, customer_id, blob_id, for_update=True)
     await repository.remove(session, blob)
-    await _store(resources.s3.delete_object, Bucket=resources.settings.blob_bucket,
-                 Key=blob.object_key)
+    await _store(
+        resources.s3.delete_object, Bucket=resources.settings.blob_bucket, Key=blob.object_key
+    )
     log.info("blob.deleted", blob_id=str(blob.id))
 
 
-async def blob_ids_by_owner(session: AsyncSession, customer_id: uuid.UUID,
-                            owner_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+async def blob_ids_by_owner(
+    session: AsyncSession, customer_id: uuid.UUID, owner_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
     """The ids of the `available` blobs each given entity owns, for sync envelopes.
 
     `owner_ids` are synced entity ids (venues, world nodes, operations) of
@@ -308,7 +384,6 @@ async def blob_ids_by_owner(session: AsyncSession, customer_id: uuid.UUID,
     result: dict[uuid.UUID, list[uuid.UUID]] = {owner: [] for owner in owner_ids}
     if not owner_ids:
         return result
-    for owner, blob in await repository.available_by_owner(session, customer_id,
-                                                           list(result)):
+    for owner, blob in await repository.available_by_owner(session, customer_id, list(result)):
         result[owner].append(blob)
     return result

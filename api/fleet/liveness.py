@@ -37,8 +37,11 @@ LOW_BATTERY_PERCENT = 15.0
 OFFLINE_FACTOR = 1.5
 UNWELL_REPORTS = ("degraded", "failed")
 
-LIVENESS_TRANSITIONS = Counter("overwatch_drone_liveness_transitions_total",
-                               "Drone liveness transitions recorded, by new state.", ["state"])
+LIVENESS_TRANSITIONS = Counter(
+    "overwatch_drone_liveness_transitions_total",
+    "Drone liveness transitions recorded, by new state.",
+    ["state"],
+)
 
 
 class Liveness(StrEnum):
@@ -56,8 +59,10 @@ class Assessment:
 
 def thresholds(now: datetime, interval_seconds: float) -> tuple[datetime, datetime]:
     """(late_before, offline_before): heartbeats older than these are late / lost."""
-    return (now - timedelta(seconds=interval_seconds),
-            now - timedelta(seconds=interval_seconds * OFFLINE_FACTOR))
+    return (
+        now - timedelta(seconds=interval_seconds),
+        now - timedelta(seconds=interval_seconds * OFFLINE_FACTOR),
+    )
 
 
 def report_reasons(report: dict[str, Any] | None) -> list[str]:
@@ -76,8 +81,13 @@ def report_reasons(report: dict[str, Any] | None) -> list[str]:
     return reasons
 
 
-def assess(last_heartbeat_at: datetime | None, report: dict[str, Any] | None, *,
-           now: datetime, interval_seconds: float) -> Assessment:
+def assess(
+    last_heartbeat_at: datetime | None,
+    report: dict[str, Any] | None,
+    *,
+    now: datetime,
+    interval_seconds: float,
+) -> Assessment:
     """The liveness of a drone whose last heartbeat arrived at `last_heartbeat_at`
     carrying `report` (its metrics), as seen at `now`."""
     if last_heartbeat_at is None:
@@ -100,11 +110,15 @@ def liveness_expression(now: datetime, interval_seconds: float) -> ColumnElement
     return case(
         (Drone.last_heartbeat_at.is_(None), Liveness.unknown.value),
         (Drone.last_heartbeat_at < offline_before, Liveness.offline.value),
-        (or_(Drone.last_heartbeat_at < late_before,
-             report["status"].astext.in_(UNWELL_REPORTS),
-             cast(report["temperature_c"].astext, Float) >= HIGH_TEMPERATURE_C,
-             cast(report["battery_percent"].astext, Float) <= LOW_BATTERY_PERCENT),
-         Liveness.degraded.value),
+        (
+            or_(
+                Drone.last_heartbeat_at < late_before,
+                report["status"].astext.in_(UNWELL_REPORTS),
+                cast(report["temperature_c"].astext, Float) >= HIGH_TEMPERATURE_C,
+                cast(report["battery_percent"].astext, Float) <= LOW_BATTERY_PERCENT,
+            ),
+            Liveness.degraded.value,
+        ),
         else_=Liveness.online.value,
     )
 
@@ -166,13 +180,20 @@ async def liveness_sweep(resources: Resources, now: datetime | None = None) -> l
     now = now or datetime.now(UTC)
     late_before, offline_before = thresholds(now, resources.settings.heartbeat_interval_seconds)
     async with resources.engine.begin() as conn:
-        rows = (await conn.execute(_SWEEP, {"now": now, "late_before": late_before,
-                                            "offline_before": offline_before})).all()
-    transitions = [Transition(str(r.customer_id), str(r.id), r.serial, r.previous, r.state)
-                   for r in rows]
+        rows = (
+            await conn.execute(
+                _SWEEP, {"now": now, "late_before": late_before, "offline_before": offline_before}
+            )
+        ).all()
+    transitions = [
+        Transition(str(r.customer_id), str(r.id), r.serial, r.previous, r.state) for r in rows
+    ]
     for transition in transitions:
         LIVENESS_TRANSITIONS.labels(state=transition.state).inc()
     if transitions:
-        log.info("fleet.liveness_swept", transitions=len(transitions),
-                 offline=sum(t.state == Liveness.offline for t in transitions))
+        log.info(
+            "fleet.liveness_swept",
+            transitions=len(transitions),
+            offline=sum(t.state == Liveness.offline for t in transitions),
+        )
     return transitions

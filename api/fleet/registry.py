@@ -54,8 +54,10 @@ def _now() -> datetime:
 
 def origin_of(principal: Principal) -> Origin:
     if principal.workstation_id is not None:
-        return Origin(updated_by=f"workstation:{principal.workstation_id}",
-                      workstation_id=principal.workstation_id)
+        return Origin(
+            updated_by=f"workstation:{principal.workstation_id}",
+            workstation_id=principal.workstation_id,
+        )
     return Origin(updated_by=f"key:{principal.key_uuid}")
 
 
@@ -75,7 +77,8 @@ class TenantWrite:
         """
         ordered = sorted(rows, key=lambda row: isinstance(row, Drone))
         changes = [
-            Change(EntityType.kit, row.id, "upsert", kit_data(row)) if isinstance(row, Kit)
+            Change(EntityType.kit, row.id, "upsert", kit_data(row))
+            if isinstance(row, Kit)
             else Change(EntityType.drone, row.id, "upsert", drone_data(row))
             for row in ordered
         ]
@@ -101,30 +104,43 @@ async def tenant_write(resources: Resources, principal: Principal) -> AsyncItera
         await try_apply(resources, principal.customer_id)
 
 
-async def _kit_view(session: AsyncSession, kit: Kit, caller: uuid.UUID | None,
-                    interval: float) -> KitOut:
+async def _kit_view(
+    session: AsyncSession, kit: Kit, caller: uuid.UUID | None, interval: float
+) -> KitOut:
     owner = kit.customer_id if kit.customer_id == caller else None
     drones = (await repo.drones_in_kits(session, [kit.id], owner))[kit.id]
     return kit_out(kit, drones, caller=caller, now=_now(), interval=interval)
 
 
 # ------------------------------------------------------------------ admin
-async def preregister_kit(session: AsyncSession, body: KitPreregister,
-                          interval: float) -> AdminKitOut:
+async def preregister_kit(
+    session: AsyncSession, body: KitPreregister, interval: float
+) -> AdminKitOut:
     """A kit and the drones packed in it, as at manufacture; 409 on a known serial."""
     taken = await repo.existing_serials(session, body.serial, [d.serial for d in body.drones])
     if taken["kits"] or taken["drones"]:
         raise Conflict("serial already registered", code="duplicate_serial", details=taken)
     kit = Kit(id=uuid.uuid4(), serial=body.serial, name=body.name, version=0)
-    drones = [Drone(id=uuid.uuid4(), serial=d.serial, model=d.model, kit_id=kit.id,
-                    status="active", liveness="unknown", version=0) for d in body.drones]
+    drones = [
+        Drone(
+            id=uuid.uuid4(),
+            serial=d.serial,
+            model=d.model,
+            kit_id=kit.id,
+            status="active",
+            liveness="unknown",
+            version=0,
+        )
+        for d in body.drones
+    ]
     await _insert(session, kit, *drones)
     log.info("fleet.kit_preregistered", kit_serial=kit.serial, drones=len(drones))
     return admin_kit_out(kit, drones, now=_now(), interval=interval)
 
 
-async def preregister_drone(session: AsyncSession, body: DronePreregister,
-                            interval: float) -> DroneOut:
+async def preregister_drone(
+    session: AsyncSession, body: DronePreregister, interval: float
+) -> DroneOut:
     """A drone, alone or packed in an unclaimed kit; 409 on a known serial."""
     kit = None
     if body.kit_serial is not None:
@@ -132,14 +148,21 @@ async def preregister_drone(session: AsyncSession, body: DronePreregister,
         if kit is None:
             raise NotFound(KIT_NOT_FOUND)
         if kit.customer_id is not None:
-            raise Conflict("the kit is claimed already; the customer assigns drones to it",
-                           code="kit_claimed")
+            raise Conflict(
+                "the kit is claimed already; the customer assigns drones to it", code="kit_claimed"
+            )
     taken = await repo.existing_serials(session, None, [body.serial])
     if taken["drones"]:
         raise Conflict("serial already registered", code="duplicate_serial", details=taken)
-    drone = Drone(id=uuid.uuid4(), serial=body.serial, model=body.model,
-                  kit_id=kit.id if kit else None, status="active", liveness="unknown",
-                  version=0)
+    drone = Drone(
+        id=uuid.uuid4(),
+        serial=body.serial,
+        model=body.model,
+        kit_id=kit.id if kit else None,
+        status="active",
+        liveness="unknown",
+        version=0,
+    )
     await _insert(session, drone)
     return drone_out(drone, kit.serial if kit else None, now=_now(), interval=interval)
 
@@ -163,8 +186,9 @@ async def admin_kit(session: AsyncSession, serial: str, interval: float) -> Admi
 
 
 # ------------------------------------------------------------------ customers
-async def lookup_kit(session: AsyncSession, customer_id: uuid.UUID, serial: str,
-                     interval: float) -> KitOut:
+async def lookup_kit(
+    session: AsyncSession, customer_id: uuid.UUID, serial: str, interval: float
+) -> KitOut:
     """The caller's kit, or an unclaimed kit (to confirm before claiming); another
     tenant's kit is indistinguishable from a missing one."""
     kit = await repo.kit_by_serial(session, serial)
@@ -173,17 +197,22 @@ async def lookup_kit(session: AsyncSession, customer_id: uuid.UUID, serial: str,
     return await _kit_view(session, kit, customer_id, interval)
 
 
-async def list_kits(session: AsyncSession, customer_id: uuid.UUID, *, limit: int,
-                    cursor: str | None, interval: float) -> KitPage:
+async def list_kits(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    interval: float,
+) -> KitPage:
     after = repo.decode_cursor(cursor, str)[0] if cursor else None
     kits = await repo.kits_page(session, customer_id, limit=limit, after=after)
     drones = await repo.drones_in_kits(session, [k.id for k in kits], customer_id)
     now = _now()
-    items = [kit_out(k, drones[k.id], caller=customer_id, now=now, interval=interval)
-             for k in kits]
-    return KitPage(items=items,
-                   next_cursor=repo.encode_cursor(kits[-1].serial) if len(kits) == limit
-                   else None)
+    items = [kit_out(k, drones[k.id], caller=customer_id, now=now, interval=interval) for k in kits]
+    return KitPage(
+        items=items, next_cursor=repo.encode_cursor(kits[-1].serial) if len(kits) == limit else None
+    )
 
 
 async def claim_kit(resources: Resources, principal: Principal, serial: str) -> KitOut:
@@ -204,14 +233,20 @@ async def claim_kit(resources: Resources, principal: Principal, serial: str) -> 
                 drone.customer_id, drone.claimed_at = w.customer_id, now
             await w.journal([kit, *drones])
             for drone in drones:
-                repo.add_event(w.session, drone, "claim", f"claimed with kit {kit.serial}",
-                               details={"kit_id": str(kit.id), "kit_serial": kit.serial})
+                repo.add_event(
+                    w.session,
+                    drone,
+                    "claim",
+                    f"claimed with kit {kit.serial}",
+                    details={"kit_id": str(kit.id), "kit_serial": kit.serial},
+                )
             log.info("fleet.kit_claimed", kit_serial=kit.serial, drones=len(drones))
         return await _kit_view(w.session, kit, w.customer_id, interval)
 
 
-async def rename_kit(resources: Resources, principal: Principal, serial: str,
-                     name: str | None) -> KitOut:
+async def rename_kit(
+    resources: Resources, principal: Principal, serial: str, name: str | None
+) -> KitOut:
     interval = resources.settings.heartbeat_interval_seconds
     async with tenant_write(resources, principal) as w:
         kit = await repo.tenant_kit(w.session, w.customer_id, serial, for_update=True)
@@ -223,8 +258,9 @@ async def rename_kit(resources: Resources, principal: Principal, serial: str,
         return await _kit_view(w.session, kit, w.customer_id, interval)
 
 
-async def assign_drone(resources: Resources, principal: Principal, kit_serial: str,
-                       drone_serial: str) -> KitOut:
+async def assign_drone(
+    resources: Resources, principal: Principal, kit_serial: str, drone_serial: str
+) -> KitOut:
     """Put a drone in one of the caller's kits.
 
     The drone is the caller's (moved from another kit or from none), or an
@@ -240,22 +276,33 @@ async def assign_drone(resources: Resources, principal: Principal, kit_serial: s
         if drone is None or drone.customer_id not in (None, w.customer_id):
             raise NotFound(DRONE_NOT_FOUND)
         if drone.customer_id is None and drone.kit_id is not None:
-            raise Conflict("the drone is packed in an unclaimed kit; claim that kit",
-                           code="drone_in_unclaimed_kit")
+            raise Conflict(
+                "the drone is packed in an unclaimed kit; claim that kit",
+                code="drone_in_unclaimed_kit",
+            )
         if drone.kit_id != kit.id:
             previous = drone.kit_id
             if drone.customer_id is None:
                 drone.customer_id, drone.claimed_at = w.customer_id, _now()
             drone.kit_id = kit.id
             await w.journal([drone])
-            repo.add_event(w.session, drone, "kit", f"assigned to kit {kit.serial}",
-                           details={"kit_id": str(kit.id), "kit_serial": kit.serial,
-                                    "previous_kit_id": str(previous) if previous else None})
+            repo.add_event(
+                w.session,
+                drone,
+                "kit",
+                f"assigned to kit {kit.serial}",
+                details={
+                    "kit_id": str(kit.id),
+                    "kit_serial": kit.serial,
+                    "previous_kit_id": str(previous) if previous else None,
+                },
+            )
         return await _kit_view(w.session, kit, w.customer_id, interval)
 
 
-async def unassign_drone(resources: Resources, principal: Principal, kit_serial: str,
-                         drone_serial: str) -> KitOut:
+async def unassign_drone(
+    resources: Resources, principal: Principal, kit_serial: str, drone_serial: str
+) -> KitOut:
     """Take a drone out of a kit; it stays in the tenant, in no kit."""
     interval = resources.settings.heartbeat_interval_seconds
     async with tenant_write(resources, principal) as w:
@@ -267,13 +314,19 @@ async def unassign_drone(resources: Resources, principal: Principal, kit_serial:
             raise NotFound("drone not found in this kit")
         drone.kit_id = None
         await w.journal([drone])
-        repo.add_event(w.session, drone, "kit", f"removed from kit {kit.serial}",
-                       details={"kit_id": None, "previous_kit_id": str(kit.id)})
+        repo.add_event(
+            w.session,
+            drone,
+            "kit",
+            f"removed from kit {kit.serial}",
+            details={"kit_id": None, "previous_kit_id": str(kit.id)},
+        )
         return await _kit_view(w.session, kit, w.customer_id, interval)
 
 
-async def change_model(resources: Resources, principal: Principal, serial: str,
-                       model: str | None) -> DroneOut:
+async def change_model(
+    resources: Resources, principal: Principal, serial: str, model: str | None
+) -> DroneOut:
     interval = resources.settings.heartbeat_interval_seconds
     async with tenant_write(resources, principal) as w:
         drone = await repo.tenant_drone(w.session, w.customer_id, serial, for_update=True)

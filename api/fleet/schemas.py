@@ -24,8 +24,9 @@ SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 Serial = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Model = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Firmware = Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")]
+Firmware = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
+]
 Percent = Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)]
 
 DroneStatus = Literal["active", "maintenance", "retired"]
@@ -90,8 +91,10 @@ class KitOut(BaseModel):
     id: uuid.UUID
     serial: str
     name: str | None
-    claimed: bool = Field(description="True when it belongs to your tenant; an unclaimed kit "
-                          "is shown so you can confirm the serial before claiming it.")
+    claimed: bool = Field(
+        description="True when it belongs to your tenant; an unclaimed kit "
+        "is shown so you can confirm the serial before claiming it."
+    )
     claimed_at: datetime | None
     version: int = Field(description="Tenant version of the kit's last change (0: unclaimed).")
     drones: list[DroneBrief]
@@ -114,17 +117,35 @@ class AdminKitOut(KitOut):
 class HeartbeatIn(Strict):
     """What a drone reports every HEARTBEAT_INTERVAL_SECONDS."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "cpu_percent": 23.5, "memory_percent": 41.0, "disk_percent": 62.2,
-        "temperature_c": 48.3, "battery_percent": 87.0, "firmware_version": "2.4.1",
-        "status": "healthy", "uptime_seconds": 86400, "ip": "10.20.0.14",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "cpu_percent": 23.5,
+                    "memory_percent": 41.0,
+                    "disk_percent": 62.2,
+                    "temperature_c": 48.3,
+                    "battery_percent": 87.0,
+                    "firmware_version": "2.4.1",
+                    "status": "healthy",
+                    "uptime_seconds": 86400,
+                    "ip": "10.20.0.14",
+                }
+            ]
+        },
+    )
 
     cpu_percent: Percent
     memory_percent: Percent
     disk_percent: Percent
-    temperature_c: float = Field(strict=True, ge=-40, le=125, allow_inf_nan=False,
-                                 description="Board temperature in °C (-40 to 125).")
+    temperature_c: float = Field(
+        strict=True,
+        ge=-40,
+        le=125,
+        allow_inf_nan=False,
+        description="Board temperature in °C (-40 to 125).",
+    )
     battery_percent: Percent
     firmware_version: Firmware
     status: ReportedStatus = Field(description="The drone's own view of its health.")
@@ -208,11 +229,21 @@ class HeartbeatPage(BaseModel):
 class UpdateIn(Strict):
     """The outcome of one firmware update attempt."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "from_version": "2.4.1", "to_version": "2.5.0", "status": "success",
-        "health_check_passed": True, "started_at": "2026-11-22T02:00:00Z",
-        "finished_at": "2026-11-22T02:04:10Z",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "from_version": "2.4.1",
+                    "to_version": "2.5.0",
+                    "status": "success",
+                    "health_check_passed": True,
+                    "started_at": "2026-11-22T02:00:00Z",
+                    "finished_at": "2026-11-22T02:04:10Z",
+                }
+            ]
+        },
+    )
 
     from_version: Firmware | None = None
     to_version: Firmware

@@ -99,9 +99,14 @@ SELECT d.id, d.liveness AS previous FROM d
 """)
 
 
-async def record_heartbeat(resources: Resources, principal: Principal, serial: str,
-                           beat: HeartbeatIn, *, now: datetime | None = None
-                           ) -> HeartbeatAccepted:
+async def record_heartbeat(
+    resources: Resources,
+    principal: Principal,
+    serial: str,
+    beat: HeartbeatIn,
+    *,
+    now: datetime | None = None,
+) -> HeartbeatAccepted:
     """Store a heartbeat of one of the tenant's drones (404 for any other serial).
 
     A device key bound to a serial may report for that serial only (403).
@@ -111,16 +116,25 @@ async def record_heartbeat(resources: Resources, principal: Principal, serial: s
         raise Forbidden("this device key reports for another drone")
     now = now or _now()
     report = beat.model_dump(mode="json")
-    verdict = assess(now, report, now=now,
-                     interval_seconds=resources.settings.heartbeat_interval_seconds)
+    verdict = assess(
+        now, report, now=now, interval_seconds=resources.settings.heartbeat_interval_seconds
+    )
     params = {
-        "customer_id": principal.customer_id, "serial": serial, "now": now,
-        "cpu": beat.cpu_percent, "memory": beat.memory_percent, "disk": beat.disk_percent,
-        "temperature": beat.temperature_c, "battery": beat.battery_percent,
-        "firmware": beat.firmware_version, "status": beat.status,
-        "uptime": beat.uptime_seconds, "ip": report["ip"],
+        "customer_id": principal.customer_id,
+        "serial": serial,
+        "now": now,
+        "cpu": beat.cpu_percent,
+        "memory": beat.memory_percent,
+        "disk": beat.disk_percent,
+        "temperature": beat.temperature_c,
+        "battery": beat.battery_percent,
+        "firmware": beat.firmware_version,
+        "status": beat.status,
+        "uptime": beat.uptime_seconds,
+        "ip": report["ip"],
         "snapshot": json.dumps({"received_at": now.isoformat(), **report}),
-        "liveness": verdict.state.value, "reasons": json.dumps(verdict.reasons),
+        "liveness": verdict.state.value,
+        "reasons": json.dumps(verdict.reasons),
     }
     try:
         # One statement is its own transaction: autocommit saves BEGIN and COMMIT.
@@ -128,19 +142,29 @@ async def record_heartbeat(resources: Resources, principal: Principal, serial: s
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await conn.execute(_HEARTBEAT, params)).first()
     except (OperationalError, InterfaceError, OSError) as exc:
-        raise DependencyUnavailable("postgres is unavailable; the heartbeat was not recorded",
-                                    details={"dependency": "postgres"}) from exc
+        raise DependencyUnavailable(
+            "postgres is unavailable; the heartbeat was not recorded",
+            details={"dependency": "postgres"},
+        ) from exc
     if row is None:
         raise NotFound(DRONE_NOT_FOUND)
     HEARTBEATS.inc()
     if row.previous != verdict.state.value:
-        log.info("fleet.liveness_changed", drone_id=str(row.id), previous=row.previous,
-                 state=verdict.state.value, reasons=verdict.reasons)
+        log.info(
+            "fleet.liveness_changed",
+            drone_id=str(row.id),
+            previous=row.previous,
+            state=verdict.state.value,
+            reasons=verdict.reasons,
+        )
     return HeartbeatAccepted(
-        drone_id=row.id, serial=serial, received_at=now,
+        drone_id=row.id,
+        serial=serial,
+        received_at=now,
         liveness=verdict.state.value,
         reasons=verdict.reasons,
-        heartbeat_interval_seconds=resources.settings.heartbeat_interval_seconds)
+        heartbeat_interval_seconds=resources.settings.heartbeat_interval_seconds,
+    )
 
 
 _PRUNE = text(
@@ -168,10 +192,19 @@ async def prune_heartbeats(resources: Resources, older_than: datetime) -> int:
 
 # ------------------------------------------------------------------ drones
 async def list_drones(
-    session: AsyncSession, customer_id: uuid.UUID, *, interval: float, limit: int,
-    cursor: str | None, status: str | None = None, liveness: Liveness | None = None,
-    kit_serial: str | None = None, firmware: str | None = None, model: str | None = None,
-    last_seen_before: datetime | None = None, last_seen_after: datetime | None = None,
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    interval: float,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    liveness: Liveness | None = None,
+    kit_serial: str | None = None,
+    firmware: str | None = None,
+    model: str | None = None,
+    last_seen_before: datetime | None = None,
+    last_seen_after: datetime | None = None,
 ) -> DronePage:
     """The tenant's drones by serial (keyset: stable under inserts), filtered."""
     now = _now()
@@ -194,12 +227,15 @@ async def list_drones(
         query = query.where(Drone.serial > repo.decode_cursor(cursor, str)[0])
     rows = (await session.execute(query.order_by(Drone.serial).limit(limit))).all()
     items = [drone_out(r.Drone, r.kit_serial, now=now, interval=interval) for r in rows]
-    return DronePage(items=items, next_cursor=repo.encode_cursor(rows[-1].Drone.serial)
-                     if len(rows) == limit else None)
+    return DronePage(
+        items=items,
+        next_cursor=repo.encode_cursor(rows[-1].Drone.serial) if len(rows) == limit else None,
+    )
 
 
-async def get_drone(session: AsyncSession, customer_id: uuid.UUID, serial: str, *,
-                    interval: float) -> DroneOut:
+async def get_drone(
+    session: AsyncSession, customer_id: uuid.UUID, serial: str, *, interval: float
+) -> DroneOut:
     row = await repo.drone_with_kit(session, customer_id, serial)
     if row is None:
         raise NotFound(DRONE_NOT_FOUND)
@@ -213,8 +249,14 @@ async def _drone_id(session: AsyncSession, customer_id: uuid.UUID, serial: str) 
     return drone.id
 
 
-async def set_status(session: AsyncSession, principal: Principal, serial: str,
-                     change: StatusChange, *, interval: float) -> DroneOut:
+async def set_status(
+    session: AsyncSession,
+    principal: Principal,
+    serial: str,
+    change: StatusChange,
+    *,
+    interval: float,
+) -> DroneOut:
     """The operator status (active, maintenance, retired); a change is a device event."""
     assert principal.customer_id is not None
     drone = await repo.tenant_drone(session, principal.customer_id, serial, for_update=True)
@@ -224,48 +266,84 @@ async def set_status(session: AsyncSession, principal: Principal, serial: str,
         previous, now = drone.status, _now()
         drone.status, drone.status_changed_at, drone.updated_at = change.status, now, now
         message = f"status {previous} -> {change.status}"
-        repo.add_event(session, drone, "status",
-                       message + (f": {change.reason}" if change.reason else ""),
-                       details={"from": previous, "to": change.status, "reason": change.reason,
-                                "by": origin_of(principal).updated_by})
+        repo.add_event(
+            session,
+            drone,
+            "status",
+            message + (f": {change.reason}" if change.reason else ""),
+            details={
+                "from": previous,
+                "to": change.status,
+                "reason": change.reason,
+                "by": origin_of(principal).updated_by,
+            },
+        )
         await session.flush()
     return await get_drone(session, principal.customer_id, serial, interval=interval)
 
 
-async def list_events(session: AsyncSession, customer_id: uuid.UUID, serial: str, *,
-                      limit: int, cursor: str | None, kind: str | None) -> EventPage:
+async def list_events(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    serial: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    kind: str | None,
+) -> EventPage:
     drone_id = await _drone_id(session, customer_id, serial)
     before = repo.decode_cursor(cursor, int)[0] if cursor else None
-    rows = await repo.events_page(session, customer_id, drone_id, limit=limit, before=before,
-                                  kind=kind)
-    return EventPage(items=[EventOut.model_validate(r) for r in rows],
-                     next_cursor=repo.encode_cursor(rows[-1].id) if len(rows) == limit else None)
+    rows = await repo.events_page(
+        session, customer_id, drone_id, limit=limit, before=before, kind=kind
+    )
+    return EventPage(
+        items=[EventOut.model_validate(r) for r in rows],
+        next_cursor=repo.encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    )
 
 
-async def list_heartbeats(session: AsyncSession, customer_id: uuid.UUID, serial: str, *,
-                          limit: int, cursor: str | None, since: datetime | None,
-                          until: datetime | None) -> HeartbeatPage:
+async def list_heartbeats(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    serial: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> HeartbeatPage:
     drone_id = await _drone_id(session, customer_id, serial)
     before = repo.decode_cursor(cursor, datetime, int) if cursor else None
-    rows = await repo.heartbeats_page(session, customer_id, drone_id, limit=limit,
-                                      before=before, since=since, until=until)
-    items = [HeartbeatSnapshot(
-        received_at=r.received_at, cpu_percent=r.cpu_percent, memory_percent=r.memory_percent,
-        disk_percent=r.disk_percent, temperature_c=r.temperature_c,
-        battery_percent=r.battery_percent, firmware_version=r.firmware_version,
-        status=r.status,
-        uptime_seconds=r.uptime_seconds, ip=str(r.ip) if r.ip is not None else None,
-    ) for r in rows]
+    rows = await repo.heartbeats_page(
+        session, customer_id, drone_id, limit=limit, before=before, since=since, until=until
+    )
+    items = [
+        HeartbeatSnapshot(
+            received_at=r.received_at,
+            cpu_percent=r.cpu_percent,
+            memory_percent=r.memory_percent,
+            disk_percent=r.disk_percent,
+            temperature_c=r.temperature_c,
+            battery_percent=r.battery_percent,
+            firmware_version=r.firmware_version,
+            status=r.status,
+            uptime_seconds=r.uptime_seconds,
+            ip=str(r.ip) if r.ip is not None else None,
+        )
+        for r in rows
+    ]
     last = rows[-1] if len(rows) == limit else None
-    return HeartbeatPage(items=items, next_cursor=repo.encode_cursor(last.received_at, last.id)
-                         if last else None)
+    return HeartbeatPage(
+        items=items, next_cursor=repo.encode_cursor(last.received_at, last.id) if last else None
+    )
 
 
 _UPDATE_SEVERITY = {"success": "info", "rolled_back": "warning", "failed": "error"}
 
 
-async def record_update(session: AsyncSession, principal: Principal, serial: str,
-                        body: UpdateIn) -> UpdateOut:
+async def record_update(
+    session: AsyncSession, principal: Principal, serial: str, body: UpdateIn
+) -> UpdateOut:
     """One firmware update attempt, kept in the history and as a device event.
 
     The drone's current firmware is what its heartbeats report, not this record.
@@ -274,24 +352,39 @@ async def record_update(session: AsyncSession, principal: Principal, serial: str
     drone = await repo.tenant_drone(session, principal.customer_id, serial)
     if drone is None:
         raise NotFound(DRONE_NOT_FOUND)
-    entry = UpdateRecord(customer_id=principal.customer_id, drone_id=drone.id,
-                         recorded_by=origin_of(principal).updated_by, created_at=_now(),
-                         **body.model_dump())
+    entry = UpdateRecord(
+        customer_id=principal.customer_id,
+        drone_id=drone.id,
+        recorded_by=origin_of(principal).updated_by,
+        created_at=_now(),
+        **body.model_dump(),
+    )
     session.add(entry)
-    details: dict[str, Any] = {"from": body.from_version, "to": body.to_version,
-                               "status": body.status,
-                               "health_check_passed": body.health_check_passed}
-    repo.add_event(session, drone, "update",
-                   f"update {body.from_version or '?'} -> {body.to_version}: {body.status}",
-                   severity=_UPDATE_SEVERITY[body.status], details=details)
+    details: dict[str, Any] = {
+        "from": body.from_version,
+        "to": body.to_version,
+        "status": body.status,
+        "health_check_passed": body.health_check_passed,
+    }
+    repo.add_event(
+        session,
+        drone,
+        "update",
+        f"update {body.from_version or '?'} -> {body.to_version}: {body.status}",
+        severity=_UPDATE_SEVERITY[body.status],
+        details=details,
+    )
     await session.flush()
     return UpdateOut.model_validate(entry)
 
 
-async def list_updates(session: AsyncSession, customer_id: uuid.UUID, serial: str, *,
-                       limit: int, cursor: str | None) -> UpdatePage:
+async def list_updates(
+    session: AsyncSession, customer_id: uuid.UUID, serial: str, *, limit: int, cursor: str | None
+) -> UpdatePage:
     drone_id = await _drone_id(session, customer_id, serial)
     before = repo.decode_cursor(cursor, int)[0] if cursor else None
     rows = await repo.updates_page(session, customer_id, drone_id, limit=limit, before=before)
-    return UpdatePage(items=[UpdateOut.model_validate(r) for r in rows],
-                      next_cursor=repo.encode_cursor(rows[-1].id) if len(rows) == limit else None)
+    return UpdatePage(
+        items=[UpdateOut.model_validate(r) for r in rows],
+        next_cursor=repo.encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    )

@@ -18,20 +18,36 @@ router = APIRouter(prefix="/graph", tags=["graph"])
 MAX_NEIGHBOURHOOD_NODES = 500
 MAX_EXPORT_NODES = 50_000
 
-Types = Annotated[str | None, Query(max_length=1000, description="Comma-separated "
-                                    "relationship types from the ontology (default: all).")]
+Types = Annotated[
+    str | None,
+    Query(
+        max_length=1000,
+        description="Comma-separated relationship types from the ontology (default: all).",
+    ),
+]
 CurrentOnly = Annotated[bool, Query(description="Walk only facts valid now (not superseded).")]
 
 
 class NamedQueryRun(BaseModel):
-    params: dict[str, Any] = Field(default_factory=dict, description="The query's declared "
-                                   "parameters; the tenant is bound by the server.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The query's declared parameters; the tenant is bound by the server.",
+    )
 
 
 class CypherRun(BaseModel):
-    model_config = {"json_schema_extra": {"examples": [{
-        "query": "MATCH (v:Venue) RETURN v.customer_id AS tenant, count(*) AS venues",
-        "params": {}, "limit": 100, "timeout_seconds": 10}]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "query": "MATCH (v:Venue) RETURN v.customer_id AS tenant, count(*) AS venues",
+                    "params": {},
+                    "limit": 100,
+                    "timeout_seconds": 10,
+                }
+            ]
+        }
+    }
     query: str = Field(min_length=1, max_length=20_000)
     params: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(1000, ge=1, le=10_000, description="Rows returned at most.")
@@ -47,55 +63,96 @@ def _edge_types(request: Request) -> list[str]:
     return list(request.app.state.settings.ontology_edge_types)
 
 
-@router.get("/nodes/{node_id}/neighbourhood",
-            summary="World nodes within 1 to 3 edges of a node (capped), nearest first")
+@router.get(
+    "/nodes/{node_id}/neighbourhood",
+    summary="World nodes within 1 to 3 edges of a node (capped), nearest first",
+)
 async def neighbourhood(
-    node_id: uuid.UUID, request: Request, principal: Analyst,
+    node_id: uuid.UUID,
+    request: Request,
+    principal: Analyst,
     hops: Annotated[int, Query(ge=1, le=3)] = 1,
-    limit: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURHOOD_NODES,
-                                description="Nodes returned at most (start included)")] = 100,
-    types: Types = None, current_only: CurrentOnly = True,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1, le=MAX_NEIGHBOURHOOD_NODES, description="Nodes returned at most (start included)"
+        ),
+    ] = 100,
+    types: Types = None,
+    current_only: CurrentOnly = True,
 ) -> dict[str, Any]:
     return await service.neighbourhood(
-        _resources(request), tenant_of(principal), node_id, hops=hops,
-        types=service.checked_types(types, _edge_types(request)), max_nodes=limit,
-        current_only=current_only)
+        _resources(request),
+        tenant_of(principal),
+        node_id,
+        hops=hops,
+        types=service.checked_types(types, _edge_types(request)),
+        max_nodes=limit,
+        current_only=current_only,
+    )
 
 
 @router.get("/path", summary="Shortest path between two world nodes (at most 15 edges)")
-async def shortest_path(request: Request, principal: Analyst, from_id: uuid.UUID,
-                        to_id: uuid.UUID, types: Types = None,
-                        current_only: CurrentOnly = True) -> dict[str, Any]:
-    return await service.path(_resources(request), tenant_of(principal), from_id, to_id,
-                              types=service.checked_types(types, _edge_types(request)),
-                              current_only=current_only)
-
-
-@router.get("/venues/{venue_id}/export",
-            summary="A venue's subgraph as JSON: venue, world nodes, edges, operations")
-async def export_venue(
-    venue_id: uuid.UUID, request: Request, principal: Analyst,
-    limit: Annotated[int, Query(ge=1, le=MAX_EXPORT_NODES,
-                                description="World nodes exported at most")] = MAX_EXPORT_NODES,
+async def shortest_path(
+    request: Request,
+    principal: Analyst,
+    from_id: uuid.UUID,
+    to_id: uuid.UUID,
+    types: Types = None,
+    current_only: CurrentOnly = True,
 ) -> dict[str, Any]:
-    return await service.export(_resources(request), tenant_of(principal), venue_id,
-                                max_nodes=limit)
+    return await service.path(
+        _resources(request),
+        tenant_of(principal),
+        from_id,
+        to_id,
+        types=service.checked_types(types, _edge_types(request)),
+        current_only=current_only,
+    )
+
+
+@router.get(
+    "/venues/{venue_id}/export",
+    summary="A venue's subgraph as JSON: venue, world nodes, edges, operations",
+)
+async def export_venue(
+    venue_id: uuid.UUID,
+    request: Request,
+    principal: Analyst,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_EXPORT_NODES, description="World nodes exported at most")
+    ] = MAX_EXPORT_NODES,
+) -> dict[str, Any]:
+    return await service.export(
+        _resources(request), tenant_of(principal), venue_id, max_nodes=limit
+    )
 
 
 @router.get("/queries", summary="Named analyst queries and their parameters")
 async def list_queries(principal: Analyst) -> list[dict[str, Any]]:
-    return [q.describe() for q in sorted(service.query_catalogue().values(),
-                                         key=lambda q: q.name)]
+    return [q.describe() for q in sorted(service.query_catalogue().values(), key=lambda q: q.name)]
 
 
 @router.post("/queries/{name}", summary="Run a named query for your tenant (read-only, capped)")
-async def run_query(name: Annotated[str, PathParam(max_length=64)], body: NamedQueryRun,
-                    request: Request, principal: Analyst) -> dict[str, Any]:
+async def run_query(
+    name: Annotated[str, PathParam(max_length=64)],
+    body: NamedQueryRun,
+    request: Request,
+    principal: Analyst,
+) -> dict[str, Any]:
     return await service.run_named(_resources(request), tenant_of(principal), name, body.params)
 
 
 @router.post("/cypher", summary="Admin only: run read-only Cypher across tenants (capped)")
-async def run_cypher(body: CypherRun, request: Request, principal: AdminPrincipal,
-                     ) -> dict[str, Any]:
-    return await service.run_admin_cypher(_resources(request), body.query, body.params,
-                                          timeout_seconds=body.timeout_seconds, max_rows=body.limit)
+async def run_cypher(
+    body: CypherRun,
+    request: Request,
+    principal: AdminPrincipal,
+) -> dict[str, Any]:
+    return await service.run_admin_cypher(
+        _resources(request),
+        body.query,
+        body.params,
+        timeout_seconds=body.timeout_seconds,
+        max_rows=body.limit,
+    )

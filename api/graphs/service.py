@@ -33,9 +33,11 @@ def checked_types(requested: str | None, allowed: Sequence[str]) -> list[str]:
     types = [t.strip() for t in requested.split(",") if t.strip()]
     unknown = [t for t in types if t not in allowed]
     if unknown:
-        raise Invalid(f"unknown relationship types: {', '.join(unknown)}",
-                      code="unknown_relationship_type",
-                      details={"unknown": unknown, "allowed": list(allowed)})
+        raise Invalid(
+            f"unknown relationship types: {', '.join(unknown)}",
+            code="unknown_relationship_type",
+            details={"unknown": unknown, "allowed": list(allowed)},
+        )
     return types
 
 
@@ -44,102 +46,185 @@ async def guarded(work: Awaitable[T]) -> T:
     try:
         return await work
     except (ServiceUnavailable, SessionExpired) as exc:
-        raise DependencyUnavailable("neo4j is unavailable",
-                                    details={"dependency": "neo4j"}) from exc
+        raise DependencyUnavailable(
+            "neo4j is unavailable", details={"dependency": "neo4j"}
+        ) from exc
     except ClientError as exc:
         code = exc.code or ""
         if "AccessMode" in code or "ForbiddenOnReadOnlyDatabase" in code:
-            raise QueryRefused("writes are refused: queries run in a read-only transaction",
-                               code="write_refused") from exc
+            raise QueryRefused(
+                "writes are refused: queries run in a read-only transaction", code="write_refused"
+            ) from exc
         if "TransactionTimedOut" in code or "Terminated" in code:
-            raise QueryRefused("the query ran past its time limit; narrow it or raise the "
-                               "timeout", code="query_timeout") from exc
-        raise QueryRefused(f"Neo4j refused the query: {exc.message}", code="cypher_error",
-                           details={"neo4j_code": code}) from exc
+            raise QueryRefused(
+                "the query ran past its time limit; narrow it or raise the timeout",
+                code="query_timeout",
+            ) from exc
+        raise QueryRefused(
+            f"Neo4j refused the query: {exc.message}",
+            code="cypher_error",
+            details={"neo4j_code": code},
+        ) from exc
     except Neo4jError as exc:
         if "TransactionTimedOut" in (exc.code or ""):
-            raise QueryRefused("the query ran past its time limit", code="query_timeout") \
-                from exc
+            raise QueryRefused("the query ran past its time limit", code="query_timeout") from exc
         raise
 
 
 def _rows_body(rows: Rows, started: float) -> dict[str, Any]:
-    return {"columns": rows.columns, "rows": rows.rows, "row_count": len(rows.rows),
-            "truncated": rows.truncated, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return {
+        "columns": rows.columns,
+        "rows": rows.rows,
+        "row_count": len(rows.rows),
+        "truncated": rows.truncated,
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
 
 
 def query_catalogue() -> dict[str, NamedQuery]:
     return named_queries.load_queries()
 
 
-async def run_named(resources: Resources, customer_id: uuid.UUID, name: str,
-                    given: Mapping[str, Any]) -> dict[str, Any]:
+async def run_named(
+    resources: Resources, customer_id: uuid.UUID, name: str, given: Mapping[str, Any]
+) -> dict[str, Any]:
     """Run a named query for the caller's tenant with validated parameters."""
     query = query_catalogue().get(name)
     if query is None:
-        raise NotFound(f"no named query {name!r}", code="unknown_query",
-                       details={"known": sorted(query_catalogue())})
+        raise NotFound(
+            f"no named query {name!r}",
+            code="unknown_query",
+            details={"known": sorted(query_catalogue())},
+        )
     try:
         params = query.bind(given, str(customer_id))
     except ParamError as exc:
-        raise Invalid(f"parameters of {name} do not fit: {exc}", code="invalid_parameters",
-                      details=exc.errors) from exc
+        raise Invalid(
+            f"parameters of {name} do not fit: {exc}", code="invalid_parameters", details=exc.errors
+        ) from exc
     started = time.perf_counter()
-    rows = await guarded(named_queries.run_read_only(
-        resources.graph, f"named.{name}", query.cypher, params,
-        timeout_seconds=NAMED_QUERY_TIMEOUT_SECONDS, max_rows=NAMED_QUERY_MAX_ROWS))
+    rows = await guarded(
+        named_queries.run_read_only(
+            resources.graph,
+            f"named.{name}",
+            query.cypher,
+            params,
+            timeout_seconds=NAMED_QUERY_TIMEOUT_SECONDS,
+            max_rows=NAMED_QUERY_MAX_ROWS,
+        )
+    )
     return {"name": name, **_rows_body(rows, started)}
 
 
-async def run_admin_cypher(resources: Resources, cypher: str, params: Mapping[str, Any], *,
-                           timeout_seconds: float, max_rows: int) -> dict[str, Any]:
+async def run_admin_cypher(
+    resources: Resources,
+    cypher: str,
+    params: Mapping[str, Any],
+    *,
+    timeout_seconds: float,
+    max_rows: int,
+) -> dict[str, Any]:
     """An admin's read-only Cypher: obvious writes refused here, the rest by the server."""
     if clauses := named_queries.write_clauses(cypher):
-        raise QueryRefused(f"read-only Cypher only; found {', '.join(clauses)}",
-                           code="write_refused", details={"clauses": clauses})
+        raise QueryRefused(
+            f"read-only Cypher only; found {', '.join(clauses)}",
+            code="write_refused",
+            details={"clauses": clauses},
+        )
     started = time.perf_counter()
-    rows = await guarded(named_queries.run_read_only(
-        resources.graph, "admin.cypher", cypher, params, timeout_seconds=timeout_seconds,
-        max_rows=max_rows))
+    rows = await guarded(
+        named_queries.run_read_only(
+            resources.graph,
+            "admin.cypher",
+            cypher,
+            params,
+            timeout_seconds=timeout_seconds,
+            max_rows=max_rows,
+        )
+    )
     return _rows_body(rows, started)
 
 
-async def neighbourhood(resources: Resources, customer_id: uuid.UUID, node_id: uuid.UUID, *,
-                        hops: int, types: Sequence[str], max_nodes: int,
-                        current_only: bool) -> dict[str, Any]:
-    sub = await guarded(traversal.neighbourhood(
-        resources.graph, str(customer_id), str(node_id), hops=hops, types=types,
-        max_nodes=max_nodes, current_only=current_only))
+async def neighbourhood(
+    resources: Resources,
+    customer_id: uuid.UUID,
+    node_id: uuid.UUID,
+    *,
+    hops: int,
+    types: Sequence[str],
+    max_nodes: int,
+    current_only: bool,
+) -> dict[str, Any]:
+    sub = await guarded(
+        traversal.neighbourhood(
+            resources.graph,
+            str(customer_id),
+            str(node_id),
+            hops=hops,
+            types=types,
+            max_nodes=max_nodes,
+            current_only=current_only,
+        )
+    )
     if sub is None:
         raise NotFound("world node not found")
-    return {"node_id": node_id, "hops": hops, "nodes": sub.nodes, "edges": sub.edges,
-            "truncated": sub.truncated}
+    return {
+        "node_id": node_id,
+        "hops": hops,
+        "nodes": sub.nodes,
+        "edges": sub.edges,
+        "truncated": sub.truncated,
+    }
 
 
-async def path(resources: Resources, customer_id: uuid.UUID, from_id: uuid.UUID,
-               to_id: uuid.UUID, *, types: Sequence[str], current_only: bool) -> dict[str, Any]:
+async def path(
+    resources: Resources,
+    customer_id: uuid.UUID,
+    from_id: uuid.UUID,
+    to_id: uuid.UUID,
+    *,
+    types: Sequence[str],
+    current_only: bool,
+) -> dict[str, Any]:
     tenant = str(customer_id)
-    found = await guarded(traversal.existing_nodes(resources.graph, tenant,
-                                                   [str(from_id), str(to_id)]))
-    missing = [name for name, value in (("from_id", from_id), ("to_id", to_id))
-               if str(value) not in found]
+    found = await guarded(
+        traversal.existing_nodes(resources.graph, tenant, [str(from_id), str(to_id)])
+    )
+    missing = [
+        name for name, value in (("from_id", from_id), ("to_id", to_id)) if str(value) not in found
+    ]
     if missing:
         raise NotFound(f"world node not found: {', '.join(missing)}", details={"missing": missing})
     if from_id == to_id:
-        return {"found": True, "length": 0, "nodes": [entity("world_node", found[str(from_id)])],
-                "edges": []}
-    sub = await guarded(traversal.shortest_path(resources.graph, tenant, str(from_id),
-                                                str(to_id), types=types,
-                                                current_only=current_only))
+        return {
+            "found": True,
+            "length": 0,
+            "nodes": [entity("world_node", found[str(from_id)])],
+            "edges": [],
+        }
+    sub = await guarded(
+        traversal.shortest_path(
+            resources.graph,
+            tenant,
+            str(from_id),
+            str(to_id),
+            types=types,
+            current_only=current_only,
+        )
+    )
     if sub is None:
         return {"found": False, "length": None, "nodes": [], "edges": []}
     return {"found": True, "length": len(sub.edges), "nodes": sub.nodes, "edges": sub.edges}
 
 
-async def export(resources: Resources, customer_id: uuid.UUID, venue_id: uuid.UUID, *,
-                 max_nodes: int) -> dict[str, Any]:
-    body = await guarded(traversal.export_venue(resources.graph, str(customer_id),
-                                                str(venue_id), max_nodes=max_nodes))
+async def export(
+    resources: Resources, customer_id: uuid.UUID, venue_id: uuid.UUID, *, max_nodes: int
+) -> dict[str, Any]:
+    body = await guarded(
+        traversal.export_venue(
+            resources.graph, str(customer_id), str(venue_id), max_nodes=max_nodes
+        )
+    )
     if body is None:
         raise NotFound("venue not found")
     return {"format": "overwatch.venue-export/1", **body}

@@ -16,8 +16,7 @@ def embedder_of(resources: Resources) -> Embedder:
     embedder: Embedder | None = resources.extras.get(EXTRAS_KEY)
     if embedder is None:
         settings = resources.settings
-        embedder = load_embedder(settings.embedding_model,
-                                 batch_size=settings.embedding_batch_size)
+        embedder = load_embedder(settings.embedding_model, batch_size=settings.embedding_batch_size)
         resources.extras[EXTRAS_KEY] = embedder
     return embedder
 

@@ -40,19 +40,22 @@ log = structlog.get_logger("api.search.embedding_worker")
 
 TARGETS: tuple[Target, ...] = ("venue", "world_node")
 EMBEDDING_INTERVAL_SECONDS = 3.0  # between worker runs; a run drains what it can
-CLAIM_BATCHES = 8            # claim this many encoding batches' worth of rows at once
-ENCODE_BATCHES = 2           # encoding batches per encode call (a search waits at most one call)
-JOB_BUDGET_SECONDS = 30.0    # one job run stops claiming after this; the loop comes back
+CLAIM_BATCHES = 8  # claim this many encoding batches' worth of rows at once
+ENCODE_BATCHES = 2  # encoding batches per encode call (a search waits at most one call)
+JOB_BUDGET_SECONDS = 30.0  # one job run stops claiming after this; the loop comes back
 
 EMBEDDING_QUEUE_DEPTH = Gauge(
     "overwatch_embedding_queue_depth",
-    "Venues and world nodes waiting for the embedding worker (sampled after each run).")
+    "Venues and world nodes waiting for the embedding worker (sampled after each run).",
+)
 EMBEDDINGS_WRITTEN = Counter(
-    "overwatch_embeddings_written_total", "Embeddings computed and stored.", ["entity_type"])
+    "overwatch_embeddings_written_total", "Embeddings computed and stored.", ["entity_type"]
+)
 EMBEDDINGS_UNCHANGED = Counter(
     "overwatch_embeddings_unchanged_total",
     "Queued nodes whose text had not changed since their embedding (not re-encoded).",
-    ["entity_type"])
+    ["entity_type"],
+)
 
 # Rows whose change is still pending in the journal wait: Neo4j does not hold
 # that text yet.
@@ -88,12 +91,19 @@ async def _check_dimensions(embedder: Embedder) -> None:
     if dimensions != INDEX_DIMENSIONS:
         raise RuntimeError(
             f"model {embedder.model_id} gives {dimensions} dimensions but the vector "
-            f"indexes hold {INDEX_DIMENSIONS}; add a schema migration for the new width")
+            f"indexes hold {INDEX_DIMENSIONS}; add a schema migration for the new width"
+        )
 
 
-async def refresh(graph: GraphClient, embedder: Embedder, target: Target,
-                  sources: Sequence[Mapping[str, Any]], *, batch_size: int,
-                  force: bool = False) -> Refreshed:
+async def refresh(
+    graph: GraphClient,
+    embedder: Embedder,
+    target: Target,
+    sources: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int,
+    force: bool = False,
+) -> Refreshed:
     """Encode and store the embeddings of `sources` whose text changed (all if `force`).
 
     `sources` are rows of `graph.search.EMBEDDING_SOURCES`: id, customer_id,
@@ -107,8 +117,15 @@ async def refresh(graph: GraphClient, embedder: Embedder, target: Target,
         if not force and digest == source["embedding_hash"]:
             outcome.unchanged += 1
             continue
-        todo.append({"id": source["id"], "customer_id": source["customer_id"],
-                     "version": source["version"], "hash": digest, "text": body})
+        todo.append(
+            {
+                "id": source["id"],
+                "customer_id": source["customer_id"],
+                "version": source["version"],
+                "hash": digest,
+                "text": body,
+            }
+        )
     # A few batches per encode call (sentence-transformers sorts each call's texts
     # by length, so bigger calls pad less), and each chunk's Neo4j write overlaps
     # the next chunk's encoding: index maintenance costs Neo4j about a third of
@@ -120,10 +137,12 @@ async def refresh(graph: GraphClient, embedder: Embedder, target: Target,
     writing: asyncio.Task[int] | None = None
     try:
         for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+            chunk = todo[start : start + step]
             vectors = await encode(embedder, [row["text"] for row in chunk])
-            rows = [{k: v for k, v in row.items() if k != "text"} | {"vector": vector.tolist()}
-                    for row, vector in zip(chunk, vectors, strict=True)]
+            rows = [
+                {k: v for k, v in row.items() if k != "text"} | {"vector": vector.tolist()}
+                for row, vector in zip(chunk, vectors, strict=True)
+            ]
             if writing is not None:
                 outcome.written += await writing
             writing = asyncio.create_task(graph_search.write_embeddings(graph, target, rows))
@@ -160,11 +179,14 @@ async def embed_queued(resources: Resources, embedder: Embedder | None = None) -
             if not nodes:
                 continue
             sources = await graph_search.embedding_sources(
-                resources.graph, target,
-                [{"id": node_id, "customer_id": customer} for node_id, customer in nodes.items()])
+                resources.graph,
+                target,
+                [{"id": node_id, "customer_id": customer} for node_id, customer in nodes.items()],
+            )
             outcome.missing += len(nodes) - len(sources)  # deleted since: nothing to embed
-            outcome.add(await refresh(resources.graph, embedder, target, sources,
-                                      batch_size=batch_size))
+            outcome.add(
+                await refresh(resources.graph, embedder, target, sources, batch_size=batch_size)
+            )
         await session.execute(_DELETE, {"ids": [row.id for row in claimed]})
     return outcome
 
@@ -190,15 +212,25 @@ async def embedding_job(resources: Resources) -> Refreshed:
     finally:
         await queue_depth(resources)
     if total.claimed:
-        log.info("embeddings.refreshed", claimed=total.claimed, written=total.written,
-                 unchanged=total.unchanged, missing=total.missing)
+        log.info(
+            "embeddings.refreshed",
+            claimed=total.claimed,
+            written=total.written,
+            unchanged=total.unchanged,
+            missing=total.missing,
+        )
     return total
 
 
-async def reembed(resources: Resources, targets: Sequence[Target], *,
-                  customer_id: uuid.UUID | None = None, force: bool = False,
-                  page_size: int = 512,
-                  progress: Callable[[Target, int, int], None] | None = None) -> Refreshed:
+async def reembed(
+    resources: Resources,
+    targets: Sequence[Target],
+    *,
+    customer_id: uuid.UUID | None = None,
+    force: bool = False,
+    page_size: int = 512,
+    progress: Callable[[Target, int, int], None] | None = None,
+) -> Refreshed:
     """Bring every node's embedding up to date with the current model (`overwatch reembed`).
 
     Nodes whose hash already matches the model and text are skipped unless
@@ -215,13 +247,19 @@ async def reembed(resources: Resources, targets: Sequence[Target], *,
         if progress:
             progress(target, 0, count)
         while True:
-            page = await graph_search.all_sources(resources.graph, target, tenant, after,
-                                                  page_size)
+            page = await graph_search.all_sources(resources.graph, target, tenant, after, page_size)
             if not page:
                 break
-            total.add(await refresh(resources.graph, embedder, target, page,
-                                    batch_size=resources.settings.embedding_batch_size,
-                                    force=force))
+            total.add(
+                await refresh(
+                    resources.graph,
+                    embedder,
+                    target,
+                    page,
+                    batch_size=resources.settings.embedding_batch_size,
+                    force=force,
+                )
+            )
             done += len(page)
             after = page[-1]["id"]
             if progress:

@@ -20,11 +20,20 @@ from api.search.service import MAX_LIMIT, MAX_QUERY_CHARS, Mode
 
 router = APIRouter(tags=["search"])
 
-QueryText = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
-                                 description="Words or a sentence to search for.")]
+QueryText = Annotated[
+    str,
+    Query(
+        min_length=1, max_length=MAX_QUERY_CHARS, description="Words or a sentence to search for."
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Hits to return.")]
-ModeParam = Annotated[Mode, Query(description="hybrid (vector and fulltext fused), vector "
-                                  "(semantic only) or fulltext (words only).")]
+ModeParam = Annotated[
+    Mode,
+    Query(
+        description="hybrid (vector and fulltext fused), vector "
+        "(semantic only) or fulltext (words only)."
+    ),
+]
 Kind = Annotated[str | None, Query(max_length=40, description="Only nodes of this kind.")]
 
 
@@ -35,52 +44,95 @@ def _resources(request: Request) -> Resources:
 
 def _checked_kind(request: Request, kind: str | None) -> str | None:
     if kind is not None and kind not in request.app.state.settings.ontology_node_kinds:
-        raise Invalid(f"unknown node kind {kind!r}", code="unknown_kind",
-                      details=[{"loc": ["query", "kind"],
-                                "msg": "see GET /api/v1/world-model/ontology"}])
+        raise Invalid(
+            f"unknown node kind {kind!r}",
+            code="unknown_kind",
+            details=[{"loc": ["query", "kind"], "msg": "see GET /api/v1/world-model/ontology"}],
+        )
     return kind
 
 
 def _response(found: service.SearchResult, mode: str, q: str | None = None) -> SearchResponse:
-    return SearchResponse.model_validate({"query": q, "mode": mode, "items": found.items,
-                                          "plan": found.plan})
+    return SearchResponse.model_validate(
+        {"query": q, "mode": mode, "items": found.items, "plan": found.plan}
+    )
 
 
-@router.get("/venues/search", response_model=SearchResponse,
-            summary="Search the tenant's venues by meaning and by words")
-async def search_venues(request: Request, principal: Reader, q: QueryText, limit: Limit = 10,
-                        mode: ModeParam = "hybrid") -> SearchResponse:
-    found = await service.search(_resources(request), tenant_of(principal), "venue", q,
-                                 limit=limit, mode=mode)
+@router.get(
+    "/venues/search",
+    response_model=SearchResponse,
+    summary="Search the tenant's venues by meaning and by words",
+)
+async def search_venues(
+    request: Request, principal: Reader, q: QueryText, limit: Limit = 10, mode: ModeParam = "hybrid"
+) -> SearchResponse:
+    found = await service.search(
+        _resources(request), tenant_of(principal), "venue", q, limit=limit, mode=mode
+    )
     return _response(found, mode, q)
 
 
-@router.get("/venues/{venue_id}/similar", response_model=SearchResponse,
-            summary="The tenant's venues most similar to this one")
-async def similar_venues(venue_id: uuid.UUID, request: Request, principal: Reader,
-                         limit: Limit = 10) -> SearchResponse:
-    found = await service.similar(_resources(request), tenant_of(principal), "venue", venue_id,
-                                  limit=limit)
+@router.get(
+    "/venues/{venue_id}/similar",
+    response_model=SearchResponse,
+    summary="The tenant's venues most similar to this one",
+)
+async def similar_venues(
+    venue_id: uuid.UUID, request: Request, principal: Reader, limit: Limit = 10
+) -> SearchResponse:
+    found = await service.similar(
+        _resources(request), tenant_of(principal), "venue", venue_id, limit=limit
+    )
     return _response(found, "vector")
 
 
-@router.get("/world-model/search", response_model=SearchResponse,
-            summary="Search the tenant's world nodes by meaning and by words")
-async def search_world(request: Request, principal: Reader, q: QueryText,
-                       venue_id: uuid.UUID | None = None, kind: Kind = None,
-                       limit: Limit = 10, mode: ModeParam = "hybrid") -> SearchResponse:
-    found = await service.search(_resources(request), tenant_of(principal), "world_node", q,
-                                 limit=limit, mode=mode, venue_id=venue_id,
-                                 kind=_checked_kind(request, kind))
+@router.get(
+    "/world-model/search",
+    response_model=SearchResponse,
+    summary="Search the tenant's world nodes by meaning and by words",
+)
+async def search_world(
+    request: Request,
+    principal: Reader,
+    q: QueryText,
+    venue_id: uuid.UUID | None = None,
+    kind: Kind = None,
+    limit: Limit = 10,
+    mode: ModeParam = "hybrid",
+) -> SearchResponse:
+    found = await service.search(
+        _resources(request),
+        tenant_of(principal),
+        "world_node",
+        q,
+        limit=limit,
+        mode=mode,
+        venue_id=venue_id,
+        kind=_checked_kind(request, kind),
+    )
     return _response(found, mode, q)
 
 
-@router.get("/world-model/nodes/{node_id}/similar", response_model=SearchResponse,
-            summary="The tenant's world nodes most similar to this one")
-async def similar_nodes(node_id: uuid.UUID, request: Request, principal: Reader,
-                        venue_id: uuid.UUID | None = None, kind: Kind = None,
-                        limit: Limit = 10) -> SearchResponse:
-    found = await service.similar(_resources(request), tenant_of(principal), "world_node",
-                                  node_id, limit=limit, venue_id=venue_id,
-                                  kind=_checked_kind(request, kind))
+@router.get(
+    "/world-model/nodes/{node_id}/similar",
+    response_model=SearchResponse,
+    summary="The tenant's world nodes most similar to this one",
+)
+async def similar_nodes(
+    node_id: uuid.UUID,
+    request: Request,
+    principal: Reader,
+    venue_id: uuid.UUID | None = None,
+    kind: Kind = None,
+    limit: Limit = 10,
+) -> SearchResponse:
+    found = await service.similar(
+        _resources(request),
+        tenant_of(principal),
+        "world_node",
+        node_id,
+        limit=limit,
+        venue_id=venue_id,
+        kind=_checked_kind(request, kind),
+    )
     return _response(found, "vector")

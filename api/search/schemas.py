@@ -9,8 +9,9 @@ from pydantic import BaseModel, Field
 
 class Rank(BaseModel):
     rank: int = Field(description="1-based position in that list.")
-    score: float = Field(description="Cosine similarity mapped to [0, 1] (vector) or the "
-                         "Lucene score (fulltext).")
+    score: float = Field(
+        description="Cosine similarity mapped to [0, 1] (vector) or the Lucene score (fulltext)."
+    )
 
 
 class MatchedBy(BaseModel):
@@ -20,8 +21,10 @@ class MatchedBy(BaseModel):
 
 class SearchHit(BaseModel):
     id: str
-    score: float = Field(description="Hybrid: the reciprocal-rank-fusion score "
-                         "(sum of 1/(60+rank)); vector or fulltext mode: that list's score.")
+    score: float = Field(
+        description="Hybrid: the reciprocal-rank-fusion score "
+        "(sum of 1/(60+rank)); vector or fulltext mode: that list's score."
+    )
     matched_by: MatchedBy
     item: dict[str, Any] = Field(description="The venue or world node, as GET returns it.")
 
@@ -30,6 +33,8 @@ class SearchResponse(BaseModel):
     query: str | None = None
     mode: str
     items: list[SearchHit]
-    plan: dict[str, Any] = Field(description="How each list was answered under tenant "
-                                 "filtering: exact search or index over-fetch with the k tried "
-                                 "(see docs/search.md).")
+    plan: dict[str, Any] = Field(
+        description="How each list was answered under tenant "
+        "filtering: exact search or index over-fetch with the k tried "
+        "(see docs/search.md)."
+    )

@@ -50,11 +50,15 @@ def clean_query(q: str) -> str:
     """The query as searched; empty or oversized queries are a 422, never a 500."""
     text = " ".join(q.split())
     if not text:
-        raise Invalid("the query is empty", details=[{"loc": ["query", "q"],
-                                                     "msg": "give some words to search for"}])
+        raise Invalid(
+            "the query is empty",
+            details=[{"loc": ["query", "q"], "msg": "give some words to search for"}],
+        )
     if len(text) > MAX_QUERY_CHARS:
-        raise Invalid(f"the query is longer than {MAX_QUERY_CHARS} characters",
-                      details=[{"loc": ["query", "q"], "msg": "shorten the query"}])
+        raise Invalid(
+            f"the query is longer than {MAX_QUERY_CHARS} characters",
+            details=[{"loc": ["query", "q"], "msg": "shorten the query"}],
+        )
     return text
 
 
@@ -70,8 +74,9 @@ def fuse(vector: list[Hit], fulltext: list[Hit]) -> list[Ranked]:
         entry.fulltext = (rank, hit.score)
         entry.score += 1.0 / (RRF_K + rank)
     # Ties (same fused score) go to the better vector rank, then to the id.
-    return sorted(fused.values(), key=lambda r: (-r.score, r.vector[0] if r.vector else 10**9,
-                                                 r.hit.id))
+    return sorted(
+        fused.values(), key=lambda r: (-r.score, r.vector[0] if r.vector else 10**9, r.hit.id)
+    )
 
 
 def _item(target: Target, hit: Hit) -> dict[str, Any]:
@@ -82,9 +87,17 @@ def _rank(value: tuple[int, float] | None) -> dict[str, Any] | None:
     return None if value is None else {"rank": value[0], "score": round(value[1], 6)}
 
 
-async def search(resources: Resources, customer_id: uuid.UUID, target: Target, q: str, *,
-                 limit: int, mode: Mode = "hybrid", venue_id: uuid.UUID | None = None,
-                 kind: str | None = None) -> SearchResult:
+async def search(
+    resources: Resources,
+    customer_id: uuid.UUID,
+    target: Target,
+    q: str,
+    *,
+    limit: int,
+    mode: Mode = "hybrid",
+    venue_id: uuid.UUID | None = None,
+    kind: str | None = None,
+) -> SearchResult:
     """The tenant's best `limit` matches of `q` by `mode` (hybrid: vector + fulltext, fused)."""
     text = clean_query(q)
     graph = resources.graph
@@ -96,14 +109,16 @@ async def search(resources: Resources, customer_id: uuid.UUID, target: Target, q
     result = SearchResult()
     if mode in ("hybrid", "vector"):
         embedding = (await encode(embedder_of(resources), [text]))[0].tolist()
-        vector_hits, plan = await graph_search.vector_search(graph, target, tenant, embedding,
-                                                             pool, **filters)
+        vector_hits, plan = await graph_search.vector_search(
+            graph, target, tenant, embedding, pool, **filters
+        )
         result.plan["vector"] = plan.as_dict()
     if mode in ("hybrid", "fulltext"):
         lucene = graph_search.lucene_query(text)
         if lucene is not None:
-            fulltext_hits, plan = await graph_search.fulltext_search(graph, target, tenant,
-                                                                     lucene, pool, **filters)
+            fulltext_hits, plan = await graph_search.fulltext_search(
+                graph, target, tenant, lucene, pool, **filters
+            )
             result.plan["fulltext"] = plan.as_dict()
         else:
             result.plan["fulltext"] = {"strategy": "skipped", "reason": "no searchable words"}
@@ -113,17 +128,27 @@ async def search(resources: Resources, customer_id: uuid.UUID, target: Target, q
             score = ranked.vector[1]
         elif mode == "fulltext" and ranked.fulltext:
             score = ranked.fulltext[1]
-        result.items.append({
-            "id": ranked.hit.id, "score": round(score, 6),
-            "matched_by": {"vector": _rank(ranked.vector), "fulltext": _rank(ranked.fulltext)},
-            "item": _item(target, ranked.hit),
-        })
+        result.items.append(
+            {
+                "id": ranked.hit.id,
+                "score": round(score, 6),
+                "matched_by": {"vector": _rank(ranked.vector), "fulltext": _rank(ranked.fulltext)},
+                "item": _item(target, ranked.hit),
+            }
+        )
     return result
 
 
-async def similar(resources: Resources, customer_id: uuid.UUID, target: Target,
-                  node_id: uuid.UUID, *, limit: int, venue_id: uuid.UUID | None = None,
-                  kind: str | None = None) -> SearchResult:
+async def similar(
+    resources: Resources,
+    customer_id: uuid.UUID,
+    target: Target,
+    node_id: uuid.UUID,
+    *,
+    limit: int,
+    venue_id: uuid.UUID | None = None,
+    kind: str | None = None,
+) -> SearchResult:
     """The tenant's nodes nearest to one of its own nodes (the node itself excluded)."""
     graph = resources.graph
     tenant = str(customer_id)
@@ -132,14 +157,27 @@ async def similar(resources: Resources, customer_id: uuid.UUID, target: Target,
     if not exists:
         raise NotFound(f"{label} not found")
     if embedding is None:
-        raise Conflict(f"this {label} has no embedding yet; the embedding worker computes it "
-                       "shortly after a change", code="not_embedded")
+        raise Conflict(
+            f"this {label} has no embedding yet; the embedding worker computes it "
+            "shortly after a change",
+            code="not_embedded",
+        )
     filters: dict[str, Any] = {"venue_id": str(venue_id) if venue_id else None, "kind": kind}
-    hits, plan = await graph_search.vector_search(graph, target, tenant, embedding, limit,
-                                                  exclude=[str(node_id)], **filters)
+    hits, plan = await graph_search.vector_search(
+        graph, target, tenant, embedding, limit, exclude=[str(node_id)], **filters
+    )
     return SearchResult(
-        items=[{"id": h.id, "score": round(h.score, 6),
-                "matched_by": {"vector": {"rank": rank, "score": round(h.score, 6)},
-                               "fulltext": None},
-                "item": _item(target, h)} for rank, h in enumerate(hits, start=1)],
-        plan={"vector": plan.as_dict()})
+        items=[
+            {
+                "id": h.id,
+                "score": round(h.score, 6),
+                "matched_by": {
+                    "vector": {"rank": rank, "score": round(h.score, 6)},
+                    "fulltext": None,
+                },
+                "item": _item(target, h),
+            }
+            for rank, h in enumerate(hits, start=1)
+        ],
+        plan={"vector": plan.as_dict()},
+    )

@@ -55,10 +55,12 @@ def parse_subscription(message: dict[str, object] | None) -> Subscription:
     try:
         return SubscribeMessage.model_validate(message).subscribe
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors()[:3])
-        raise SocketClosed(POLICY, f"invalid subscribe message: {problems}",
-                           "invalid_subscription") from exc
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        raise SocketClosed(
+            POLICY, f"invalid subscribe message: {problems}", "invalid_subscription"
+        ) from exc
 
 
 async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
@@ -69,16 +71,18 @@ async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
             try:
                 raw = await asyncio.wait_for(receive(ws), AUTH_TIMEOUT_SECONDS)
             except TimeoutError as exc:
-                raise SocketClosed(POLICY, 'send {"subscribe": {...}} first',
-                                   "invalid_subscription") from exc
+                raise SocketClosed(
+                    POLICY, 'send {"subscribe": {...}} first', "invalid_subscription"
+                ) from exc
             rest = json_object(raw)
         subscription = parse_subscription(rest)
         try:
             subscriber = await hub.subscribe(session.customer_id, subscription)
         except Exception as exc:
             log.warning("stream.subscribe_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            raise SocketClosed(TRY_AGAIN, "postgres is unavailable; try again later",
-                               "unavailable") from exc
+            raise SocketClosed(
+                TRY_AGAIN, "postgres is unavailable; try again later", "unavailable"
+            ) from exc
     except SocketClosed as closed:
         await close_socket(ws, closed.code, closed.reason, closed.error_code)
         return
@@ -117,13 +121,21 @@ async def _run(session: SocketSession, subscriber: Subscriber) -> tuple[int, str
                     continue
                 subscriber.offer(StreamHub.subscribed_message(subscriber))
                 continue
-            subscriber.offer(error_message(
-                "unknown_message", 'expected {"type": "pong"} or {"subscribe": {...}}'))
+            subscriber.offer(
+                error_message(
+                    "unknown_message", 'expected {"type": "pong"} or {"subscribe": {...}}'
+                )
+            )
 
-    heartbeat = asyncio.create_task(keep_alive(session, Permission.read,
-                                               lambda: subscriber.offer(ping_message())))
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(listen()), heartbeat,
-             asyncio.create_task(subscriber.closed.wait())]
+    heartbeat = asyncio.create_task(
+        keep_alive(session, Permission.read, lambda: subscriber.offer(ping_message()))
+    )
+    tasks = [
+        asyncio.create_task(pump()),
+        asyncio.create_task(listen()),
+        heartbeat,
+        asyncio.create_task(subscriber.closed.wait()),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

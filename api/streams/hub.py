@@ -58,28 +58,36 @@ LIVENESS_CHANNEL = "overwatch_liveness"
 CHANNELS = (CHANGES_CHANNEL, OCCUPANCY_CHANNEL, LIVENESS_CHANNEL)
 LISTENER_NAME = "overwatch-stream-listener"
 
-INBOX_LIMIT = 100_000        # notifications waiting for the dispatcher
-DISPATCH_BATCH = 1000        # notifications handled per dispatcher turn
-CATCH_UP_LIMIT = 20_000      # most change rows read for one tenant in one turn
-PROBE_SECONDS = 10.0         # how often the LISTEN connection is checked
-PRESENCE_SECONDS = 5.0       # how often this process refreshes its stream_presence rows
+INBOX_LIMIT = 100_000  # notifications waiting for the dispatcher
+DISPATCH_BATCH = 1000  # notifications handled per dispatcher turn
+CATCH_UP_LIMIT = 20_000  # most change rows read for one tenant in one turn
+PROBE_SECONDS = 10.0  # how often the LISTEN connection is checked
+PRESENCE_SECONDS = 5.0  # how often this process refreshes its stream_presence rows
 PRESENCE_FRESH_SECONDS = 3 * PRESENCE_SECONDS
 TOO_SLOW = (4008, "too slow")
 
-STREAM_SUBSCRIBERS = Gauge("overwatch_stream_subscribers",
-                           "Open subscriber sockets in this process.")
-STREAM_INGEST = Gauge("overwatch_stream_ingest_connections",
-                      "Open ingest sockets in this process.")
-STREAM_EVENTS = Counter("overwatch_stream_events_total",
-                        "Events queued for subscribers of this process, by event type.",
-                        ["event"])
-STREAM_DROPPED = Counter("overwatch_stream_subscribers_dropped_total",
-                         "Subscriber sockets closed by the server, by reason.", ["reason"])
-STREAM_LISTEN_CONNECTS = Counter("overwatch_stream_listen_connects_total",
-                                 "LISTEN connections opened (more than one: reconnects).")
+STREAM_SUBSCRIBERS = Gauge(
+    "overwatch_stream_subscribers", "Open subscriber sockets in this process."
+)
+STREAM_INGEST = Gauge("overwatch_stream_ingest_connections", "Open ingest sockets in this process.")
+STREAM_EVENTS = Counter(
+    "overwatch_stream_events_total",
+    "Events queued for subscribers of this process, by event type.",
+    ["event"],
+)
+STREAM_DROPPED = Counter(
+    "overwatch_stream_subscribers_dropped_total",
+    "Subscriber sockets closed by the server, by reason.",
+    ["reason"],
+)
+STREAM_LISTEN_CONNECTS = Counter(
+    "overwatch_stream_listen_connects_total",
+    "LISTEN connections opened (more than one: reconnects).",
+)
 STREAM_NOTIFICATIONS_DROPPED = Counter(
     "overwatch_stream_notifications_dropped_total",
-    "Notifications dropped because the dispatcher fell behind (changes are caught up).")
+    "Notifications dropped because the dispatcher fell behind (changes are caught up).",
+)
 
 _CURRENT_VERSION = text("SELECT version FROM customer_versions WHERE customer_id = :c")
 # The venue of a change: its own id for a venue, `venue_id` of its last state
@@ -104,9 +112,7 @@ _PRESENCE_DROP = text(
     "AND NOT (customer_id = ANY(CAST(:cs AS uuid[])))"
 )
 # Rows of processes that died without cleaning up.
-_PRESENCE_EXPIRE = text(
-    "DELETE FROM stream_presence WHERE seen_at < now() - interval '1 hour'"
-)
+_PRESENCE_EXPIRE = text("DELETE FROM stream_presence WHERE seen_at < now() - interval '1 hour'")
 _PRESENCE_OTHERS = text(
     "SELECT COALESCE(sum(ingest), 0) AS ingest, COALESCE(sum(subscribers), 0) AS subscribers, "
     "count(*) FILTER (WHERE ingest > 0 OR subscribers > 0) AS processes "
@@ -144,13 +150,16 @@ class Subscriber:
     def refilter(self, subscription: Subscription) -> None:
         self.subscription = subscription
         self.event_types = frozenset(subscription.event_types)
-        self.venues = (None if subscription.venue_ids is None
-                       else frozenset(str(v) for v in subscription.venue_ids))
-        self.entity_types = (None if subscription.entity_types is None
-                             else frozenset(subscription.entity_types))
+        self.venues = (
+            None
+            if subscription.venue_ids is None
+            else frozenset(str(v) for v in subscription.venue_ids)
+        )
+        self.entity_types = (
+            None if subscription.entity_types is None else frozenset(subscription.entity_types)
+        )
 
-    def wants(self, event: EventType, venue_id: str | None, entity_type: str | None = None
-              ) -> bool:
+    def wants(self, event: EventType, venue_id: str | None, entity_type: str | None = None) -> bool:
         if event not in self.event_types:
             return False
         if venue_id is not None and self.venues is not None and venue_id not in self.venues:
@@ -190,8 +199,11 @@ class StreamHub:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        for name, loop in (("listen", self._listen_loop), ("dispatch", self._dispatch_loop),
-                           ("presence", self._presence_loop)):
+        for name, loop in (
+            ("listen", self._listen_loop),
+            ("dispatch", self._dispatch_loop),
+            ("presence", self._presence_loop),
+        ):
             self._tasks.append(asyncio.create_task(loop(), name=f"overwatch:stream_{name}"))
 
     async def stop(self) -> None:
@@ -227,9 +239,15 @@ class StreamHub:
     @staticmethod
     def subscribed_message(subscriber: Subscriber) -> str:
         sub = subscriber.subscription
-        return encode({"event": "subscribed", "version": subscriber.since,
-                       "venue_ids": sub.venue_ids, "event_types": sub.event_types,
-                       "entity_types": sub.entity_types})
+        return encode(
+            {
+                "event": "subscribed",
+                "version": subscriber.since,
+                "venue_ids": sub.venue_ids,
+                "event_types": sub.event_types,
+                "entity_types": sub.entity_types,
+            }
+        )
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         tenant = self.subscribers.get(subscriber.customer_id)
@@ -255,19 +273,28 @@ class StreamHub:
         self._presence_changed.set()
 
     def local_counts(self, customer_id: str) -> dict[str, int]:
-        return {"ingest": self.ingest.get(customer_id, 0),
-                "subscribers": len(self.subscribers.get(customer_id, ()))}
+        return {
+            "ingest": self.ingest.get(customer_id, 0),
+            "subscribers": len(self.subscribers.get(customer_id, ())),
+        }
 
     async def stats(self, customer_id: str) -> StreamStats:
         """This process's counts now, plus what the other processes last reported."""
         local = self.local_counts(customer_id)
         async with self.resources.engine.connect() as conn:
-            others = (await conn.execute(_PRESENCE_OTHERS, {
-                "c": customer_id, "p": self.process_id, "fresh": PRESENCE_FRESH_SECONDS})).one()
+            others = (
+                await conn.execute(
+                    _PRESENCE_OTHERS,
+                    {"c": customer_id, "p": self.process_id, "fresh": PRESENCE_FRESH_SECONDS},
+                )
+            ).one()
         here = 1 if local["ingest"] or local["subscribers"] else 0
-        return StreamStats(ingest=local["ingest"] + int(others.ingest),
-                           subscribers=local["subscribers"] + int(others.subscribers),
-                           processes=here + int(others.processes), this_process=local)
+        return StreamStats(
+            ingest=local["ingest"] + int(others.ingest),
+            subscribers=local["subscribers"] + int(others.subscribers),
+            processes=here + int(others.processes),
+            this_process=local,
+        )
 
     # ------------------------------------------------------------ LISTEN
     def _on_notification(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
@@ -283,8 +310,10 @@ class StreamHub:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(
-                    self.resources.settings.sync_database_url, timeout=5,
-                    server_settings={"application_name": LISTENER_NAME})
+                    self.resources.settings.sync_database_url,
+                    timeout=5,
+                    server_settings={"application_name": LISTENER_NAME},
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 for channel in CHANNELS:
@@ -378,14 +407,19 @@ class StreamHub:
         if last - first + 1 > CATCH_UP_LIMIT:
             # Too far behind to replay: say so, and let clients pull the rest.
             skipped_to = last - CATCH_UP_LIMIT
-            gap = encode({"event": "gap", "after": cursor, "through": skipped_to,
-                          "message": "changes were skipped; pull from `after`"})
+            gap = encode(
+                {
+                    "event": "gap",
+                    "after": cursor,
+                    "through": skipped_to,
+                    "message": "changes were skipped; pull from `after`",
+                }
+            )
             for subscriber in list(self.subscribers.get(tenant, ())):
                 subscriber.offer(gap)
             first = skipped_to + 1
         async with self.resources.engine.connect() as conn:
-            rows = (await conn.execute(_CHANGES, {"c": tenant, "first": first,
-                                                  "last": last})).all()
+            rows = (await conn.execute(_CHANGES, {"c": tenant, "first": first, "last": last})).all()
         # Subscribers may have come or gone while we read; deliver to those here now.
         if self._cursor.get(tenant) != cursor:
             return
@@ -393,20 +427,28 @@ class StreamHub:
         subscribers = list(self.subscribers.get(tenant, ()))
         delivered = 0
         for row in rows:
-            event = {"event": "change", "type": row.entity_type, "id": str(row.entity_id),
-                     "op": row.op, "version": int(row.version), "venue_id": row.venue_id}
+            event = {
+                "event": "change",
+                "type": row.entity_type,
+                "id": str(row.entity_id),
+                "op": row.op,
+                "version": int(row.version),
+                "venue_id": row.venue_id,
+            }
             if row.merged_into:
                 event["merged_into"] = row.merged_into
             message = encode(event)
             for subscriber in subscribers:
                 if row.version > subscriber.since and subscriber.wants(
-                        EventType.change, row.venue_id, row.entity_type):
+                    EventType.change, row.venue_id, row.entity_type
+                ):
                     subscriber.offer(message)
                     delivered += 1
         STREAM_EVENTS.labels(event="change").inc(delivered)
 
-    def _deliver(self, tenant: str, kind: EventType, venue_id: str | None,
-                 event: dict[str, Any]) -> None:
+    def _deliver(
+        self, tenant: str, kind: EventType, venue_id: str | None, event: dict[str, Any]
+    ) -> None:
         subscribers = self.subscribers.get(tenant)
         if not subscribers:
             return
@@ -422,10 +464,10 @@ class StreamHub:
     def _deliver_occupancy(self, note: dict[str, Any]) -> None:
         tenant = note.pop("customer_id")
         places = note["free"] + note["occupied"]
-        note["occupied_percent"] = (round(100.0 * note["occupied"] / places, 1)
-                                    if places else None)
-        self._deliver(tenant, EventType.occupancy, note.get("venue_id"),
-                      {"event": "occupancy", **note})
+        note["occupied_percent"] = round(100.0 * note["occupied"] / places, 1) if places else None
+        self._deliver(
+            tenant, EventType.occupancy, note.get("venue_id"), {"event": "occupancy", **note}
+        )
 
     def _deliver_liveness(self, note: dict[str, Any]) -> None:
         tenant = note.pop("customer_id")
@@ -443,10 +485,15 @@ class StreamHub:
             try:
                 async with self.resources.engine.begin() as conn:
                     if tenants:
-                        await conn.execute(_PRESENCE_UPSERT, {
-                            "p": self.process_id, "cs": tenants,
-                            "is": [self.ingest.get(t, 0) for t in tenants],
-                            "ss": [len(self.subscribers.get(t, ())) for t in tenants]})
+                        await conn.execute(
+                            _PRESENCE_UPSERT,
+                            {
+                                "p": self.process_id,
+                                "cs": tenants,
+                                "is": [self.ingest.get(t, 0) for t in tenants],
+                                "ss": [len(self.subscribers.get(t, ())) for t in tenants],
+                            },
+                        )
                     await conn.execute(_PRESENCE_DROP, {"p": self.process_id, "cs": tenants})
                     if time.monotonic() - last_expiry > 600:
                         await conn.execute(_PRESENCE_EXPIRE)

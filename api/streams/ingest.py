@@ -50,9 +50,11 @@ log = structlog.get_logger("api.streams.ingest")
 
 INGEST_WINDOW = 256
 MAX_CONSECUTIVE_REJECTS = 100
-FRAMES_REJECTED = Counter("overwatch_stream_frames_rejected_total",
-                          "Ingest frames answered with an error frame, by error code.",
-                          ["reason"])
+FRAMES_REJECTED = Counter(
+    "overwatch_stream_frames_rejected_total",
+    "Ingest frames answered with an error frame, by error code.",
+    ["reason"],
+)
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,17 @@ async def serve_ingest(ws: WebSocket, ingest: Ingest) -> None:
         await close_socket(ws, *outcome)
 
 
-async def _frame(session: SocketSession, ingest: Ingest, raw: str | bytes,
-                 position: int) -> str | PendingAck | None:
+async def _frame(
+    session: SocketSession, ingest: Ingest, raw: str | bytes, position: int
+) -> str | PendingAck | None:
     """Check one frame and hand it to the writer; an error message if it is refused,
     None for a pong (not a frame)."""
     limit = session.resources.settings.stream_max_frame_bytes
     size = _size(raw, limit)
     if size > limit:
-        return _rejected("frame_too_large", f"the frame has {size} bytes; the limit is {limit}",
-                         position)
+        return _rejected(
+            "frame_too_large", f"the frame has {size} bytes; the limit is {limit}", position
+        )
     data = json_object(raw)
     if data is None:
         return _rejected("invalid_json", "a frame is one JSON object", position)
@@ -121,8 +125,9 @@ async def _frame(session: SocketSession, ingest: Ingest, raw: str | bytes,
     except ValidationError as exc:
         details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()[:10]]
         seq = data.get("seq") if isinstance(data.get("seq"), int) else position
-        return _rejected("invalid_frame", "the frame does not match the ingest schema", seq,
-                         details)
+        return _rejected(
+            "invalid_frame", "the frame does not match the ingest schema", seq, details
+        )
     seq = frame.seq if frame.seq is not None else position
     try:
         observation = await ingest.resolver.observe(session.principal, frame)
@@ -135,10 +140,16 @@ async def _run(session: SocketSession, ingest: Ingest) -> tuple[int, str] | None
     ws = session.ws
     outbox: asyncio.Queue[str | PendingAck] = asyncio.Queue(INGEST_WINDOW)
     settings = session.resources.settings
-    await ws.send_text(encode({
-        "event": "ready", "customer_id": session.customer_id,
-        "max_frame_bytes": settings.stream_max_frame_bytes,
-        "heartbeat_seconds": settings.stream_heartbeat_seconds}))
+    await ws.send_text(
+        encode(
+            {
+                "event": "ready",
+                "customer_id": session.customer_id,
+                "max_frame_bytes": settings.stream_max_frame_bytes,
+                "heartbeat_seconds": settings.stream_heartbeat_seconds,
+            }
+        )
+    )
 
     async def read() -> tuple[int, str]:
         position = rejects = 0

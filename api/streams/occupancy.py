@@ -41,12 +41,16 @@ NEGATIVE_TTL_SECONDS = 2.0  # an unknown camera is looked up again this soon
 PRUNE_BATCH = 10_000
 
 FRAMES_ACCEPTED = Counter("overwatch_stream_frames_total", "Ingest frames stored.")
-ZONE_WRITE_FAILURES = Counter("overwatch_stream_zone_write_failures_total",
-                              "Occupancy batches whose Neo4j zone update failed "
-                              "(history was stored; the next frame sets the zone).")
-BATCH_SECONDS = Histogram("overwatch_stream_batch_duration_seconds",
-                          "Time to store one batch of frames (Postgres and Neo4j).",
-                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+ZONE_WRITE_FAILURES = Counter(
+    "overwatch_stream_zone_write_failures_total",
+    "Occupancy batches whose Neo4j zone update failed "
+    "(history was stored; the next frame sets the zone).",
+)
+BATCH_SECONDS = Histogram(
+    "overwatch_stream_batch_duration_seconds",
+    "Time to store one batch of frames (Postgres and Neo4j).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 
 # A camera given by its node id or by `properties.external_id`; its zone is
 # the far end of its currently valid OBSERVED_IN edge (the newest if several).
@@ -153,8 +157,9 @@ class ZoneResolver:
         self.ttl = float(resources.settings.stream_camera_cache_seconds)
         self._entries: dict[tuple[str, str, str], tuple[float, Target | FrameRejected]] = {}
 
-    async def _cached(self, key: tuple[str, str, str],
-                      load: Callable[[], Awaitable[Target]]) -> Target:
+    async def _cached(
+        self, key: tuple[str, str, str], load: Callable[[], Awaitable[Target]]
+    ) -> Target:
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
@@ -165,8 +170,9 @@ class ZoneResolver:
                 value, expires = rejected, now + min(self.ttl, NEGATIVE_TTL_SECONDS)
             except Exception as exc:  # a store is down: not cached, not the client's fault
                 log.warning("stream.lookup_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                raise FrameRejected("unavailable", "the venue graph is unavailable; "
-                                    "retry later") from exc
+                raise FrameRejected(
+                    "unavailable", "the venue graph is unavailable; retry later"
+                ) from exc
             if len(self._entries) >= CACHE_LIMIT:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
                 if len(self._entries) >= CACHE_LIMIT:
@@ -180,22 +186,28 @@ class ZoneResolver:
 
     async def camera(self, customer_id: str, camera: str) -> Target:
         async def load() -> Target:
-            rows = await self.resources.graph.read("stream.camera_zone", CAMERA_ZONE, {
-                "customer_id": customer_id, "camera": camera})
+            rows = await self.resources.graph.read(
+                "stream.camera_zone", CAMERA_ZONE, {"customer_id": customer_id, "camera": camera}
+            )
             if not rows:
-                raise FrameRejected("unknown_camera", f"no Camera node {camera!r} (by id or "
-                                    "properties.external_id) in this tenant")
+                raise FrameRejected(
+                    "unknown_camera",
+                    f"no Camera node {camera!r} (by id or properties.external_id) in this tenant",
+                )
             if rows[0]["zone_id"] is None:
-                raise FrameRejected("camera_not_in_zone", f"camera {camera!r} has no valid "
-                                    "OBSERVED_IN edge to a Zone")
+                raise FrameRejected(
+                    "camera_not_in_zone",
+                    f"camera {camera!r} has no valid OBSERVED_IN edge to a Zone",
+                )
             return Target(rows[0]["zone_id"], rows[0]["venue_id"], rows[0]["camera_id"])
 
         return await self._cached((customer_id, "camera", camera), load)
 
     async def zone(self, customer_id: str, zone_id: str) -> Target:
         async def load() -> Target:
-            rows = await self.resources.graph.read("stream.zone", ZONE_OF, {
-                "customer_id": customer_id, "zone_id": zone_id})
+            rows = await self.resources.graph.read(
+                "stream.zone", ZONE_OF, {"customer_id": customer_id, "zone_id": zone_id}
+            )
             if not rows:
                 raise FrameRejected("unknown_zone", f"no Zone {zone_id} in this tenant")
             return Target(rows[0]["zone_id"], rows[0]["venue_id"])
@@ -220,8 +232,11 @@ class ZoneResolver:
             raise FrameRejected("forbidden", "this device key reports for another drone")
         drone = frame.drone or bound
         if frame.camera is None and drone is None:
-            raise FrameRejected("invalid_frame", "a frame without a camera names its drone "
-                                "(or comes with the drone's own device key)")
+            raise FrameRejected(
+                "invalid_frame",
+                "a frame without a camera names its drone "
+                "(or comes with the drone's own device key)",
+            )
         try:
             observed_at = frame.observed_at(datetime.now(UTC))
         except ValueError as exc:
@@ -235,12 +250,17 @@ class ZoneResolver:
             await self.drone(customer_id, frame.drone)
         detail = frame.detail()
         return Observation(
-            customer_id=customer_id, target=target, drone_serial=drone,
-            source=frame.camera or drone or "", observed_at=observed_at,
-            people=frame.summary.total_people, free=Summary.count(frame.summary.free),
+            customer_id=customer_id,
+            target=target,
+            drone_serial=drone,
+            source=frame.camera or drone or "",
+            observed_at=observed_at,
+            people=frame.summary.total_people,
+            free=Summary.count(frame.summary.free),
             occupied=Summary.count(frame.summary.occupied),
             detections=len(frame.summary.detections),
-            detail=None if detail is None else json.dumps(detail, separators=(",", ":")))
+            detail=None if detail is None else json.dumps(detail, separators=(",", ":")),
+        )
 
 
 class OccupancyWriter:
@@ -278,8 +298,10 @@ class OccupancyWriter:
             stored = False
             try:
                 started = time.perf_counter()
-                stored, _ = await asyncio.gather(self._store_history([o for o, _ in batch]),
-                                                 self._set_zones([o for o, _ in batch]))
+                stored, _ = await asyncio.gather(
+                    self._store_history([o for o, _ in batch]),
+                    self._set_zones([o for o, _ in batch]),
+                )
                 BATCH_SECONDS.observe(time.perf_counter() - started)
             except Exception as exc:  # never let one batch stop the writer
                 log.warning("stream.batch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -291,8 +313,9 @@ class OccupancyWriter:
                     if stored:
                         future.set_result(None)
                     else:
-                        future.set_exception(FrameRejected(
-                            "unavailable", "the frame was not stored; retry later"))
+                        future.set_exception(
+                            FrameRejected("unavailable", "the frame was not stored; retry later")
+                        )
             if stored:
                 FRAMES_ACCEPTED.inc(len(batch))
 
@@ -305,7 +328,8 @@ class OccupancyWriter:
             "drone_serials": [o.drone_serial for o in batch],
             "sources": [o.source for o in batch],
             "observed_ats": [o.observed_at for o in batch],
-            "people": [o.people for o in batch], "free": [o.free for o in batch],
+            "people": [o.people for o in batch],
+            "free": [o.free for o in batch],
             "occupied": [o.occupied for o in batch],
             "detections": [o.detections for o in batch],
             "details": [o.detail for o in batch],
@@ -316,8 +340,11 @@ class OccupancyWriter:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(_INSERT, params)
         except Exception as exc:
-            log.warning("stream.history_failed", frames=len(batch),
-                        error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "stream.history_failed",
+                frames=len(batch),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
             return False
         return True
 
@@ -327,16 +354,28 @@ class OccupancyWriter:
             key = (o.customer_id, o.target.zone_id)
             if key not in latest or latest[key].observed_at <= o.observed_at:
                 latest[key] = o
-        rows = [{"customer_id": o.customer_id, "zone_id": o.target.zone_id,
-                 "people": o.people, "free": o.free, "occupied": o.occupied,
-                 "at": o.observed_at} for o in latest.values()]
+        rows = [
+            {
+                "customer_id": o.customer_id,
+                "zone_id": o.target.zone_id,
+                "people": o.people,
+                "free": o.free,
+                "occupied": o.occupied,
+                "at": o.observed_at,
+            }
+            for o in latest.values()
+        ]
         try:
-            await self.resources.graph.write("stream.zone_occupancy", ZONE_OCCUPANCY,
-                                             {"rows": rows})
+            await self.resources.graph.write(
+                "stream.zone_occupancy", ZONE_OCCUPANCY, {"rows": rows}
+            )
         except Exception as exc:
             ZONE_WRITE_FAILURES.inc()
-            log.warning("stream.zone_write_failed", zones=len(rows),
-                        error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "stream.zone_write_failed",
+                zones=len(rows),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
 
 
 async def prune_occupancy(resources: Resources, older_than: datetime) -> int:

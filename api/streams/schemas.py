@@ -33,11 +33,16 @@ class EventType(StrEnum):
 class Detection(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    label: str = Field(validation_alias=AliasChoices("class", "label"), min_length=1,
-                       max_length=100, serialization_alias="class")
+    label: str = Field(
+        validation_alias=AliasChoices("class", "label"),
+        min_length=1,
+        max_length=100,
+        serialization_alias="class",
+    )
     confidence: float = Field(ge=0, le=1)
-    bbox: list[float] = Field(min_length=4, max_length=4,
-                              description="x1, y1, x2, y2 in the camera's pixels.")
+    bbox: list[float] = Field(
+        min_length=4, max_length=4, description="x1, y1, x2, y2 in the camera's pixels."
+    )
 
 
 Places = int | list[str | int]
@@ -71,20 +76,32 @@ class IngestFrame(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    seq: int | None = Field(None, ge=0, description="Echoed in the ack; default: the frame's "
-                            "position on this connection (1, 2, …).")
-    camera: str | None = Field(None, min_length=1, max_length=200,
-                               validation_alias=AliasChoices("camera", "camera_id"),
-                               description="The Camera node's id, or its "
-                               "`properties.external_id`.")
-    drone: str | None = Field(None, min_length=1, max_length=64,
-                              validation_alias=AliasChoices("drone", "drone_serial",
-                                                            "drone_id"),
-                              description="Serial of the drone that produced the frame.")
-    zone_id: uuid.UUID | None = Field(None, description="The Zone a drone observes (drone "
-                                      "frames without a camera only).")
-    timestamp: datetime | None = Field(None, description="Capture time (ISO 8601); naive "
-                                       "times are UTC; default: arrival.")
+    seq: int | None = Field(
+        None,
+        ge=0,
+        description="Echoed in the ack; default: the frame's "
+        "position on this connection (1, 2, …).",
+    )
+    camera: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        validation_alias=AliasChoices("camera", "camera_id"),
+        description="The Camera node's id, or its `properties.external_id`.",
+    )
+    drone: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        validation_alias=AliasChoices("drone", "drone_serial", "drone_id"),
+        description="Serial of the drone that produced the frame.",
+    )
+    zone_id: uuid.UUID | None = Field(
+        None, description="The Zone a drone observes (drone frames without a camera only)."
+    )
+    timestamp: datetime | None = Field(
+        None, description="Capture time (ISO 8601); naive times are UTC; default: arrival."
+    )
     summary: Summary
 
     @model_validator(mode="after")
@@ -122,13 +139,15 @@ class Subscription(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     venue_ids: list[uuid.UUID] | None = Field(
-        None, max_length=1000, description="Only events of these venues; events that belong "
-        "to no venue (kit and drone changes, drone liveness) always pass.")
-    event_types: list[EventType] = Field(default_factory=lambda: list(EventType),
-                                         min_length=1)
+        None,
+        max_length=1000,
+        description="Only events of these venues; events that belong "
+        "to no venue (kit and drone changes, drone liveness) always pass.",
+    )
+    event_types: list[EventType] = Field(default_factory=lambda: list(EventType), min_length=1)
     entity_types: list[str] | None = Field(
-        None, description="Only change events of these entity types "
-        f"({', '.join(SYNC_TYPES)}).")
+        None, description=f"Only change events of these entity types ({', '.join(SYNC_TYPES)})."
+    )
 
     @field_validator("entity_types")
     @classmethod
@@ -148,9 +167,12 @@ class SubscribeMessage(BaseModel):
 
 class StreamStats(BaseModel):
     ingest: int = Field(description="Open ingest sockets of the tenant, across API processes.")
-    subscribers: int = Field(description="Open subscriber sockets of the tenant, across API "
-                             "processes.")
+    subscribers: int = Field(
+        description="Open subscriber sockets of the tenant, across API processes."
+    )
     processes: int = Field(description="API processes holding at least one of them.")
-    this_process: dict[str, int] = Field(description="The same counts in the process that "
-                                         "answered (always current; others are refreshed "
-                                         "every few seconds).")
+    this_process: dict[str, int] = Field(
+        description="The same counts in the process that "
+        "answered (always current; others are refreshed "
+        "every few seconds)."
+    )

@@ -39,8 +39,8 @@ AUTH_TIMEOUT_SECONDS = 10.0
 REAUTH_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 10.0
 HEARTBEAT_TIMEOUT = (4000, "heartbeat timeout")
-POLICY = 1008       # bad key, missing permission, unusable first message
-TRY_AGAIN = 1013    # a store is down
+POLICY = 1008  # bad key, missing permission, unusable first message
+TRY_AGAIN = 1013  # a store is down
 
 
 class SocketClosed(Exception):
@@ -53,10 +53,11 @@ class SocketClosed(Exception):
         self.error_code = error_code
 
 
-def error_message(code: str, message: str, *, seq: int | None = None,
-                  details: Any = None) -> str:
-    body: dict[str, Any] = {"event": "error",
-                            "error": {"code": code, "message": message, "details": details}}
+def error_message(code: str, message: str, *, seq: int | None = None, details: Any = None) -> str:
+    body: dict[str, Any] = {
+        "event": "error",
+        "error": {"code": code, "message": message, "details": details},
+    }
     if seq is not None:
         body["seq"] = seq
     return encode(body)
@@ -111,22 +112,26 @@ async def check_key(resources: Resources, key: str, permission: Permission) -> P
     except Unauthorized as exc:
         raise SocketClosed(POLICY, "invalid or inactive API key", "unauthorized") from exc
     except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
-        raise SocketClosed(TRY_AGAIN, "postgres is unavailable; try again later",
-                           "unavailable") from exc
+        raise SocketClosed(
+            TRY_AGAIN, "postgres is unavailable; try again later", "unavailable"
+        ) from exc
     if principal.customer_id is None:
-        raise SocketClosed(POLICY, "streams act inside one tenant; use a customer-bound key",
-                           "forbidden")
+        raise SocketClosed(
+            POLICY, "streams act inside one tenant; use a customer-bound key", "forbidden"
+        )
     if not principal.can(permission):
-        raise SocketClosed(POLICY, f"this key lacks the {permission.value!r} permission",
-                           "forbidden")
+        raise SocketClosed(
+            POLICY, f"this key lacks the {permission.value!r} permission", "forbidden"
+        )
     if principal.key_uuid is not None:
         usage: KeyUsage = resources.extras.setdefault("key_usage", KeyUsage())
         usage.touch(principal.key_uuid)
     return principal
 
 
-async def open_session(ws: WebSocket, resources: Resources, permission: Permission
-                       ) -> tuple[SocketSession, dict[str, Any] | None]:
+async def open_session(
+    ws: WebSocket, resources: Resources, permission: Permission
+) -> tuple[SocketSession, dict[str, Any] | None]:
     """Accept and authenticate; also returns what else the first message carried."""
     await ws.accept()
     key = ws.headers.get("x-api-key")
@@ -138,28 +143,33 @@ async def open_session(ws: WebSocket, resources: Resources, permission: Permissi
             raise SocketClosed(POLICY, "authentication timeout", "unauthorized") from exc
         first = json_object(raw)
         if first is None or not isinstance(first.get("api_key"), str):
-            raise SocketClosed(POLICY, 'send the X-API-Key header or {"api_key": ...} first',
-                               "unauthorized")
+            raise SocketClosed(
+                POLICY, 'send the X-API-Key header or {"api_key": ...} first', "unauthorized"
+            )
         key = first.pop("api_key")
         rest = first or None
     principal = await check_key(resources, key, permission)
     return SocketSession(ws, resources, key, principal, time.monotonic()), rest
 
 
-async def close_socket(ws: WebSocket, code: int, reason: str,
-                       error_code: str | None = None) -> None:
+async def close_socket(
+    ws: WebSocket, code: int, reason: str, error_code: str | None = None
+) -> None:
     """Say why (if `error_code`), then close; a peer that is gone or stuck is let go."""
     with contextlib.suppress(Exception):
         if error_code is not None:
-            await asyncio.wait_for(ws.send_text(error_message(error_code, reason)),
-                                   CLOSE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(
+                ws.send_text(error_message(error_code, reason)), CLOSE_TIMEOUT_SECONDS
+            )
         # Close reasons are limited to 123 bytes.
-        await asyncio.wait_for(ws.close(code, reason.encode()[:120].decode(errors="ignore")),
-                               CLOSE_TIMEOUT_SECONDS)
+        await asyncio.wait_for(
+            ws.close(code, reason.encode()[:120].decode(errors="ignore")), CLOSE_TIMEOUT_SECONDS
+        )
 
 
-async def keep_alive(session: SocketSession, permission: Permission,
-                     ping: Callable[[], None]) -> tuple[int, str]:
+async def keep_alive(
+    session: SocketSession, permission: Permission, ping: Callable[[], None]
+) -> tuple[int, str]:
     """Ping every interval; returns why the socket must close (silence, a dead key)."""
     interval = session.resources.settings.stream_heartbeat_seconds
     checked = time.monotonic()

@@ -47,8 +47,13 @@ class PendingMutation:
     force: bool = False
 
     def wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"mutation_id": self.mutation_id, "type": self.type, "id": self.id,
-                                "op": self.op, "base_version": self.base_version}
+        body: dict[str, Any] = {
+            "mutation_id": self.mutation_id,
+            "type": self.type,
+            "id": self.id,
+            "op": self.op,
+            "base_version": self.base_version,
+        }
         if self.data is not None:
             body["data"] = self.data
         if self.force:
@@ -70,18 +75,27 @@ class SyncClient:
     max_attempts: int = 5
 
     # ------------------------------------------------------------ local edits
-    def upsert(self, entity_type: str, entity_id: str, data: dict[str, Any], *,
-               force: bool = False) -> PendingMutation:
+    def upsert(
+        self, entity_type: str, entity_id: str, data: dict[str, Any], *, force: bool = False
+    ) -> PendingMutation:
         return self._queue(entity_type, entity_id, "upsert", data, force)
 
     def delete(self, entity_type: str, entity_id: str) -> PendingMutation:
         return self._queue(entity_type, entity_id, "delete", None, False)
 
-    def _queue(self, entity_type: str, entity_id: str, op: str, data: dict[str, Any] | None,
-               force: bool) -> PendingMutation:
+    def _queue(
+        self, entity_type: str, entity_id: str, op: str, data: dict[str, Any] | None, force: bool
+    ) -> PendingMutation:
         seen = self.confirmed.get(entity_id)
-        mutation = PendingMutation(self.next_mutation_id, entity_type, entity_id, op,
-                                   seen["version"] if seen else 0, data, force)
+        mutation = PendingMutation(
+            self.next_mutation_id,
+            entity_type,
+            entity_id,
+            op,
+            seen["version"] if seen else 0,
+            data,
+            force,
+        )
         self.next_mutation_id += 1
         self.pending.append(mutation)
         return mutation
@@ -121,8 +135,11 @@ class SyncClient:
         if not self.pending:
             return None
         batch = self.pending[:limit]
-        body = {"workstation_id": self.workstation_id, "protocol_version": 1,
-                "mutations": [m.wire() for m in batch]}
+        body = {
+            "workstation_id": self.workstation_id,
+            "protocol_version": 1,
+            "mutations": [m.wire() for m in batch],
+        }
         response = await self._request("POST", "/push", json=body)
         response.raise_for_status()
         answer = response.json()
@@ -137,8 +154,9 @@ class SyncClient:
         """Pull until `has_more` is false; returns how many envelopes were applied."""
         applied = 0
         while True:
-            response = await self._request("GET", "/pull",
-                                           params={"since": self.cursor, "limit": limit})
+            response = await self._request(
+                "GET", "/pull", params={"since": self.cursor, "limit": limit}
+            )
             response.raise_for_status()
             page = response.json()
             for envelope in page["changes"]:
@@ -170,8 +188,9 @@ class SyncClient:
         params: dict[str, Any] = {} if page_size is None else {"page_size": page_size}
         snapshot = None
         while True:
-            async with self.http.stream("GET", self.prefix + "/bootstrap",
-                                        params=params) as response:
+            async with self.http.stream(
+                "GET", self.prefix + "/bootstrap", params=params
+            ) as response:
                 response.raise_for_status()
                 digest = hashlib.sha256()
                 end: dict[str, Any] = {}
@@ -190,19 +209,20 @@ class SyncClient:
                 raise ValueError("bootstrap checksum mismatch")
             if end.get("end"):
                 break
-            params = {"snapshot_version": snapshot, "after": end["next"],
-                      "page_size": page_size}
+            params = {"snapshot_version": snapshot, "after": end["next"], "page_size": page_size}
         self.confirmed = confirmed
         self.cursor = int(snapshot or 0)
         return len(confirmed) + await self.pull()
 
     async def resume_mutation_ids(self) -> None:
         """Continue after the last mutation id the server holds (after a reinstall)."""
-        response = await self._request("GET", "/status",
-                                       params={"workstation_id": self.workstation_id})
+        response = await self._request(
+            "GET", "/status", params={"workstation_id": self.workstation_id}
+        )
         response.raise_for_status()
-        self.next_mutation_id = max(self.next_mutation_id,
-                                    int(response.json()["last_mutation_id"]) + 1)
+        self.next_mutation_id = max(
+            self.next_mutation_id, int(response.json()["last_mutation_id"]) + 1
+        )
 
 
 def new_id() -> str:

@@ -29,53 +29,81 @@ venue_router = APIRouter(prefix="/venues", tags=["venues"])
 
 
 @router.post(
-    "/push", response_model=PushResponse,
+    "/push",
+    response_model=PushResponse,
     summary="Push a workstation's mutations; every mutation gets its own outcome",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": PushRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
-        "example": PushRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
-    }}}},
-    responses={409: {"description": "`unsupported_protocol`"},
-               413: {"description": "too many mutations, or body too large"},
-               422: {"description": "malformed request: nothing was recorded"},
-               503: {"description": "Postgres is down: nothing was recorded"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": PushRequest.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    ),
+                    "example": PushRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                }
+            },
+        }
+    },
+    responses={
+        409: {"description": "`unsupported_protocol`"},
+        413: {"description": "too many mutations, or body too large"},
+        422: {"description": "malformed request: nothing was recorded"},
+        503: {"description": "Postgres is down: nothing was recorded"},
+    },
 )
 async def push_endpoint(request: Request, principal: Syncer) -> PushResponse:
     settings = request.app.state.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.sync_max_body_bytes:
-        raise PayloadTooLarge("push body too large", code="body_too_large",
-                              details={"max_bytes": settings.sync_max_body_bytes})
+        raise PayloadTooLarge(
+            "push body too large",
+            code="body_too_large",
+            details={"max_bytes": settings.sync_max_body_bytes},
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > settings.sync_max_body_bytes:
-            raise PayloadTooLarge("push body too large", code="body_too_large",
-                                  details={"max_bytes": settings.sync_max_body_bytes})
+            raise PayloadTooLarge(
+                "push body too large",
+                code="body_too_large",
+                details={"max_bytes": settings.sync_max_body_bytes},
+            )
     try:
         parsed = PushRequest.model_validate(json.loads(body))
     except json.JSONDecodeError as exc:
         raise Invalid("the body is not JSON", code="malformed_request") from exc
     except ValidationError as exc:
-        raise Invalid("the push did not validate; nothing was recorded",
-                      code="malformed_request",
-                      details=[{"loc": ["body", *err["loc"]], "msg": err["msg"],
-                                "type": err["type"]} for err in exc.errors()]) from exc
+        raise Invalid(
+            "the push did not validate; nothing was recorded",
+            code="malformed_request",
+            details=[
+                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in exc.errors()
+            ],
+        ) from exc
     return await push(request.app.state.resources, principal, parsed)
 
 
-@router.get("/pull", response_model=PullResponse,
-            summary="Changes after `since`, up to the frontier, each entity once",
-            responses={410: {"description": "`cursor_expired`: bootstrap again"}})
+@router.get(
+    "/pull",
+    response_model=PullResponse,
+    summary="Changes after `since`, up to the frontier, each entity once",
+    responses={410: {"description": "`cursor_expired`: bootstrap again"}},
+)
 async def pull_endpoint(
-    request: Request, principal: Syncer,
+    request: Request,
+    principal: Syncer,
     since: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    types: Annotated[str | None, Query(max_length=200,
-                                       description="Comma-separated entity types")] = None,
+    types: Annotated[
+        str | None, Query(max_length=200, description="Comma-separated entity types")
+    ] = None,
 ) -> Response:
-    body = await pull(request.app.state.resources, principal, since=since, limit=limit,
-                      types=parse_types(types))
+    body = await pull(
+        request.app.state.resources, principal, since=since, limit=limit, types=parse_types(types)
+    )
     return Response(body, media_type="application/json")
 
 
@@ -83,54 +111,73 @@ async def pull_endpoint(
     "/bootstrap",
     summary="A consistent starting point, streamed as NDJSON",
     description=(
-        "First line `{\"snapshot_version\", \"counts\"}`, then one envelope per line "
-        "(parents before children), last line `{\"end\": true, \"count\", \"checksum\"}` where "
+        'First line `{"snapshot_version", "counts"}`, then one envelope per line '
+        '(parents before children), last line `{"end": true, "count", "checksum"}` where '
         "checksum is `sha256:` over the envelope lines' bytes. With `page_size`, the stream stops "
-        "after that many envelopes and the last line is `{\"end\": false, \"next\": \"type:id\", "
+        'after that many envelopes and the last line is `{"end": false, "next": "type:id", '
         "...}`: resume with the same `snapshot_version` and `after=<next>`. Afterwards pull "
-        "with `since=snapshot_version`."),
+        "with `since=snapshot_version`."
+    ),
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def bootstrap_endpoint(
-    request: Request, principal: Syncer,
+    request: Request,
+    principal: Syncer,
     snapshot_version: Annotated[int | None, Query(ge=0)] = None,
     after: Annotated[str | None, Query(max_length=100)] = None,
     page_size: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> StreamingResponse:
     position = parse_after(after)
     if after is not None and snapshot_version is None:
-        raise Invalid("resuming needs the snapshot_version of the first page",
-                      code="bad_position",
-                      details=[{"loc": ["query", "snapshot_version"], "msg": "required"}])
+        raise Invalid(
+            "resuming needs the snapshot_version of the first page",
+            code="bad_position",
+            details=[{"loc": ["query", "snapshot_version"], "msg": "required"}],
+        )
     resources = request.app.state.resources
     snapshot, counts = await bootstrap_snapshot(resources, principal, snapshot_version)
     lines = bootstrap_lines(resources, principal, snapshot, counts, position, page_size)
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
-@router.get("/status", response_model=SyncStatus,
-            summary="A workstation's last mutation, the frontier, counts per type")
-async def status_endpoint(request: Request, principal: Syncer,
-                          workstation_id: uuid.UUID | None = None) -> SyncStatus:
+@router.get(
+    "/status",
+    response_model=SyncStatus,
+    summary="A workstation's last mutation, the frontier, counts per type",
+)
+async def status_endpoint(
+    request: Request, principal: Syncer, workstation_id: uuid.UUID | None = None
+) -> SyncStatus:
     return await status(request.app.state.resources, principal, workstation_id)
 
 
 class MergeRequest(BaseModel):
-    merge_ids: list[uuid.UUID] = Field(min_length=1, max_length=20,
-                                       description="Venues to fold into this one")
+    merge_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=20, description="Venues to fold into this one"
+    )
 
 
-@venue_router.get("/{venue_id}/duplicates",
-                  summary="Venues that look like the same place (name similarity, distance)")
-async def venue_duplicates(venue_id: uuid.UUID, request: Request, principal: Reader,
-                           limit: Annotated[int, Query(ge=1, le=50)] = 10) -> dict[str, Any]:
+@venue_router.get(
+    "/{venue_id}/duplicates",
+    summary="Venues that look like the same place (name similarity, distance)",
+)
+async def venue_duplicates(
+    venue_id: uuid.UUID,
+    request: Request,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> dict[str, Any]:
     found = await merging.duplicates(request.app.state.resources, principal, venue_id, limit)
     return {"venue_id": str(venue_id), "candidates": found}
 
 
-@venue_router.post("/{venue_id}/merge",
-                   summary="Fold other venues into this one; they become deletes with merged_into")
-async def merge_venues(venue_id: uuid.UUID, body: MergeRequest, request: Request,
-                       principal: Writer) -> dict[str, Any]:
-    return await merging.merge(request.app.state.resources, principal, venue_id,
-                               list(dict.fromkeys(body.merge_ids)))
+@venue_router.post(
+    "/{venue_id}/merge",
+    summary="Fold other venues into this one; they become deletes with merged_into",
+)
+async def merge_venues(
+    venue_id: uuid.UUID, body: MergeRequest, request: Request, principal: Writer
+) -> dict[str, Any]:
+    return await merging.merge(
+        request.app.state.resources, principal, venue_id, list(dict.fromkeys(body.merge_ids))
+    )

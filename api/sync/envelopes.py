@@ -46,8 +46,9 @@ _CURRENT = text(
 )
 
 
-async def current_envelope(session: AsyncSession, customer_id: uuid.UUID,
-                           entity_id: uuid.UUID) -> dict[str, Any] | None:
+async def current_envelope(
+    session: AsyncSession, customer_id: uuid.UUID, entity_id: uuid.UUID
+) -> dict[str, Any] | None:
     """The server's envelope of one entity (for conflict answers)."""
     found = (await session.execute(_CURRENT, {"c": customer_id, "i": entity_id})).scalar()
     return None if found is None else dict(json.loads(found))

@@ -52,19 +52,25 @@ def distance_m(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | No
     """Great-circle distance in metres between two `location`s (None if one is missing)."""
     if not a or not b:
         return None
-    lat1, lon1, lat2, lon2 = map(math.radians, (a["latitude"], a["longitude"],
-                                                b["latitude"], b["longitude"]))
-    h = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    lat1, lon1, lat2, lon2 = map(
+        math.radians, (a["latitude"], a["longitude"], b["latitude"], b["longitude"])
+    )
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
     return 2 * 6_371_000 * math.asin(math.sqrt(h))
 
 
-async def duplicates(resources: Resources, principal: Principal, venue_id: uuid.UUID,
-                     limit: int) -> list[dict[str, Any]]:
+async def duplicates(
+    resources: Resources, principal: Principal, venue_id: uuid.UUID, limit: int
+) -> list[dict[str, Any]]:
     """Venues of the tenant that look like the same place as `venue_id`, best first."""
     async with resources.sessions() as session:
-        venues = {r.entity_id: r.payload for r in (await session.execute(
-            _LIVE_VENUES, {"c": principal.customer_id})).all()}
+        venues = {
+            r.entity_id: r.payload
+            for r in (await session.execute(_LIVE_VENUES, {"c": principal.customer_id})).all()
+        }
     if venue_id not in venues:
         raise NotFound("venue not found")
     target = venues.pop(venue_id)
@@ -76,12 +82,15 @@ async def duplicates(resources: Resources, principal: Principal, venue_id: uuid.
         if similarity < NAME_THRESHOLD and not near:
             continue
         closeness = 0.0 if metres is None else max(0.0, 1 - metres / (4 * NEAR_METRES))
-        found.append({
-            "id": str(other_id), "name": other["name"], "score": round(
-                0.7 * similarity + 0.3 * closeness, 3),
-            "name_similarity": round(similarity, 3),
-            "distance_m": None if metres is None else round(metres, 1),
-        })
+        found.append(
+            {
+                "id": str(other_id),
+                "name": other["name"],
+                "score": round(0.7 * similarity + 0.3 * closeness, 3),
+                "name_similarity": round(similarity, 3),
+                "distance_m": None if metres is None else round(metres, 1),
+            }
+        )
     found.sort(key=lambda c: (-c["score"], c["id"]))
     return found[:limit]
 
@@ -102,11 +111,15 @@ def merged_venue_data(survivor: dict[str, Any], others: list[dict[str, Any]]) ->
     return data
 
 
-async def merge(resources: Resources, principal: Principal, survivor_id: uuid.UUID,
-                merge_ids: list[uuid.UUID]) -> dict[str, Any]:
+async def merge(
+    resources: Resources, principal: Principal, survivor_id: uuid.UUID, merge_ids: list[uuid.UUID]
+) -> dict[str, Any]:
     if survivor_id in merge_ids:
-        raise Invalid("a venue cannot be merged into itself", code="merge_into_self",
-                      details=[{"loc": ["body", "merge_ids"], "msg": "contains the survivor"}])
+        raise Invalid(
+            "a venue cannot be merged into itself",
+            code="merge_into_self",
+            details=[{"loc": ["body", "merge_ids"], "msg": "contains the survivor"}],
+        )
 
     async def build(changes: ChangeSet) -> dict[str, Any]:
         changes.allow_venue_moves = True
@@ -117,27 +130,48 @@ async def merge(resources: Resources, principal: Principal, survivor_id: uuid.UU
         for merged_id in merge_ids:
             state = await changes.mine(merged_id, EntityType.venue)
             if state is None or state.deleted:
-                raise ChangeRejected("not_found", f"venue {merged_id} not found",
-                                     [{"loc": ["body", "merge_ids"], "msg": str(merged_id)}], 404)
+                raise ChangeRejected(
+                    "not_found",
+                    f"venue {merged_id} not found",
+                    [{"loc": ["body", "merge_ids"], "msg": str(merged_id)}],
+                    404,
+                )
             merged_states.append(state.data or {})
         moved: dict[str, int] = {"world_node": 0, "world_edge": 0, "operation": 0}
         for merged_id in merge_ids:
-            rows = (await changes.session.execute(_BY_VENUE, {
-                "c": changes.customer_id, "v": str(merged_id),
-                "types": ["world_node", "world_edge", "operation"]})).all()
+            rows = (
+                await changes.session.execute(
+                    _BY_VENUE,
+                    {
+                        "c": changes.customer_id,
+                        "v": str(merged_id),
+                        "types": ["world_node", "world_edge", "operation"],
+                    },
+                )
+            ).all()
             # Nodes first, so the moved edges find their endpoints in the survivor.
-            for row in sorted(rows, key=lambda r: ("world_node", "world_edge",
-                                                   "operation").index(r.entity_type)):
-                await changes.upsert(EntityType(row.entity_type), row.entity_id,
-                                     dict(row.payload) | {"venue_id": str(survivor_id)})
+            for row in sorted(
+                rows, key=lambda r: ("world_node", "world_edge", "operation").index(r.entity_type)
+            ):
+                await changes.upsert(
+                    EntityType(row.entity_type),
+                    row.entity_id,
+                    dict(row.payload) | {"venue_id": str(survivor_id)},
+                )
                 moved[row.entity_type] += 1
             await changes.delete(EntityType.venue, merged_id, merged_into=survivor_id)
         data = merged_venue_data(survivor.data or {}, merged_states)
         await changes.upsert(EntityType.venue, survivor_id, data)
-        await changes.session.execute(_REPOINT_BLOBS, {
-            "survivor": survivor_id, "c": changes.customer_id, "merged": merge_ids})
+        await changes.session.execute(
+            _REPOINT_BLOBS, {"survivor": survivor_id, "c": changes.customer_id, "merged": merge_ids}
+        )
         return {"moved": moved, "venue": data}
 
     outcome, recorded = await write(resources, principal, build)
-    return {"id": str(survivor_id), "merged": [str(m) for m in merge_ids],
-            "version": recorded.last_version, "applied": recorded.applied, **outcome}
+    return {
+        "id": str(survivor_id),
+        "merged": [str(m) for m in merge_ids],
+        "version": recorded.last_version,
+        "applied": recorded.applied,
+        **outcome,
+    }

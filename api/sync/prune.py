@@ -26,9 +26,7 @@ _RAISE_HORIZON = text(
     "UPDATE customer_versions SET pruned_through = GREATEST(pruned_through, :upto) "
     "WHERE customer_id = :c"
 )
-_PRUNE_JOURNAL = text(
-    "DELETE FROM sync_journal WHERE state = 'applied' AND created_at < :before"
-)
+_PRUNE_JOURNAL = text("DELETE FROM sync_journal WHERE state = 'applied' AND created_at < :before")
 # Each workstation keeps its newest outcome: it is what "strictly increasing"
 # mutation ids are checked against.
 _PRUNE_OUTCOMES = text(
@@ -58,5 +56,9 @@ async def prune_sync(resources: Resources, before: datetime) -> SyncPruned:
             await session.execute(_RAISE_HORIZON, {"upto": row.upto, "c": row.customer_id})
         journal = _rowcount(await session.execute(_PRUNE_JOURNAL, {"before": before}))
         outcomes = _rowcount(await session.execute(_PRUNE_OUTCOMES, {"before": before}))
-    return SyncPruned(tombstones=sum(int(r.n) for r in rows), journal_rows=journal or 0,
-                      outcomes=outcomes or 0, tenants=len(rows))
+    return SyncPruned(
+        tombstones=sum(int(r.n) for r in rows),
+        journal_rows=journal or 0,
+        outcomes=outcomes or 0,
+        tenants=len(rows),
+    )

@@ -77,8 +77,11 @@ def parse_types(raw: str | None) -> list[str]:
     types = [t.strip() for t in raw.split(",") if t.strip()]
     unknown = [t for t in types if t not in SYNC_TYPES]
     if unknown or not types:
-        raise Invalid(f"unknown types: {unknown}", code="unknown_type",
-                      details=[{"loc": ["query", "types"], "msg": f"allowed: {list(SYNC_TYPES)}"}])
+        raise Invalid(
+            f"unknown types: {unknown}",
+            code="unknown_type",
+            details=[{"loc": ["query", "types"], "msg": f"allowed: {list(SYNC_TYPES)}"}],
+        )
     return types
 
 
@@ -88,8 +91,9 @@ async def _last_mutation(session: AsyncSession, workstation_id: uuid.UUID | None
     return int((await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0)
 
 
-async def pull(resources: Resources, principal: Principal, *, since: int, limit: int,
-               types: list[str]) -> bytes:
+async def pull(
+    resources: Resources, principal: Principal, *, since: int, limit: int, types: list[str]
+) -> bytes:
     """The pull page as JSON bytes (shape: `PullResponse`); envelopes are spliced
     from their stored JSON text rather than decoded and encoded again."""
     customer_id = principal.customer_id
@@ -98,25 +102,46 @@ async def pull(resources: Resources, principal: Principal, *, since: int, limit:
         if pruned is not None and since > 0 and since < pruned.pruned_through:
             raise CursorExpired(
                 "the cursor is older than the tombstone retention window; bootstrap again",
-                details={"since": since, "pruned_through": pruned.pruned_through})
+                details={"since": since, "pruned_through": pruned.pruned_through},
+            )
         if pruned is not None and since > pruned.version:
-            raise Invalid("since is ahead of every version this tenant has", code="bad_cursor",
-                          details=[{"loc": ["query", "since"], "msg": "ahead of the server"}])
+            raise Invalid(
+                "since is ahead of every version this tenant has",
+                code="bad_cursor",
+                details=[{"loc": ["query", "since"], "msg": "ahead of the server"}],
+            )
         upto = await frontier(session, customer_id)  # type: ignore[arg-type]
-        rows = (await session.execute(_PULL, {
-            "c": customer_id, "since": since, "frontier": upto, "types": types,
-            "limit": limit + 1})).all()
+        rows = (
+            await session.execute(
+                _PULL,
+                {
+                    "c": customer_id,
+                    "since": since,
+                    "frontier": upto,
+                    "types": types,
+                    "limit": limit + 1,
+                },
+            )
+        ).all()
         has_more = len(rows) > limit
         rows = rows[:limit]
         cursor = int(rows[-1].version) if has_more else max(since, upto)
         changes = [r.envelope for r in rows]
         last_mutation = await _last_mutation(session, principal.workstation_id)
         if principal.workstation_id is not None:
-            await session.execute(_NOTE_PULL, {"cursor": cursor, "w": principal.workstation_id,
-                                               "c": customer_id})
+            await session.execute(
+                _NOTE_PULL, {"cursor": cursor, "w": principal.workstation_id, "c": customer_id}
+            )
             await session.commit()
-    tail = json.dumps({"cursor": cursor, "has_more": has_more, "frontier": max(since, upto),
-                       "last_mutation_id": last_mutation}, separators=(",", ":"))
+    tail = json.dumps(
+        {
+            "cursor": cursor,
+            "has_more": has_more,
+            "frontier": max(since, upto),
+            "last_mutation_id": last_mutation,
+        },
+        separators=(",", ":"),
+    )
     return ('{"changes":[' + ",".join(changes) + "]," + tail[1:]).encode()
 
 
@@ -127,34 +152,49 @@ def parse_after(raw: str | None) -> tuple[int, uuid.UUID]:
         entity_type, entity_id = raw.split(":", 1)
         return TYPE_RANK[entity_type], uuid.UUID(entity_id)
     except (ValueError, KeyError) as exc:
-        raise Invalid("after must be `type:id` from a previous page's `next`",
-                      code="bad_position",
-                      details=[{"loc": ["query", "after"], "msg": "malformed"}]) from exc
+        raise Invalid(
+            "after must be `type:id` from a previous page's `next`",
+            code="bad_position",
+            details=[{"loc": ["query", "after"], "msg": "malformed"}],
+        ) from exc
 
 
-async def bootstrap_snapshot(resources: Resources, principal: Principal,
-                             snapshot_version: int | None) -> tuple[int, dict[str, int]]:
+async def bootstrap_snapshot(
+    resources: Resources, principal: Principal, snapshot_version: int | None
+) -> tuple[int, dict[str, int]]:
     """The snapshot version (the frontier now, unless resuming) and its counts."""
     async with resources.sessions() as session:
         current = await frontier(session, principal.customer_id)  # type: ignore[arg-type]
         if snapshot_version is not None:
             if snapshot_version > current:
-                raise Invalid("snapshot_version is ahead of the frontier", code="bad_snapshot",
-                              details=[{"loc": ["query", "snapshot_version"],
-                                        "msg": f"at most {current}"}])
+                raise Invalid(
+                    "snapshot_version is ahead of the frontier",
+                    code="bad_snapshot",
+                    details=[{"loc": ["query", "snapshot_version"], "msg": f"at most {current}"}],
+                )
             pruned = (await session.execute(_PRUNED, {"c": principal.customer_id})).first()
             if pruned is not None and snapshot_version < pruned.pruned_through:
-                raise CursorExpired("the snapshot is older than the retention window; "
-                                    "start a new bootstrap")
+                raise CursorExpired(
+                    "the snapshot is older than the retention window; start a new bootstrap"
+                )
         snapshot = current if snapshot_version is None else snapshot_version
-        counts = {r.entity_type: int(r.n) for r in (await session.execute(
-            _COUNTS, {"c": principal.customer_id, "snapshot": snapshot})).all()}
+        counts = {
+            r.entity_type: int(r.n)
+            for r in (
+                await session.execute(_COUNTS, {"c": principal.customer_id, "snapshot": snapshot})
+            ).all()
+        }
     return snapshot, counts
 
 
-async def bootstrap_lines(resources: Resources, principal: Principal, snapshot: int,
-                          counts: dict[str, int], after: tuple[int, uuid.UUID],
-                          page_size: int | None) -> AsyncIterator[bytes]:
+async def bootstrap_lines(
+    resources: Resources,
+    principal: Principal,
+    snapshot: int,
+    counts: dict[str, int],
+    after: tuple[int, uuid.UUID],
+    page_size: int | None,
+) -> AsyncIterator[bytes]:
     """NDJSON lines: header, one envelope per line, then the `end` line.
 
     Rows are fetched in chunks of BOOTSTRAP_FETCH by keyset position, each chunk
@@ -162,25 +202,39 @@ async def bootstrap_lines(resources: Resources, principal: Principal, snapshot: 
     with the tenant's size.
     """
     customer_id = principal.customer_id
-    yield _line({"snapshot_version": snapshot, "counts": counts,
-                 "page_size": page_size, "resumed_after": None if after[0] < 0 else True})
+    yield _line(
+        {
+            "snapshot_version": snapshot,
+            "counts": counts,
+            "page_size": page_size,
+            "resumed_after": None if after[0] < 0 else True,
+        }
+    )
     digest = hashlib.sha256()
     sent = 0
     rank, after_id = after
     position: tuple[str, uuid.UUID] | None = None
     full = False
-    for entity_type in BOOTSTRAP_ORDER[max(rank, 0):]:
+    for entity_type in BOOTSTRAP_ORDER[max(rank, 0) :]:
         cursor_id = after_id if TYPE_RANK[entity_type] == rank else uuid.UUID(int=0)
         while True:
-            want = BOOTSTRAP_FETCH if page_size is None else min(BOOTSTRAP_FETCH,
-                                                                 page_size - sent)
+            want = BOOTSTRAP_FETCH if page_size is None else min(BOOTSTRAP_FETCH, page_size - sent)
             if want <= 0:
                 full = True
                 break
             async with resources.sessions() as session:
-                rows = (await session.execute(_BOOTSTRAP, {
-                    "c": customer_id, "t": entity_type, "after": cursor_id,
-                    "snapshot": snapshot, "limit": want})).all()
+                rows = (
+                    await session.execute(
+                        _BOOTSTRAP,
+                        {
+                            "c": customer_id,
+                            "t": entity_type,
+                            "after": cursor_id,
+                            "snapshot": snapshot,
+                            "limit": want,
+                        },
+                    )
+                ).all()
             chunk = "".join(r.envelope + "\n" for r in rows).encode()
             digest.update(chunk)
             yield chunk
@@ -202,36 +256,66 @@ def _line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
 
 
-async def status(resources: Resources, principal: Principal,
-                 workstation_id: uuid.UUID | None) -> SyncStatus:
+async def status(
+    resources: Resources, principal: Principal, workstation_id: uuid.UUID | None
+) -> SyncStatus:
     customer_id = principal.customer_id
     workstation_id = principal.workstation_id or workstation_id
     async with resources.sessions() as session:
         upto = await frontier(session, customer_id)  # type: ignore[arg-type]
         version = (await session.execute(_PRUNED, {"c": customer_id})).first()
-        pending = int((await session.execute(text(
-            "SELECT count(*) FROM sync_journal WHERE customer_id = :c AND state = 'pending'"),
-            {"c": customer_id})).scalar_one())
-        counts = {r.entity_type: int(r.n) for r in (await session.execute(
-            _LIVE_COUNTS, {"c": customer_id})).all()}
+        pending = int(
+            (
+                await session.execute(
+                    text(
+                        "SELECT count(*) FROM sync_journal "
+                        "WHERE customer_id = :c AND state = 'pending'"
+                    ),
+                    {"c": customer_id},
+                )
+            ).scalar_one()
+        )
+        counts = {
+            r.entity_type: int(r.n)
+            for r in (await session.execute(_LIVE_COUNTS, {"c": customer_id})).all()
+        }
         last_pull_at = last_cursor = None
         checkpoint = 0
         if workstation_id is not None:
-            ws = (await session.execute(text(
-                "SELECT last_pull_at, last_pull_cursor FROM workstations "
-                "WHERE id = :w AND customer_id = :c"), {"w": workstation_id,
-                                                         "c": customer_id})).first()
+            ws = (
+                await session.execute(
+                    text(
+                        "SELECT last_pull_at, last_pull_cursor FROM workstations "
+                        "WHERE id = :w AND customer_id = :c"
+                    ),
+                    {"w": workstation_id, "c": customer_id},
+                )
+            ).first()
             if ws is None:
                 raise NotFound("workstation not found")
             last_pull_at = ws.last_pull_at.astimezone(UTC).isoformat() if ws.last_pull_at else None
             last_cursor = ws.last_pull_cursor
-            checkpoint = int((await session.execute(text(
-                "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w "
-                "AND status = 'applied'"), {"w": workstation_id})).scalar() or 0)
+            checkpoint = int(
+                (
+                    await session.execute(
+                        text(
+                            "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w "
+                            "AND status = 'applied'"
+                        ),
+                        {"w": workstation_id},
+                    )
+                ).scalar()
+                or 0
+            )
         last_mutation = await _last_mutation(session, workstation_id)
     return SyncStatus(
-        workstation_id=workstation_id, last_mutation_id=last_mutation,
-        write_checkpoint=checkpoint, frontier=upto,
-        version=int(version.version) if version else 0, pending=pending,
-        last_pull_at=last_pull_at, last_pull_cursor=last_cursor,
-        counts={t: counts.get(t, 0) for t in SYNC_TYPES})
+        workstation_id=workstation_id,
+        last_mutation_id=last_mutation,
+        write_checkpoint=checkpoint,
+        frontier=upto,
+        version=int(version.version) if version else 0,
+        pending=pending,
+        last_pull_at=last_pull_at,
+        last_pull_cursor=last_cursor,
+        counts={t: counts.get(t, 0) for t in SYNC_TYPES},
+    )

@@ -58,9 +58,7 @@ _BASE_STATE = text(
     "SELECT payload FROM sync_journal WHERE customer_id = :c AND entity_id = :i "
     "AND version = :v AND op = 'upsert'"
 )
-_WORKSTATION = text(
-    "SELECT deactivated_at FROM workstations WHERE id = :w AND customer_id = :c"
-)
+_WORKSTATION = text("SELECT deactivated_at FROM workstations WHERE id = :w AND customer_id = :c")
 
 
 def _rejected(mutation: Mutation, code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -77,8 +75,9 @@ def _fields(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def merge_venue(base: dict[str, Any], server: dict[str, Any],
-                client: dict[str, Any]) -> dict[str, Any] | None:
+def merge_venue(
+    base: dict[str, Any], server: dict[str, Any], client: dict[str, Any]
+) -> dict[str, Any] | None:
     """The merged venue, or None when both sides changed a common field."""
     b, s, c = _fields(base), _fields(server), _fields(client)
     keys = set(b) | set(s) | set(c)
@@ -89,16 +88,22 @@ def merge_venue(base: dict[str, Any], server: dict[str, Any],
     merged = {k: v for k, v in s.items() if k not in client_changed}
     merged |= {k: c[k] for k in client_changed if k in c}
     out = {k: v for k, v in merged.items() if not k.startswith("properties.")}
-    out["properties"] = {k.split(".", 1)[1]: v for k, v in merged.items()
-                         if k.startswith("properties.")}
+    out["properties"] = {
+        k.split(".", 1)[1]: v for k, v in merged.items() if k.startswith("properties.")
+    }
     return out
 
 
 class PushJudge:
     """Judges the mutations of one push, in order, inside its transaction."""
 
-    def __init__(self, session: AsyncSession, resources: Resources, customer_id: uuid.UUID,
-                 workstation_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        resources: Resources,
+        customer_id: uuid.UUID,
+        workstation_id: uuid.UUID,
+    ) -> None:
         self.session = session
         self.customer_id = customer_id
         self.workstation_id = workstation_id
@@ -110,15 +115,21 @@ class PushJudge:
     async def judge(self, mutation: Mutation) -> dict[str, Any]:
         entity_type = EntityType(mutation.type)
         if entity_type not in PUSHABLE_TYPES:
-            return _rejected(mutation, "read_only_type",
-                             f"{mutation.type} is read-only for workstations")
+            return _rejected(
+                mutation, "read_only_type", f"{mutation.type} is read-only for workstations"
+            )
         state = await self.changes.state(mutation.id)
-        if state is not None and (state.customer_id != self.customer_id
-                                  or state.entity_type != entity_type.value):
+        if state is not None and (
+            state.customer_id != self.customer_id or state.entity_type != entity_type.value
+        ):
             return _rejected(mutation, "id_in_use", f"id {mutation.id} is already in use")
         own_edit = mutation.id in self.touched
-        stale = (state is not None and not own_edit and not mutation.force
-                 and mutation.base_version != state.version)
+        stale = (
+            state is not None
+            and not own_edit
+            and not mutation.force
+            and mutation.base_version != state.version
+        )
         try:
             if mutation.op == "delete":
                 return await self._delete(mutation, entity_type, state, stale)
@@ -136,8 +147,9 @@ class PushJudge:
         self.touched.add(mutation.id)
         return result
 
-    async def _upsert(self, mutation: Mutation, entity_type: EntityType, state: Any,
-                      stale: bool) -> dict[str, Any]:
+    async def _upsert(
+        self, mutation: Mutation, entity_type: EntityType, state: Any, stale: bool
+    ) -> dict[str, Any]:
         if mutation.data is None:
             return _rejected(mutation, "invalid_data", "an upsert needs `data`")
         data = mutation.data
@@ -149,14 +161,17 @@ class PushJudge:
             if combined is None:
                 return await self._conflict(mutation)
             data, merged = combined, True
-        await self.changes.upsert(entity_type, mutation.id, data,
-                                  mutation_id=mutation.mutation_id)
+        await self.changes.upsert(entity_type, mutation.id, data, mutation_id=mutation.mutation_id)
         return self._applied(mutation, merged=True) if merged else self._applied(mutation)
 
-    async def _merge_venue(self, mutation: Mutation,
-                           server: dict[str, Any]) -> dict[str, Any] | None:
-        base = (await self.session.execute(_BASE_STATE, {
-            "c": self.customer_id, "i": mutation.id, "v": mutation.base_version})).scalar()
+    async def _merge_venue(
+        self, mutation: Mutation, server: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        base = (
+            await self.session.execute(
+                _BASE_STATE, {"c": self.customer_id, "i": mutation.id, "v": mutation.base_version}
+            )
+        ).scalar()
         if base is None:
             return None  # the base state is unknown (pruned, or never an upsert)
         try:
@@ -165,15 +180,19 @@ class PushJudge:
             return None  # let the conflict stand; the data would be rejected anyway
         return merge_venue(base, server, client)
 
-    async def _delete(self, mutation: Mutation, entity_type: EntityType, state: Any,
-                      stale: bool) -> dict[str, Any]:
+    async def _delete(
+        self, mutation: Mutation, entity_type: EntityType, state: Any, stale: bool
+    ) -> dict[str, Any]:
         if state is None:
             return _rejected(mutation, "not_found", f"{mutation.type} {mutation.id} does not exist")
         if state.deleted:
             # Already gone: the workstation's intent holds. No new version.
             self.touched.add(mutation.id)
-            return {"mutation_id": mutation.mutation_id, "status": "applied",
-                    "version": state.version}
+            return {
+                "mutation_id": mutation.mutation_id,
+                "status": "applied",
+                "version": state.version,
+            }
         if stale:
             return await self._conflict(mutation)
         await self.changes.delete(entity_type, mutation.id, mutation_id=mutation.mutation_id)
@@ -182,28 +201,42 @@ class PushJudge:
 
 def _check_request(resources: Resources, request: PushRequest) -> None:
     if request.protocol_version != PROTOCOL_VERSION:
-        raise Conflict(f"protocol_version {request.protocol_version} is not supported; "
-                       f"this server speaks {PROTOCOL_VERSION}", code="unsupported_protocol",
-                       details={"supported": [PROTOCOL_VERSION]})
+        raise Conflict(
+            f"protocol_version {request.protocol_version} is not supported; "
+            f"this server speaks {PROTOCOL_VERSION}",
+            code="unsupported_protocol",
+            details={"supported": [PROTOCOL_VERSION]},
+        )
     limit = resources.settings.sync_max_mutations
     if len(request.mutations) > limit:
-        raise PayloadTooLarge(f"a push carries at most {limit} mutations",
-                              code="too_many_mutations", details={"max": limit})
+        raise PayloadTooLarge(
+            f"a push carries at most {limit} mutations",
+            code="too_many_mutations",
+            details={"max": limit},
+        )
     ids = [m.mutation_id for m in request.mutations]
     for index, (a, b) in enumerate(pairwise(ids)):
         if b <= a:
-            raise Invalid("mutation ids must be strictly increasing",
-                          code="mutation_ids_not_increasing",
-                          details=[{"loc": ["body", "mutations", index + 1, "mutation_id"],
-                                    "msg": f"{b} does not follow {a}"}])
+            raise Invalid(
+                "mutation ids must be strictly increasing",
+                code="mutation_ids_not_increasing",
+                details=[
+                    {
+                        "loc": ["body", "mutations", index + 1, "mutation_id"],
+                        "msg": f"{b} does not follow {a}",
+                    }
+                ],
+            )
 
 
-async def _check_workstation(session: AsyncSession, principal: Principal,
-                             workstation_id: uuid.UUID) -> None:
+async def _check_workstation(
+    session: AsyncSession, principal: Principal, workstation_id: uuid.UUID
+) -> None:
     if principal.workstation_id is not None and principal.workstation_id != workstation_id:
         raise Forbidden("a workstation key pushes for its own workstation only")
-    deactivated = (await session.execute(_WORKSTATION, {
-        "w": workstation_id, "c": principal.customer_id})).first()
+    deactivated = (
+        await session.execute(_WORKSTATION, {"w": workstation_id, "c": principal.customer_id})
+    ).first()
     if deactivated is None:
         raise NotFound("workstation not found")
     if deactivated[0] is not None:
@@ -220,27 +253,34 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
     async with unit_of_work(resources.sessions) as session:
         await _check_workstation(session, principal, workstation_id)
         await session.execute(_LOCK_TENANT, {"c": customer_id})
-        held = {r.mutation_id: r for r in (await session.execute(
-            _HELD, {"w": workstation_id, "ids": ids})).all()}
+        held = {
+            r.mutation_id: r
+            for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
+        }
         last = (await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0
         judge = PushJudge(session, resources, customer_id, workstation_id)
         refs = [m.id for m in request.mutations]
         for m in request.mutations:
-            refs += [uuid.UUID(str(v)) for k, v in (m.data or {}).items()
-                     if k in ("venue_id", "from_id", "to_id") and _is_uuid(v)]
+            refs += [
+                uuid.UUID(str(v))
+                for k, v in (m.data or {}).items()
+                if k in ("venue_id", "from_id", "to_id") and _is_uuid(v)
+            ]
         await judge.changes.prefetch(refs)
         results: list[dict[str, Any]] = []
         fresh: list[dict[str, Any]] = []
         for mutation in request.mutations:
             if mutation.mutation_id in held:
                 row = held[mutation.mutation_id]
-                results.append({**row.result, "status": "duplicate",
-                                "original_status": row.status})
+                results.append({**row.result, "status": "duplicate", "original_status": row.status})
                 continue
             if mutation.mutation_id <= last:
-                result = _rejected(mutation, "mutation_id_not_increasing",
-                                   f"mutation_id {mutation.mutation_id} is not above the last "
-                                   f"one this workstation sent ({last})")
+                result = _rejected(
+                    mutation,
+                    "mutation_id_not_increasing",
+                    f"mutation_id {mutation.mutation_id} is not above the last "
+                    f"one this workstation sent ({last})",
+                )
             else:
                 result = await judge.judge(mutation)
             results.append(result)
@@ -251,20 +291,27 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
         for result, index in judge.versioned:
             result["version"] = versions[index]
         if fresh:
-            await session.execute(_STORE_OUTCOMES, {
-                "w": workstation_id, "c": customer_id,
-                "mutation_ids": [r["mutation_id"] for r in fresh],
-                "statuses": [r["status"] for r in fresh],
-                "versions": [r.get("version") for r in fresh],
-                "results": [json.dumps(r, default=str) for r in fresh]})
+            await session.execute(
+                _STORE_OUTCOMES,
+                {
+                    "w": workstation_id,
+                    "c": customer_id,
+                    "mutation_ids": [r["mutation_id"] for r in fresh],
+                    "statuses": [r["status"] for r in fresh],
+                    "versions": [r.get("version") for r in fresh],
+                    "results": [json.dumps(r, default=str) for r in fresh],
+                },
+            )
         checkpoint = (await session.execute(_CHECKPOINT, {"w": workstation_id})).scalar() or 0
     if changes:
         await try_apply(resources, customer_id, as_graph_changes(customer_id, changes, versions))
-    return PushResponse.model_validate({
-        "results": results,
-        "last_mutation_id": max([last, *ids]) if ids else last,
-        "write_checkpoint": checkpoint,
-    })
+    return PushResponse.model_validate(
+        {
+            "results": results,
+            "last_mutation_id": max([last, *ids]) if ids else last,
+            "write_checkpoint": checkpoint,
+        }
+    )
 
 
 def _is_uuid(value: Any) -> bool:

@@ -24,14 +24,34 @@ class Mutation(BaseModel):
 
 
 class PushRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "workstation_id": "6c1f7a0e-2b9d-4c55-9a8e-1d2f3a4b5c6d", "protocol_version": 1,
-        "mutations": [
-            {"mutation_id": 41, "type": "venue", "id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
-             "op": "upsert", "base_version": 0, "data": {"name": "Harbour Mall"}},
-            {"mutation_id": 42, "type": "world_edge",
-             "id": "7d3e5b0c-9a57-4a8f-b1d2-3f7e9c1a2b44", "op": "delete", "base_version": 97},
-        ]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "workstation_id": "6c1f7a0e-2b9d-4c55-9a8e-1d2f3a4b5c6d",
+                    "protocol_version": 1,
+                    "mutations": [
+                        {
+                            "mutation_id": 41,
+                            "type": "venue",
+                            "id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
+                            "op": "upsert",
+                            "base_version": 0,
+                            "data": {"name": "Harbour Mall"},
+                        },
+                        {
+                            "mutation_id": 42,
+                            "type": "world_edge",
+                            "id": "7d3e5b0c-9a57-4a8f-b1d2-3f7e9c1a2b44",
+                            "op": "delete",
+                            "base_version": 97,
+                        },
+                    ],
+                }
+            ]
+        },
+    )
 
     workstation_id: uuid.UUID
     protocol_version: int
@@ -47,19 +67,42 @@ class MutationResult(BaseModel):
     server: dict[str, Any] | None = Field(None, description="The server's envelope (conflict).")
     error: dict[str, Any] | None = Field(None, description="`{code, message}` (rejected).")
     original_status: str | None = Field(
-        None, description="For `duplicate`: the status the mutation got the first time.")
-    merged: bool | None = Field(None, description="True when a venue edit was merged with "
-                                "concurrent edits of other fields instead of conflicting.")
+        None, description="For `duplicate`: the status the mutation got the first time."
+    )
+    merged: bool | None = Field(
+        None,
+        description="True when a venue edit was merged with "
+        "concurrent edits of other fields instead of conflicting.",
+    )
 
 
 class PushResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "results": [{"mutation_id": 41, "status": "applied", "version": 813},
-                    {"mutation_id": 42, "status": "conflict", "server": {
-                        "type": "world_edge", "id": "7d3e5b0c-9a57-4a8f-b1d2-3f7e9c1a2b44",
-                        "op": "upsert", "version": 99, "updated_at": "2026-11-21T10:00:00Z",
-                        "updated_by": "workstation:ws-3", "data": {}}}],
-        "last_mutation_id": 42, "write_checkpoint": 813}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {"mutation_id": 41, "status": "applied", "version": 813},
+                        {
+                            "mutation_id": 42,
+                            "status": "conflict",
+                            "server": {
+                                "type": "world_edge",
+                                "id": "7d3e5b0c-9a57-4a8f-b1d2-3f7e9c1a2b44",
+                                "op": "upsert",
+                                "version": 99,
+                                "updated_at": "2026-11-21T10:00:00Z",
+                                "updated_by": "workstation:ws-3",
+                                "data": {},
+                            },
+                        },
+                    ],
+                    "last_mutation_id": 42,
+                    "write_checkpoint": 813,
+                }
+            ]
+        }
+    )
 
     results: list[MutationResult]
     last_mutation_id: int
@@ -67,12 +110,30 @@ class PushResponse(BaseModel):
 
 
 class PullResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "changes": [{"type": "venue", "id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
-                     "op": "upsert", "version": 812, "updated_at": "2026-11-21T10:00:00Z",
-                     "updated_by": "workstation:6c1f7a0e", "data": {"name": "Harbour Mall"},
-                     "blob_ids": []}],
-        "cursor": 900, "has_more": True, "frontier": 950, "last_mutation_id": 42}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "changes": [
+                        {
+                            "type": "venue",
+                            "id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
+                            "op": "upsert",
+                            "version": 812,
+                            "updated_at": "2026-11-21T10:00:00Z",
+                            "updated_by": "workstation:6c1f7a0e",
+                            "data": {"name": "Harbour Mall"},
+                            "blob_ids": [],
+                        }
+                    ],
+                    "cursor": 900,
+                    "has_more": True,
+                    "frontier": 950,
+                    "last_mutation_id": 42,
+                }
+            ]
+        }
+    )
 
     changes: list[dict[str, Any]]
     cursor: int

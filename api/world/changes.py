@@ -42,8 +42,9 @@ from api.settings import Settings
 class ChangeRejected(Exception):
     """One change cannot be accepted; `code` is stable, `details` lists fields."""
 
-    def __init__(self, code: str, message: str, details: Any = None,
-                 status_code: int = 422) -> None:
+    def __init__(
+        self, code: str, message: str, details: Any = None, status_code: int = 422
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -61,8 +62,10 @@ class EntityState:
 
 
 def field_errors(exc: ValidationError, prefix: tuple[str, ...] = ("data",)) -> list[dict[str, Any]]:
-    return [{"loc": [*prefix, *[str(p) for p in err["loc"]]], "msg": err["msg"],
-             "type": err["type"]} for err in exc.errors()]
+    return [
+        {"loc": [*prefix, *[str(p) for p in err["loc"]]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors()
+    ]
 
 
 _FETCH = text(
@@ -104,8 +107,9 @@ class ChangeSet:
             self._known[i] = None
         rows = (await self.session.execute(_FETCH, {"ids": missing})).all()
         for r in rows:
-            self._known[r.entity_id] = EntityState(r.entity_type, r.customer_id, r.version,
-                                                   r.deleted, r.payload)
+            self._known[r.entity_id] = EntityState(
+                r.entity_type, r.customer_id, r.version, r.deleted, r.payload
+            )
 
     async def state(self, entity_id: uuid.UUID) -> EntityState | None:
         if entity_id not in self._known:
@@ -121,38 +125,61 @@ class ChangeSet:
         if found is None:
             return None
         if found.customer_id != self.customer_id or found.entity_type != entity_type.value:
-            raise ChangeRejected("id_in_use", f"id {entity_id} is already in use",
-                                 [{"loc": ["id"], "msg": "id already in use"}], 409)
+            raise ChangeRejected(
+                "id_in_use",
+                f"id {entity_id} is already in use",
+                [{"loc": ["id"], "msg": "id already in use"}],
+                409,
+            )
         return found
 
     async def mine(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
         """The tenant's entity of that type, or None (also for other tenants' ids)."""
         found = await self.state(entity_id)
-        if (found is None or found.customer_id != self.customer_id
-                or found.entity_type != entity_type.value):
+        if (
+            found is None
+            or found.customer_id != self.customer_id
+            or found.entity_type != entity_type.value
+        ):
             return None
         return found
 
-    async def live(self, entity_id: uuid.UUID, entity_type: EntityType,
-                   loc: list[str]) -> EntityState:
+    async def live(
+        self, entity_id: uuid.UUID, entity_type: EntityType, loc: list[str]
+    ) -> EntityState:
         found = await self.state(entity_id)
-        if (found is None or found.deleted or found.customer_id != self.customer_id
-                or found.entity_type != entity_type.value):
+        if (
+            found is None
+            or found.deleted
+            or found.customer_id != self.customer_id
+            or found.entity_type != entity_type.value
+        ):
             raise ChangeRejected(
-                "unknown_reference", f"{entity_type.value} {entity_id} does not exist",
-                [{"loc": loc, "msg": f"no such {entity_type.value}"}])
+                "unknown_reference",
+                f"{entity_type.value} {entity_id} does not exist",
+                [{"loc": loc, "msg": f"no such {entity_type.value}"}],
+            )
         return found
 
     def _remember(self, change: Change, version_hint: int = 0) -> None:
         self.changes.append(change)
         self._known[change.entity_id] = EntityState(
-            change.entity_type.value, self.customer_id, version_hint,
-            change.op == "delete", change.data)
+            change.entity_type.value,
+            self.customer_id,
+            version_hint,
+            change.op == "delete",
+            change.data,
+        )
 
     # ----------------------------------------------------------- upsert
-    async def upsert(self, entity_type: EntityType, entity_id: uuid.UUID,
-                     data: dict[str, Any] | EntityData, *,
-                     mutation_id: int | None = None) -> dict[str, Any]:
+    async def upsert(
+        self,
+        entity_type: EntityType,
+        entity_id: uuid.UUID,
+        data: dict[str, Any] | EntityData,
+        *,
+        mutation_id: int | None = None,
+    ) -> dict[str, Any]:
         """Validate a complete new state; returns its canonical form.
 
         `data` may be an already validated model (the batch endpoints), which
@@ -164,8 +191,9 @@ class ChangeSet:
             try:
                 model = parse_data(entity_type, data)
             except ValidationError as exc:
-                raise ChangeRejected("invalid_data", "data did not validate",
-                                     field_errors(exc)) from exc
+                raise ChangeRejected(
+                    "invalid_data", "data did not validate", field_errors(exc)
+                ) from exc
         existing = await self.own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):
@@ -175,44 +203,61 @@ class ChangeSet:
         elif isinstance(model, OperationData):
             await self._check_operation(model, previous)
         payload = canonical(model)
-        self._remember(Change(entity_type, entity_id, "upsert", payload,
-                              mutation_id=mutation_id))
+        self._remember(Change(entity_type, entity_id, "upsert", payload, mutation_id=mutation_id))
         return payload
 
     async def _check_node(self, model: WorldNodeData, previous: dict[str, Any] | None) -> None:
         if model.kind not in self.kinds:
-            raise ChangeRejected("unknown_kind", f"kind {model.kind[:40]!r} is not in the ontology",
-                                 [{"loc": ["data", "kind"], "msg": "not an allowed kind"}])
-        if (previous is not None and previous.get("venue_id") != str(model.venue_id)
-                and not self.allow_venue_moves):
-            raise ChangeRejected("immutable_field", "a world node cannot move to another venue",
-                                 [{"loc": ["data", "venue_id"], "msg": "fixed at creation"}])
+            raise ChangeRejected(
+                "unknown_kind",
+                f"kind {model.kind[:40]!r} is not in the ontology",
+                [{"loc": ["data", "kind"], "msg": "not an allowed kind"}],
+            )
+        if (
+            previous is not None
+            and previous.get("venue_id") != str(model.venue_id)
+            and not self.allow_venue_moves
+        ):
+            raise ChangeRejected(
+                "immutable_field",
+                "a world node cannot move to another venue",
+                [{"loc": ["data", "venue_id"], "msg": "fixed at creation"}],
+            )
         await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
 
-    async def _check_edge(self, edge_id: uuid.UUID, model: WorldEdgeData,
-                          previous: dict[str, Any] | None) -> None:
+    async def _check_edge(
+        self, edge_id: uuid.UUID, model: WorldEdgeData, previous: dict[str, Any] | None
+    ) -> None:
         if model.type not in self.edge_types:
-            raise ChangeRejected("unknown_type", f"edge type {model.type[:40]!r} is not in the "
-                                 "ontology", [{"loc": ["data", "type"], "msg": "not allowed"}])
+            raise ChangeRejected(
+                "unknown_type",
+                f"edge type {model.type[:40]!r} is not in the ontology",
+                [{"loc": ["data", "type"], "msg": "not allowed"}],
+            )
         if previous is not None:
-            fixed = ("type", "from_id", "to_id") if self.allow_venue_moves else (
-                "venue_id", "type", "from_id", "to_id")
+            fixed = (
+                ("type", "from_id", "to_id")
+                if self.allow_venue_moves
+                else ("venue_id", "type", "from_id", "to_id")
+            )
             for name in fixed:
                 if str(previous.get(name)) != str(getattr(model, name)):
                     raise ChangeRejected(
-                        "immutable_field", f"an edge's {name} is fixed at creation; "
-                        "supersede the edge instead",
-                        [{"loc": ["data", name], "msg": "fixed at creation"}])
+                        "immutable_field",
+                        f"an edge's {name} is fixed at creation; supersede the edge instead",
+                        [{"loc": ["data", name], "msg": "fixed at creation"}],
+                    )
         await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
         for name in ("from_id", "to_id"):
             node = await self.live(getattr(model, name), EntityType.world_node, ["data", name])
             if (node.data or {}).get("venue_id") != str(model.venue_id):
-                raise ChangeRejected("cross_venue_edge",
-                                     f"{name} belongs to another venue than the edge",
-                                     [{"loc": ["data", name], "msg": "node of another venue"}])
+                raise ChangeRejected(
+                    "cross_venue_edge",
+                    f"{name} belongs to another venue than the edge",
+                    [{"loc": ["data", name], "msg": "node of another venue"}],
+                )
 
-    async def _check_operation(self, model: OperationData,
-                               previous: dict[str, Any] | None) -> None:
+    async def _check_operation(self, model: OperationData, previous: dict[str, Any] | None) -> None:
         if previous is None or previous.get("venue_id") != str(model.venue_id):
             await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
         if model.kit_id is not None:
@@ -221,25 +266,40 @@ class ChangeSet:
             await self.live(drone_id, EntityType.drone, ["data", "drone_ids", str(index)])
 
     # ----------------------------------------------------------- delete
-    async def delete(self, entity_type: EntityType, entity_id: uuid.UUID, *,
-                     mutation_id: int | None = None,
-                     merged_into: uuid.UUID | None = None) -> list[Change]:
+    async def delete(
+        self,
+        entity_type: EntityType,
+        entity_id: uuid.UUID,
+        *,
+        mutation_id: int | None = None,
+        merged_into: uuid.UUID | None = None,
+    ) -> list[Change]:
         """Delete a live entity and what it owns; returns the changes added."""
         found = await self.mine(entity_id, entity_type)
         if found is None or found.deleted:
-            raise ChangeRejected("not_found", f"{entity_type.value} {entity_id} does not exist",
-                                 status_code=404)
+            raise ChangeRejected(
+                "not_found", f"{entity_type.value} {entity_id} does not exist", status_code=404
+            )
         start = len(self.changes)
         if entity_type is EntityType.venue:
             await self._cascade_venue(entity_id)
         elif entity_type is EntityType.world_node:
             await self._cascade_node(entity_id)
-        self._remember(Change(entity_type, entity_id, "delete", found.data,
-                              merged_into=merged_into, mutation_id=mutation_id))
+        self._remember(
+            Change(
+                entity_type,
+                entity_id,
+                "delete",
+                found.data,
+                merged_into=merged_into,
+                mutation_id=mutation_id,
+            )
+        )
         return self.changes[start:]
 
-    def _tombstone(self, entity_type: EntityType, entity_id: uuid.UUID,
-                   data: dict[str, Any] | None) -> None:
+    def _tombstone(
+        self, entity_type: EntityType, entity_id: uuid.UUID, data: dict[str, Any] | None
+    ) -> None:
         known = self._known.get(entity_id)
         if known is not None and known.deleted:
             return  # already deleted earlier in this batch
@@ -251,8 +311,11 @@ class ChangeSet:
         return [c for c in last.values() if c.entity_type in types and c.op == "upsert"]
 
     async def _cascade_node(self, node_id: uuid.UUID) -> None:
-        rows = (await self.session.execute(_EDGES_OF_NODE, {
-            "customer_id": self.customer_id, "node_id": str(node_id)})).all()
+        rows = (
+            await self.session.execute(
+                _EDGES_OF_NODE, {"customer_id": self.customer_id, "node_id": str(node_id)}
+            )
+        ).all()
         for row in rows:
             self._tombstone(EntityType.world_edge, row.entity_id, row.payload)
         for change in self._batch_upserts((EntityType.world_edge,)):
@@ -261,9 +324,16 @@ class ChangeSet:
                 self._tombstone(change.entity_type, change.entity_id, data)
 
     async def _cascade_venue(self, venue_id: uuid.UUID) -> None:
-        rows = (await self.session.execute(_BY_VENUE, {
-            "customer_id": self.customer_id, "venue_id": str(venue_id),
-            "types": ["world_edge", "world_node"]})).all()
+        rows = (
+            await self.session.execute(
+                _BY_VENUE,
+                {
+                    "customer_id": self.customer_id,
+                    "venue_id": str(venue_id),
+                    "types": ["world_edge", "world_node"],
+                },
+            )
+        ).all()
         # The query orders edges before nodes, so no edge outlives its endpoints.
         for row in rows:
             moved = self._known.get(row.entity_id)

@@ -32,12 +32,20 @@ MAX_BATCH = 1000
 
 
 class NodeCreate(WorldNodeData):
-
-    model_config = {"json_schema_extra": {"examples": [{
-        "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10", "kind": "PerchPoint",
-        "name": "Atrium north ledge", "description": "Ledge above the north escalators",
-        "position": {"x": 12.5, "y": 40.2, "z": 9.0}, "properties": {"max_payload_kg": 2.5},
-    }]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
+                    "kind": "PerchPoint",
+                    "name": "Atrium north ledge",
+                    "description": "Ledge above the north escalators",
+                    "position": {"x": 12.5, "y": 40.2, "z": 9.0},
+                    "properties": {"max_payload_kg": 2.5},
+                }
+            ]
+        }
+    }
     id: uuid.UUID | None = None
 
 
@@ -50,13 +58,20 @@ class NodePatch(EntityData):
 
 
 class EdgeCreate(WorldEdgeData):
-
-    model_config = {"json_schema_extra": {"examples": [{
-        "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10", "type": "CONNECTS_TO",
-        "from_id": "5b0c9a57-7d3e-4a8f-b1d2-3f7e9c1a2b44",
-        "to_id": "8e1d2c3b-4a5f-4b6c-9d7e-0f1a2b3c4d55",
-        "valid_from": "2026-11-21T10:00:00Z", "confidence": 0.9,
-    }]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "venue_id": "0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10",
+                    "type": "CONNECTS_TO",
+                    "from_id": "5b0c9a57-7d3e-4a8f-b1d2-3f7e9c1a2b44",
+                    "to_id": "8e1d2c3b-4a5f-4b6c-9d7e-0f1a2b3c4d55",
+                    "valid_from": "2026-11-21T10:00:00Z",
+                    "confidence": 0.9,
+                }
+            ]
+        }
+    }
     id: uuid.UUID | None = None
 
 
@@ -74,8 +89,9 @@ class EdgeSupersede(EntityData):
     type: str | None = Field(None, max_length=40)
     from_id: uuid.UUID | None = None
     to_id: uuid.UUID | None = None
-    at: datetime | None = Field(None, description="When the old fact stopped being true "
-                                "(default: now)")
+    at: datetime | None = Field(
+        None, description="When the old fact stopped being true (default: now)"
+    )
     confidence: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)
     provenance: Provenance = Field(default_factory=Provenance)
     properties: Properties = Field(default_factory=dict)
@@ -96,27 +112,42 @@ def _resources(request: Request) -> Any:
 @router.get("/ontology", summary="Allowed node kinds and edge types")
 async def ontology(request: Request, principal: Reader) -> dict[str, list[str]]:
     settings = request.app.state.settings
-    return {"node_kinds": list(settings.ontology_node_kinds),
-            "edge_types": list(settings.ontology_edge_types)}
+    return {
+        "node_kinds": list(settings.ontology_node_kinds),
+        "edge_types": list(settings.ontology_edge_types),
+    }
 
 
 # ------------------------------------------------------------------ nodes
-@router.post("/nodes", status_code=status.HTTP_201_CREATED, response_model=Written,
-             summary="Create a world node in a venue")
+@router.post(
+    "/nodes",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Written,
+    summary="Create a world node in a venue",
+)
 async def create_node(body: NodeCreate, request: Request, principal: Writer) -> dict[str, Any]:
-    return await create_entity(_resources(request), principal, EntityType.world_node, body.id,
-                               body.model_dump(mode="json", exclude={"id"}))
+    return await create_entity(
+        _resources(request),
+        principal,
+        EntityType.world_node,
+        body.id,
+        body.model_dump(mode="json", exclude={"id"}),
+    )
 
 
-async def _batch(request: Request, principal: Writer, entity_type: EntityType,
-                 items: list[Any]) -> BatchResult:
+async def _batch(
+    request: Request, principal: Writer, entity_type: EntityType, items: list[Any]
+) -> BatchResult:
     ids = [item.id or uuid.uuid4() for item in items]
 
     async def build(changes: ChangeSet) -> int:
         refs: list[uuid.UUID] = list(ids)
         for item in items:
-            refs += [getattr(item, name) for name in ("venue_id", "from_id", "to_id")
-                     if getattr(item, name, None) is not None]
+            refs += [
+                getattr(item, name)
+                for name in ("venue_id", "from_id", "to_id")
+                if getattr(item, name, None) is not None
+            ]
         await changes.prefetch(refs)
         for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
             try:
@@ -128,69 +159,107 @@ async def _batch(request: Request, principal: Writer, entity_type: EntityType,
         return len(items)
 
     count, recorded = await write(_resources(request), principal, build)
-    return BatchResult(count=count, first_version=recorded.versions[0],
-                       last_version=recorded.last_version, applied=recorded.applied)
+    return BatchResult(
+        count=count,
+        first_version=recorded.versions[0],
+        last_version=recorded.last_version,
+        applied=recorded.applied,
+    )
 
 
-@router.post("/nodes/batch", response_model=BatchResult,
-             summary="Create or replace up to 1,000 nodes atomically (all or nothing)")
+@router.post(
+    "/nodes/batch",
+    response_model=BatchResult,
+    summary="Create or replace up to 1,000 nodes atomically (all or nothing)",
+)
 async def batch_nodes(body: NodeBatch, request: Request, principal: Writer) -> BatchResult:
     return await _batch(request, principal, EntityType.world_node, body.nodes)
 
 
 @router.get("/nodes", response_model=Page, summary="List a venue's world nodes")
 async def list_nodes(
-    request: Request, principal: Reader, venue_id: uuid.UUID,
+    request: Request,
+    principal: Reader,
+    venue_id: uuid.UUID,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     cursor: uuid.UUID | None = None,
 ) -> Page:
-    items = await reads.list_nodes(_resources(request).graph, str(tenant_of(principal)),
-                                   str(venue_id), kind=kind, limit=limit,
-                                   after=str(cursor) if cursor else None)
+    items = await reads.list_nodes(
+        _resources(request).graph,
+        str(tenant_of(principal)),
+        str(venue_id),
+        kind=kind,
+        limit=limit,
+        after=str(cursor) if cursor else None,
+    )
     return page(items, limit)
 
 
 @router.get("/nodes/{node_id}", summary="Get a world node")
 async def get_node(node_id: uuid.UUID, request: Request, principal: Reader) -> dict[str, Any]:
-    found = await reads.get_node(_resources(request).graph, str(tenant_of(principal)),
-                                 str(node_id))
+    found = await reads.get_node(_resources(request).graph, str(tenant_of(principal)), str(node_id))
     if found is None:
         raise NotFound("world node not found")
     return found
 
 
 @router.patch("/nodes/{node_id}", response_model=Written, summary="Change a world node")
-async def patch_node(node_id: uuid.UUID, body: NodePatch, request: Request, principal: Writer,
-                     base_version: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
-    return await patch_entity(_resources(request), principal, EntityType.world_node, node_id,
-                              body.model_dump(mode="json", exclude_unset=True), base_version)
+async def patch_node(
+    node_id: uuid.UUID,
+    body: NodePatch,
+    request: Request,
+    principal: Writer,
+    base_version: Annotated[int | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    return await patch_entity(
+        _resources(request),
+        principal,
+        EntityType.world_node,
+        node_id,
+        body.model_dump(mode="json", exclude_unset=True),
+        base_version,
+    )
 
 
-@router.delete("/nodes/{node_id}", response_model=Deleted,
-               summary="Delete a world node and its edges")
+@router.delete(
+    "/nodes/{node_id}", response_model=Deleted, summary="Delete a world node and its edges"
+)
 async def delete_node(node_id: uuid.UUID, request: Request, principal: Writer) -> Deleted:
     return await delete_entity(_resources(request), principal, EntityType.world_node, node_id)
 
 
 # ------------------------------------------------------------------ edges
-@router.post("/edges", status_code=status.HTTP_201_CREATED, response_model=Written,
-             summary="Create an edge between two nodes of one venue")
+@router.post(
+    "/edges",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Written,
+    summary="Create an edge between two nodes of one venue",
+)
 async def create_edge(body: EdgeCreate, request: Request, principal: Writer) -> dict[str, Any]:
-    return await create_entity(_resources(request), principal, EntityType.world_edge, body.id,
-                               body.model_dump(mode="json", exclude={"id"}))
+    return await create_entity(
+        _resources(request),
+        principal,
+        EntityType.world_edge,
+        body.id,
+        body.model_dump(mode="json", exclude={"id"}),
+    )
 
 
-@router.post("/edges/batch", response_model=BatchResult,
-             summary="Create or replace up to 1,000 edges atomically (all or nothing)")
+@router.post(
+    "/edges/batch",
+    response_model=BatchResult,
+    summary="Create or replace up to 1,000 edges atomically (all or nothing)",
+)
 async def batch_edges(body: EdgeBatch, request: Request, principal: Writer) -> BatchResult:
     return await _batch(request, principal, EntityType.world_edge, body.edges)
 
 
-@router.get("/edges", response_model=Page,
-            summary="List a venue's edges, optionally as of a time")
+@router.get("/edges", response_model=Page, summary="List a venue's edges, optionally as of a time")
 async def list_edges(
-    request: Request, principal: Reader, venue_id: uuid.UUID,
+    request: Request,
+    principal: Reader,
+    venue_id: uuid.UUID,
     type: Annotated[str | None, Query(max_length=40)] = None,
     node_id: uuid.UUID | None = None,
     as_of: Annotated[datetime | None, Query(description="Only facts valid at this time")] = None,
@@ -200,9 +269,15 @@ async def list_edges(
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     items = await reads.list_edges(
-        _resources(request).graph, str(tenant_of(principal)), str(venue_id), edge_type=type,
-        node_id=str(node_id) if node_id else None, as_of=as_of, limit=limit,
-        after=str(cursor) if cursor else None)
+        _resources(request).graph,
+        str(tenant_of(principal)),
+        str(venue_id),
+        edge_type=type,
+        node_id=str(node_id) if node_id else None,
+        as_of=as_of,
+        limit=limit,
+        after=str(cursor) if cursor else None,
+    )
     return page(items, limit)
 
 
@@ -210,19 +285,34 @@ async def list_edges(
 async def get_edge(edge_id: uuid.UUID, request: Request, principal: Reader) -> dict[str, Any]:
     resources = _resources(request)
     data, _ = await current_data(resources, tenant_of(principal), "world_edge", edge_id)
-    found = await reads.get_edge(resources.graph, str(tenant_of(principal)), str(edge_id),
-                                 data["from_id"])
+    found = await reads.get_edge(
+        resources.graph, str(tenant_of(principal)), str(edge_id), data["from_id"]
+    )
     if found is None:
         raise NotFound("world edge not found")
     return found
 
 
-@router.patch("/edges/{edge_id}", response_model=Written,
-              summary="Change an edge's validity, confidence, provenance or properties")
-async def patch_edge(edge_id: uuid.UUID, body: EdgePatch, request: Request, principal: Writer,
-                     base_version: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
-    return await patch_entity(_resources(request), principal, EntityType.world_edge, edge_id,
-                              body.model_dump(mode="json", exclude_unset=True), base_version)
+@router.patch(
+    "/edges/{edge_id}",
+    response_model=Written,
+    summary="Change an edge's validity, confidence, provenance or properties",
+)
+async def patch_edge(
+    edge_id: uuid.UUID,
+    body: EdgePatch,
+    request: Request,
+    principal: Writer,
+    base_version: Annotated[int | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    return await patch_entity(
+        _resources(request),
+        principal,
+        EntityType.world_edge,
+        edge_id,
+        body.model_dump(mode="json", exclude_unset=True),
+        base_version,
+    )
 
 
 @router.delete("/edges/{edge_id}", response_model=Deleted, summary="Delete an edge")
@@ -230,10 +320,14 @@ async def delete_edge(edge_id: uuid.UUID, request: Request, principal: Writer) -
     return await delete_entity(_resources(request), principal, EntityType.world_edge, edge_id)
 
 
-@router.post("/edges/{edge_id}/supersede", status_code=status.HTTP_201_CREATED,
-             summary="Replace a fact: the old edge is invalidated (valid_to), a new one starts")
-async def supersede_edge(edge_id: uuid.UUID, body: EdgeSupersede, request: Request,
-                         principal: Writer) -> dict[str, Any]:
+@router.post(
+    "/edges/{edge_id}/supersede",
+    status_code=status.HTTP_201_CREATED,
+    summary="Replace a fact: the old edge is invalidated (valid_to), a new one starts",
+)
+async def supersede_edge(
+    edge_id: uuid.UUID, body: EdgeSupersede, request: Request, principal: Writer
+) -> dict[str, Any]:
     resources = _resources(request)
     new_id = uuid.uuid4()
     at = (body.at or datetime.now(UTC)).astimezone(UTC)
@@ -244,21 +338,30 @@ async def supersede_edge(edge_id: uuid.UUID, body: EdgeSupersede, request: Reque
             raise ChangeRejected("not_found", "world edge not found", status_code=404)
         previous = dict(old.data or {})
         if previous.get("valid_to") is not None:
-            raise ChangeRejected("already_superseded", "this edge is no longer valid",
-                                 status_code=409)
-        await changes.upsert(EntityType.world_edge, edge_id,
-                             previous | {"valid_to": at.isoformat()})
+            raise ChangeRejected(
+                "already_superseded", "this edge is no longer valid", status_code=409
+            )
+        await changes.upsert(
+            EntityType.world_edge, edge_id, previous | {"valid_to": at.isoformat()}
+        )
         new = {
-            "venue_id": previous["venue_id"], "type": body.type or previous["type"],
+            "venue_id": previous["venue_id"],
+            "type": body.type or previous["type"],
             "from_id": str(body.from_id or previous["from_id"]),
-            "to_id": str(body.to_id or previous["to_id"]), "valid_from": at.isoformat(),
-            "confidence": body.confidence, "supersedes": str(edge_id),
+            "to_id": str(body.to_id or previous["to_id"]),
+            "valid_from": at.isoformat(),
+            "confidence": body.confidence,
+            "supersedes": str(edge_id),
             "provenance": body.provenance.model_dump(mode="json"),
             "properties": body.properties,
         }
         return await changes.upsert(EntityType.world_edge, new_id, new)
 
     payload, recorded = await write(resources, principal, build)
-    return {"id": new_id, "version": recorded.last_version, "applied": recorded.applied,
-            "superseded": {"id": edge_id, "valid_to": at.isoformat(),
-                           "version": recorded.versions[0]}, **payload}
+    return {
+        "id": new_id,
+        "version": recorded.last_version,
+        "applied": recorded.applied,
+        "superseded": {"id": edge_id, "valid_to": at.isoformat(), "version": recorded.versions[0]},
+        **payload,
+    }

@@ -14,8 +14,10 @@ class Written(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: uuid.UUID
     version: int
-    applied: bool = Field(description="False if Neo4j was unreachable: the change is "
-                          "journaled and the reconciler will apply it.")
+    applied: bool = Field(
+        description="False if Neo4j was unreachable: the change is "
+        "journaled and the reconciler will apply it."
+    )
 
 
 class Deleted(BaseModel):

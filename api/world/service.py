@@ -30,20 +30,24 @@ _LOCK_TENANT = text(
 
 def origin_of(principal: Principal) -> Origin:
     if principal.workstation_id is not None:
-        return Origin(updated_by=f"workstation:{principal.workstation_id}",
-                      workstation_id=principal.workstation_id)
+        return Origin(
+            updated_by=f"workstation:{principal.workstation_id}",
+            workstation_id=principal.workstation_id,
+        )
     return Origin(updated_by=f"key:{principal.key_uuid}")
 
 
 def as_error(exc: ChangeRejected) -> OverwatchError:
     if exc.status_code == 404:
         return NotFound(exc.message, code=exc.code, details=exc.details)
-    return OverwatchError(exc.message, code=exc.code, status_code=exc.status_code,
-                          details=exc.details)
+    return OverwatchError(
+        exc.message, code=exc.code, status_code=exc.status_code, details=exc.details
+    )
 
 
-async def write(resources: Resources, principal: Principal,
-                build: Callable[[ChangeSet], Awaitable[T]]) -> tuple[T, Recorded]:
+async def write(
+    resources: Resources, principal: Principal, build: Callable[[ChangeSet], Awaitable[T]]
+) -> tuple[T, Recorded]:
     """Validate with `build`, journal its changes, commit, then apply to Neo4j.
 
     Any `ChangeRejected` becomes a 4xx and nothing is written to either store.
@@ -60,65 +64,92 @@ async def write(resources: Resources, principal: Principal,
         raise as_error(exc) from exc
     recorded = Recorded(versions=versions)
     recorded.applied = await try_apply(
-        resources, customer_id, as_graph_changes(customer_id, changes.changes, versions))
+        resources, customer_id, as_graph_changes(customer_id, changes.changes, versions)
+    )
     return outcome, recorded
 
 
-async def current_data(resources: Resources, customer_id: uuid.UUID, entity_type: str,
-                       entity_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+async def current_data(
+    resources: Resources, customer_id: uuid.UUID, entity_type: str, entity_id: uuid.UUID
+) -> tuple[dict[str, Any], int]:
     """The latest journaled state of a live entity (for PATCH), or 404."""
     async with resources.sessions() as session:
-        row = (await session.execute(text(
-            "SELECT payload, version FROM sync_entities WHERE customer_id = :c "
-            "AND entity_type = :t AND entity_id = :i AND NOT deleted"),
-            {"c": customer_id, "t": entity_type, "i": entity_id})).first()
+        row = (
+            await session.execute(
+                text(
+                    "SELECT payload, version FROM sync_entities WHERE customer_id = :c "
+                    "AND entity_type = :t AND entity_id = :i AND NOT deleted"
+                ),
+                {"c": customer_id, "t": entity_type, "i": entity_id},
+            )
+        ).first()
     if row is None:
         raise NotFound(f"{entity_type.replace('_', ' ')} not found")
     return dict(row.payload or {}), int(row.version)
 
 
-async def create_entity(resources: Resources, principal: Principal, entity_type: EntityType,
-                        entity_id: uuid.UUID | None, data: dict[str, Any]) -> dict[str, Any]:
+async def create_entity(
+    resources: Resources,
+    principal: Principal,
+    entity_type: EntityType,
+    entity_id: uuid.UUID | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
     """Create one entity (409 if the id exists); returns the `Written` body."""
     new_id = entity_id or uuid.uuid4()
 
     async def build(changes: ChangeSet) -> dict[str, Any]:
         if await changes.own(new_id, entity_type) is not None:
-            raise ChangeRejected("already_exists",
-                                 f"a {entity_type.value} with this id exists", status_code=409)
+            raise ChangeRejected(
+                "already_exists", f"a {entity_type.value} with this id exists", status_code=409
+            )
         return await changes.upsert(entity_type, new_id, data)
 
     payload, recorded = await write(resources, principal, build)
-    return {"id": new_id, "version": recorded.last_version, "applied": recorded.applied,
-            **payload}
+    return {"id": new_id, "version": recorded.last_version, "applied": recorded.applied, **payload}
 
 
-async def patch_entity(resources: Resources, principal: Principal, entity_type: EntityType,
-                       entity_id: uuid.UUID, patch: dict[str, Any],
-                       base_version: int | None) -> dict[str, Any]:
+async def patch_entity(
+    resources: Resources,
+    principal: Principal,
+    entity_type: EntityType,
+    entity_id: uuid.UUID,
+    patch: dict[str, Any],
+    base_version: int | None,
+) -> dict[str, Any]:
     """Merge `patch` into the latest state and write it as a complete new state."""
     assert principal.customer_id is not None
-    current, version = await current_data(resources, principal.customer_id, entity_type.value,
-                                          entity_id)
+    current, version = await current_data(
+        resources, principal.customer_id, entity_type.value, entity_id
+    )
     if base_version is not None and base_version != version:
-        raise Conflict(f"the {entity_type.value} changed since base_version",
-                       code="version_conflict", details={"current_version": version})
+        raise Conflict(
+            f"the {entity_type.value} changed since base_version",
+            code="version_conflict",
+            details={"current_version": version},
+        )
     merged = current | patch
 
     async def build(changes: ChangeSet) -> dict[str, Any]:
         return await changes.upsert(entity_type, entity_id, merged)
 
     payload, recorded = await write(resources, principal, build)
-    return {"id": entity_id, "version": recorded.last_version, "applied": recorded.applied,
-            **payload}
+    return {
+        "id": entity_id,
+        "version": recorded.last_version,
+        "applied": recorded.applied,
+        **payload,
+    }
 
 
-async def delete_entity(resources: Resources, principal: Principal, entity_type: EntityType,
-                        entity_id: uuid.UUID) -> Deleted:
+async def delete_entity(
+    resources: Resources, principal: Principal, entity_type: EntityType, entity_id: uuid.UUID
+) -> Deleted:
     async def build(changes: ChangeSet) -> list[Change]:
         return await changes.delete(entity_type, entity_id)
 
     removed, recorded = await write(resources, principal, build)
     counts = Counter(change.entity_type.value for change in removed)
-    return Deleted(id=entity_id, version=recorded.last_version, deleted=dict(counts),
-                   applied=recorded.applied)
+    return Deleted(
+        id=entity_id, version=recorded.last_version, deleted=dict(counts), applied=recorded.applied
+    )

@@ -4,6 +4,7 @@ Revision ID: 0001_baseline
 Revises:
 Create Date: 2026-11-22
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -29,8 +30,12 @@ def upgrade() -> None:
     op.create_table(
         "workstations",
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("deactivated_at", TS),
         sa.Column("last_pull_at", TS),
@@ -43,10 +48,14 @@ def upgrade() -> None:
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("key_hash", sa.LargeBinary(32), nullable=False),
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE")),
-        sa.Column("workstation_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("workstations.id", ondelete="CASCADE")),
+        sa.Column(
+            "customer_id", pg.UUID(as_uuid=True), sa.ForeignKey("customers.id", ondelete="CASCADE")
+        ),
+        sa.Column(
+            "workstation_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("workstations.id", ondelete="CASCADE"),
+        ),
         sa.Column("device_serial", sa.String(100)),
         sa.Column("scopes", pg.ARRAY(sa.String(32)), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
@@ -60,14 +69,22 @@ def upgrade() -> None:
     op.create_index("ix_api_keys_customer_id", "api_keys", ["customer_id"])
     op.create_table(
         "customer_versions",
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("version", sa.BigInteger, nullable=False),
     )
     op.create_table(
         "sync_journal",
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("version", sa.BigInteger, primary_key=True),
         sa.Column("entity_type", sa.String(32), nullable=False),
         sa.Column("entity_id", pg.UUID(as_uuid=True), nullable=False),
@@ -78,17 +95,29 @@ def upgrade() -> None:
         sa.Column("state", sa.String(8), nullable=False),
         sa.Column("created_at", TS, server_default=sa.func.now(), nullable=False),
         sa.Column("applied_at", TS),
-        sa.UniqueConstraint("workstation_id", "mutation_id",
-                            name="uq_sync_journal_workstation_id_mutation_id"),
+        sa.UniqueConstraint(
+            "workstation_id", "mutation_id", name="uq_sync_journal_workstation_id_mutation_id"
+        ),
     )
-    op.create_index("ix_sync_journal_pending", "sync_journal", ["customer_id", "version"],
-                    postgresql_where=sa.text("state = 'pending'"))
-    op.create_index("ix_sync_journal_entity", "sync_journal",
-                    ["customer_id", "entity_type", "entity_id", "version"])
+    op.create_index(
+        "ix_sync_journal_pending",
+        "sync_journal",
+        ["customer_id", "version"],
+        postgresql_where=sa.text("state = 'pending'"),
+    )
+    op.create_index(
+        "ix_sync_journal_entity",
+        "sync_journal",
+        ["customer_id", "entity_type", "entity_id", "version"],
+    )
     op.create_table(
         "sync_entities",
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("entity_type", sa.String(32), primary_key=True),
         sa.Column("entity_id", pg.UUID(as_uuid=True), primary_key=True),
         sa.Column("version", sa.BigInteger, nullable=False),
@@ -99,11 +128,18 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("entity_id", name="uq_sync_entities_entity_id"),
     )
-    op.create_index("ix_sync_entities_customer_version", "sync_entities",
-                    ["customer_id", "version"])
+    op.create_index(
+        "ix_sync_entities_customer_version", "sync_entities", ["customer_id", "version"]
+    )
 
 
 def downgrade() -> None:
-    for table in ("sync_entities", "sync_journal", "customer_versions", "api_keys",
-                  "workstations", "customers"):
+    for table in (
+        "sync_entities",
+        "sync_journal",
+        "customer_versions",
+        "api_keys",
+        "workstations",
+        "customers",
+    ):
         op.drop_table(table)

@@ -4,6 +4,7 @@ Revision ID: 0002_blobs
 Revises: 0001_baseline
 Create Date: 2026-11-22
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -22,8 +23,12 @@ def upgrade() -> None:
     op.create_table(
         "blobs",
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("object_key", sa.String(300), nullable=False),
         sa.Column("content_type", sa.String(100), nullable=False),
         sa.Column("declared_size", sa.BigInteger, nullable=False),
@@ -42,8 +47,12 @@ def upgrade() -> None:
         sa.CheckConstraint("(owner_type IS NULL) = (owner_id IS NULL)", name="owner"),
     )
     op.create_index("ix_blobs_customer_created", "blobs", ["customer_id", "created_at", "id"])
-    op.create_index("ix_blobs_customer_owner", "blobs", ["customer_id", "owner_id"],
-                    postgresql_where=sa.text("owner_id IS NOT NULL"))
+    op.create_index(
+        "ix_blobs_customer_owner",
+        "blobs",
+        ["customer_id", "owner_id"],
+        postgresql_where=sa.text("owner_id IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:

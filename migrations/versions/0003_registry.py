@@ -4,6 +4,7 @@ Revision ID: 0003_registry
 Revises: 0002_blobs
 Create Date: 2026-11-23
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -19,13 +20,21 @@ TS = sa.DateTime(timezone=True)
 
 
 def _tenant(ondelete: str, nullable: bool) -> sa.Column:
-    return sa.Column("customer_id", pg.UUID(as_uuid=True),
-                     sa.ForeignKey("customers.id", ondelete=ondelete), nullable=nullable)
+    return sa.Column(
+        "customer_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("customers.id", ondelete=ondelete),
+        nullable=nullable,
+    )
 
 
 def _drone() -> sa.Column:
-    return sa.Column("drone_id", pg.UUID(as_uuid=True),
-                     sa.ForeignKey("drones.id", ondelete="CASCADE"), nullable=False)
+    return sa.Column(
+        "drone_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("drones.id", ondelete="CASCADE"),
+        nullable=False,
+    )
 
 
 def upgrade() -> None:
@@ -63,8 +72,9 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("serial", name="uq_drones_serial"),
         sa.CheckConstraint("status IN ('active', 'maintenance', 'retired')", name="status"),
-        sa.CheckConstraint("liveness IN ('unknown', 'online', 'degraded', 'offline')",
-                           name="liveness"),
+        sa.CheckConstraint(
+            "liveness IN ('unknown', 'online', 'degraded', 'offline')", name="liveness"
+        ),
         # Room on every page so the per-heartbeat UPDATE stays HOT.
         postgresql_with={"fillfactor": 70},
     )
@@ -90,8 +100,9 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('healthy', 'degraded', 'failed')", name="status"),
     )
     op.create_index("ix_heartbeats_drone_received", "heartbeats", ["drone_id", "received_at"])
-    op.create_index("ix_heartbeats_received_at", "heartbeats", ["received_at"],
-                    postgresql_using="brin")
+    op.create_index(
+        "ix_heartbeats_received_at", "heartbeats", ["received_at"], postgresql_using="brin"
+    )
 
     op.create_table(
         "device_events",

@@ -4,6 +4,7 @@ Revision ID: 0004_embeddings
 Revises: 0003_registry
 Create Date: 2026-11-23
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -26,8 +27,12 @@ def upgrade() -> None:
     op.create_table(
         "embedding_queue",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("customer_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "customer_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("customers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("entity_type", sa.String(32), nullable=False),
         sa.Column("entity_id", pg.UUID(as_uuid=True), nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),

@@ -4,6 +4,7 @@ Revision ID: 0006_streams
 Revises: 0005_sync
 Create Date: 2026-11-24
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -57,12 +58,17 @@ def upgrade() -> None:
         sa.Column("detections", sa.Integer, nullable=False),
         sa.Column("detail", pg.JSONB),
     )
-    op.create_index("ix_occupancy_history_zone", "occupancy_history",
-                    ["customer_id", "zone_id", "observed_at"])
+    op.create_index(
+        "ix_occupancy_history_zone", "occupancy_history", ["customer_id", "zone_id", "observed_at"]
+    )
     # Rows arrive in received_at order: a BRIN index finds the prunable range
     # for almost nothing per insert.
-    op.create_index("ix_occupancy_history_received_at", "occupancy_history", ["received_at"],
-                    postgresql_using="brin")
+    op.create_index(
+        "ix_occupancy_history_received_at",
+        "occupancy_history",
+        ["received_at"],
+        postgresql_using="brin",
+    )
 
     op.create_table(
         "stream_presence",
