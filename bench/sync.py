@@ -164,7 +164,7 @@ async def _pull(ctx: BenchContext, base: str, customer_id: str, headers: dict[st
     api_s = raw_s = 0.0
     count = 0
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
-        for round_ in range(3):  # the first round warms caches and is not counted
+        for round_ in range(8):  # the first round warms caches and is not counted
             cursor, raw_cursor = 0, 0
             started = time.perf_counter()
             while True:
