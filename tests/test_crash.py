@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -17,32 +15,16 @@ import pytest
 
 from api.settings import Settings
 from tests.conftest import ADMIN_KEY
+from tests.processes import api_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": settings.database_url,
-        "NEO4J_URI": settings.neo4j_uri,
-        "NEO4J_USER": settings.neo4j_user,
-        "NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
-        "API_KEY_PEPPER": settings.api_key_pepper.get_secret_value(),
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "BLOB_ENDPOINT_URL": settings.blob_endpoint_url or "",
-        "BLOB_BUCKET": settings.blob_bucket,
-        "LOG_LEVEL": "WARNING",
-        "RECONCILE_INTERVAL_SECONDS": "3600",
-        "EMBEDDING_WORKER": "false",
-    }
+    return api_env(settings)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_port = free_port
 
 
 @contextlib.asynccontextmanager
