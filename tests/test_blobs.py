@@ -8,6 +8,7 @@ MinIO under testcontainers), so the signatures, forms and keys are real.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,6 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from api.blobs.service import blob_ids_by_owner
 from api.resources import create_s3_client
 from api.settings import Settings
 from tests.conftest import Tenant
@@ -40,22 +40,36 @@ def s3(settings: Settings) -> Any:
 
 
 async def synced_entity(
-    pg, tenant: Tenant, entity_type: str = "venue", *, deleted: bool = False
+    client, tenant: Tenant, entity_type: str = "venue", *, deleted: bool = False
 ) -> str:
-    """A row in `sync_entities`, as the sync path would leave it.
-
-    Written directly through `pg` for now: the graph write path (push → journal
-    → sync_entities) is being built in parallel; switch to it once it exists.
-    """
-    entity_id = uuid.uuid4()
-    await pg.execute(
-        "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted,"
-        " payload) VALUES ($1, $2, $3, 1, $4, '{}'::jsonb)",
-        uuid.UUID(tenant.id),
-        entity_type,
-        entity_id,
-        deleted,
-    )
+    """An entity of the tenant created (and, with `deleted`, deleted) through the API,
+    so the owner checks see what the write path really leaves behind."""
+    h = tenant.headers
+    venue = await client.post("/api/v1/venues", json={"name": "Owner venue"}, headers=h)
+    assert venue.status_code == 201, venue.text
+    venue_id = venue.json()["id"]
+    if entity_type == "venue":
+        entity_id = venue_id
+        path = f"/api/v1/venues/{venue_id}"
+    elif entity_type == "world_node":
+        r = await client.post(
+            "/api/v1/world-model/nodes",
+            headers=h,
+            json={"venue_id": venue_id, "kind": "Zone", "name": "Atrium"},
+        )
+        assert r.status_code == 201, r.text
+        entity_id = r.json()["id"]
+        path = f"/api/v1/world-model/nodes/{entity_id}"
+    else:
+        r = await client.post(
+            "/api/v1/operations", headers=h, json={"venue_id": venue_id, "status": "planned"}
+        )
+        assert r.status_code == 201, r.text
+        entity_id = r.json()["id"]
+        path = ""
+    if deleted:
+        assert path, "only venues and world nodes are deleted here"
+        assert (await client.delete(path, headers=h)).status_code == 200
     return str(entity_id)
 
 
@@ -97,7 +111,7 @@ def png_bytes(n: int = 2048) -> bytes:
 
 async def test_round_trip_upload_complete_download(client, tenant: Tenant, store, pg):
     data = png_bytes()
-    venue = await synced_entity(pg, tenant, "venue")
+    venue = await synced_entity(client, tenant, "venue")
     ticket = await ask_upload(
         client,
         tenant,
@@ -326,8 +340,8 @@ async def test_delete_removes_object_and_record(client, tenant: Tenant, store, s
 
 
 async def test_list_filters_by_owner_and_paginates(client, tenant: Tenant, pg):
-    venue = await synced_entity(pg, tenant, "venue")
-    node = await synced_entity(pg, tenant, "world_node")
+    venue = await synced_entity(client, tenant, "venue")
+    node = await synced_entity(client, tenant, "world_node")
     owned = [
         (await ask_upload(client, tenant, b"x" * 10, owner_type="venue", owner_id=venue))["blob_id"]
         for _ in range(3)
@@ -367,12 +381,12 @@ async def test_list_filters_by_owner_and_paginates(client, tenant: Tenant, pg):
     assert bad.status_code == 422 and bad.json()["error"]["message"] == "malformed cursor"
 
 
-async def test_blob_ids_by_owner_lists_available_blobs_of_the_tenant(
-    client, app, tenant: Tenant, other_tenant: Tenant, store, pg
+async def test_sync_envelopes_list_available_blobs_of_the_tenant(
+    client, tenant: Tenant, other_tenant: Tenant, store
 ):
-    venue = await synced_entity(pg, tenant, "venue")
-    operation = await synced_entity(pg, tenant, "operation")
-    their_venue = await synced_entity(pg, other_tenant, "venue")
+    venue = await synced_entity(client, tenant, "venue")
+    operation = await synced_entity(client, tenant, "operation")
+    their_venue = await synced_entity(client, other_tenant, "venue")
     complete: list[str] = []
     for _ in range(2):
         data = png_bytes()
@@ -388,15 +402,17 @@ async def test_blob_ids_by_owner_lists_available_blobs_of_the_tenant(
     await post_form(store, theirs, data)
     await client.post(f"{BLOBS}/{theirs['blob_id']}/complete", headers=other_tenant.headers)
 
-    async with app.state.resources.sessions() as session:
-        ids = [uuid.UUID(venue), uuid.UUID(operation), uuid.UUID(their_venue)]
-        result = await blob_ids_by_owner(session, uuid.UUID(tenant.id), ids)
-        assert await blob_ids_by_owner(session, uuid.UUID(tenant.id), []) == {}
-    assert result == {
-        uuid.UUID(venue): [uuid.UUID(b) for b in complete],
-        uuid.UUID(operation): [],
-        uuid.UUID(their_venue): [],
-    }
+    pulled = (await client.get("/api/v1/sync/pull?since=0", headers=tenant.headers)).json()
+    blob_ids = {c["id"]: c.get("blob_ids") for c in pulled["changes"]}
+    # Available blobs only, oldest first; the operation owns none; the other
+    # tenant's venue and blob never appear.
+    assert blob_ids[venue] == complete
+    assert blob_ids[operation] == []
+    assert their_venue not in blob_ids
+    boot = (await client.get("/api/v1/sync/bootstrap", headers=tenant.headers)).text
+    lines = [json.loads(line) for line in boot.splitlines()[1:-1]]
+    assert {e["id"]: e["blob_ids"] for e in lines if e["type"] == "venue"}[venue] == complete
+    assert theirs["blob_id"] not in boot
 
 
 async def test_read_only_keys_read_but_never_write(client, tenant: Tenant, store):
@@ -512,9 +528,9 @@ async def test_bad_input_is_refused_and_writes_nothing(
     client, tenant: Tenant, other_tenant: Tenant, pg, case: str
 ):
     owners = {
-        "venue": await synced_entity(pg, tenant, "venue"),
-        "deleted": await synced_entity(pg, tenant, "venue", deleted=True),
-        "theirs": await synced_entity(pg, other_tenant, "venue"),
+        "venue": await synced_entity(client, tenant, "venue"),
+        "deleted": await synced_entity(client, tenant, "venue", deleted=True),
+        "theirs": await synced_entity(client, other_tenant, "venue"),
     }
     body = BAD_BODIES[case](owners)
     before = await blob_count(pg)

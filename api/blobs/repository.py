@@ -6,8 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import any_, bindparam, delete, exists, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import delete, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from relational.models import Blob, SyncEntity
@@ -72,21 +71,3 @@ async def remove(session: AsyncSession, blob: Blob) -> None:
     await session.execute(
         delete(Blob).where(Blob.customer_id == blob.customer_id, Blob.id == blob.id)
     )
-
-
-async def available_by_owner(
-    session: AsyncSession, customer_id: uuid.UUID, owner_ids: list[uuid.UUID]
-) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(owner_id, blob_id) of the tenant's available blobs, oldest first per owner."""
-    # One array parameter, whatever the number of owners (an IN list would
-    # spend one bind parameter per id).
-    ids = bindparam("owner_ids", owner_ids, type_=ARRAY(UUID(as_uuid=True)))
-    query = (
-        select(Blob.owner_id, Blob.id)
-        .where(
-            Blob.customer_id == customer_id, Blob.state == "available", Blob.owner_id == any_(ids)
-        )
-        .order_by(Blob.owner_id, Blob.created_at, Blob.id)
-    )
-    rows = (await session.execute(query)).all()
-    return [(owner, blob) for owner, blob in rows if owner is not None]

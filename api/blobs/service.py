@@ -368,22 +368,3 @@ async def delete_blob(
         resources.s3.delete_object, Bucket=resources.settings.blob_bucket, Key=blob.object_key
     )
     log.info("blob.deleted", blob_id=str(blob.id))
-
-
-async def blob_ids_by_owner(
-    session: AsyncSession, customer_id: uuid.UUID, owner_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """The ids of the `available` blobs each given entity owns, for sync envelopes.
-
-    `owner_ids` are synced entity ids (venues, world nodes, operations) of
-    `customer_id`; another tenant's ids simply match nothing. Every requested
-    id is a key of the result (an empty list when it owns no blob); each list
-    is oldest first. Pending blobs are left out: they cannot be downloaded yet.
-    One query, whatever the number of ids; runs in the caller's transaction.
-    """
-    result: dict[uuid.UUID, list[uuid.UUID]] = {owner: [] for owner in owner_ids}
-    if not owner_ids:
-        return result
-    for owner, blob in await repository.available_by_owner(session, customer_id, list(result)):
-        result[owner].append(blob)
-    return result
