@@ -124,6 +124,21 @@ WHERE sync_entities.version < excluded.version
 """)
 
 
+_LOCK_TENANT = text(
+    "SELECT version FROM customer_versions WHERE customer_id = :customer_id FOR UPDATE"
+)
+
+
+async def lock_tenant(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """Serialise the tenant's writers until this transaction ends.
+
+    Taken before validation, so a writer never validates against a state
+    another is about to change; `record()` then allocates versions from the
+    same row.
+    """
+    await session.execute(_LOCK_TENANT, {"customer_id": customer_id})
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
@@ -251,23 +266,6 @@ def as_graph_changes(
         )
         for version, change in zip(versions, changes, strict=True)
     }
-
-
-async def submit(
-    resources: Resources, customer_id: uuid.UUID, changes: Sequence[Change], origin: Origin
-) -> Recorded:
-    """Record changes in their own transaction, then try to apply them now.
-
-    The changes are accepted once the journal commits; if Neo4j is down they
-    stay pending for the reconciler and `applied` is False.
-    """
-    async with unit_of_work(resources.sessions) as session:
-        versions = await record(session, customer_id, changes, origin)
-    result = Recorded(versions=versions)
-    result.applied = await try_apply(
-        resources, customer_id, as_graph_changes(customer_id, changes, versions)
-    )
-    return result
 
 
 async def try_apply(

@@ -63,9 +63,8 @@ def entity(entity_type: str, props: dict[str, Any], location: Any = None) -> dic
     return {"id": props["id"], "version": props["version"], **data}
 
 
-# Properties without the embedding vector (384 floats nobody asked for).
-_PROPS = "apoc_free"  # marker: projections below list keys explicitly
-
+# Projections say `embedding: null`: the 384-float vector is search's business
+# and would only weigh down every read.
 GET_VENUE: LiteralString = """
 MATCH (v:Venue {id: $id}) WHERE v.customer_id = $customer_id
 RETURN v {.*, embedding: null} AS props, v.location AS location

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +32,7 @@ from api.fleet.schemas import (
     KitPreregister,
 )
 from api.fleet.views import admin_kit_out, drone_data, drone_out, kit_data, kit_out
-from api.journal import Change, Origin, record, try_apply
+from api.journal import Change, Origin, lock_tenant, record, try_apply
 from api.resources import Resources
 from relational.database import unit_of_work
 from relational.models import Drone, Kit
@@ -42,10 +41,6 @@ log = structlog.get_logger("api.fleet.registry")
 
 KIT_NOT_FOUND = "kit not found"
 DRONE_NOT_FOUND = "drone not found"
-
-_LOCK_TENANT = text(
-    "SELECT version FROM customer_versions WHERE customer_id = :customer_id FOR UPDATE"
-)
 
 
 def _now() -> datetime:
@@ -96,7 +91,7 @@ async def tenant_write(resources: Resources, principal: Principal) -> AsyncItera
     """Lock the tenant's counter, yield, commit; then apply the journal to Neo4j."""
     assert principal.customer_id is not None
     async with unit_of_work(resources.sessions) as session:
-        await session.execute(_LOCK_TENANT, {"customer_id": principal.customer_id})
+        await lock_tenant(session, principal.customer_id)
         write = TenantWrite(session, principal.customer_id, origin_of(principal))
         yield write
     if write.journaled:

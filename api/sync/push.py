@@ -32,14 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.entities import PUSHABLE_TYPES, EntityType, canonical, parse_data
 from api.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
-from api.journal import Origin, as_graph_changes, record, try_apply
+from api.journal import Origin, as_graph_changes, lock_tenant, record, try_apply
 from api.resources import Resources
 from api.sync.envelopes import current_envelope
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
 from api.world.changes import ChangeRejected, ChangeSet
 from relational.database import unit_of_work
 
-_LOCK_TENANT = text("SELECT version FROM customer_versions WHERE customer_id = :c FOR UPDATE")
 _HELD = text(
     "SELECT mutation_id, status, version, result FROM sync_mutations "
     "WHERE workstation_id = :w AND mutation_id = ANY(:ids)"
@@ -252,7 +251,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
     ids = [m.mutation_id for m in request.mutations]
     async with unit_of_work(resources.sessions) as session:
         await _check_workstation(session, principal, workstation_id)
-        await session.execute(_LOCK_TENANT, {"c": customer_id})
+        await lock_tenant(session, customer_id)
         held = {
             r.mutation_id: r
             for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()

@@ -12,20 +12,21 @@ from sqlalchemy import text
 from api.auth.principal import Principal
 from api.entities import EntityType
 from api.errors import Conflict, NotFound, OverwatchError
-from api.journal import Change, Origin, Recorded, as_graph_changes, record, try_apply
+from api.journal import (
+    Change,
+    Origin,
+    Recorded,
+    as_graph_changes,
+    lock_tenant,
+    record,
+    try_apply,
+)
 from api.resources import Resources
 from api.world.changes import ChangeRejected, ChangeSet
 from api.world.schemas import Deleted
 from relational.database import unit_of_work
 
 T = TypeVar("T")
-
-# Taking the counter row first serialises a tenant's writers for the whole
-# validate-and-record step, so two requests never validate against a state
-# the other is about to change.
-_LOCK_TENANT = text(
-    "SELECT version FROM customer_versions WHERE customer_id = :customer_id FOR UPDATE"
-)
 
 
 def origin_of(principal: Principal) -> Origin:
@@ -56,7 +57,7 @@ async def write(
     customer_id = principal.customer_id
     try:
         async with unit_of_work(resources.sessions) as session:
-            await session.execute(_LOCK_TENANT, {"customer_id": customer_id})
+            await lock_tenant(session, customer_id)
             changes = ChangeSet(session, resources.settings, customer_id)
             outcome = await build(changes)
             versions = await record(session, customer_id, changes.changes, origin_of(principal))
