@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import DependencyUnavailable
+from api.errors import postgres_unavailable
 from api.resources import Resources
-from graph.driver import GraphClient
+from relational.database import is_unreachable
 
 
 def get_resources(request: Request) -> Resources:
@@ -36,21 +35,10 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
             except BaseException:
                 await session.rollback()
                 raise
-    except (OperationalError, InterfaceError, OSError) as exc:
-        raise DependencyUnavailable(
-            "postgres is unavailable; nothing was recorded", details={"dependency": "postgres"}
-        ) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise DependencyUnavailable(
-                "postgres is unavailable; nothing was recorded", details={"dependency": "postgres"}
-            ) from exc
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise postgres_unavailable() from exc
         raise
 
 
-def get_graph(resources: ResourcesDep) -> GraphClient:
-    return resources.graph
-
-
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-GraphDep = Annotated[GraphClient, Depends(get_graph)]

@@ -13,7 +13,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from relational.database import is_unreachable
 
 log = structlog.get_logger("api.errors")
 
@@ -78,6 +82,12 @@ class DependencyUnavailable(OverwatchError):
     code = "dependency_unavailable"
 
 
+def postgres_unavailable() -> DependencyUnavailable:
+    return DependencyUnavailable(
+        "postgres is unavailable; nothing was recorded", details={"dependency": "postgres"}
+    )
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -117,6 +127,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    # Postgres dying mid-request (after authentication) surfaces from whichever
+    # service held the connection; answer it the same way everywhere.
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _postgres(request: Request, exc: Exception) -> JSONResponse:
+        if is_unreachable(exc):
+            return await _overwatch(request, postgres_unavailable())
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

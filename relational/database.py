@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import Histogram
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -86,6 +88,17 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when `exc` means PostgreSQL could not be reached, not that a query was bad.
+
+    asyncpg raises a bare `ConnectionRefusedError` (an `OSError`) when a new
+    connection is refused; SQLAlchemy wraps errors on live connections.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, OSError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -662,3 +662,35 @@ async def test_analyst_and_device_keys_cannot_write(client, tenant):
     assert (
         await client.get(f"{V1}/venues/{venue['id']}", headers=keys["device"])
     ).status_code == 403
+
+
+async def test_postgres_dying_mid_write_answers_503_and_records_nothing(client, tenant, pg):
+    """The write blocks inside its transaction on the tenant lock we hold, then
+    its backend is killed: the request must say Postgres, not 500."""
+    before = await journal_count(pg, tenant.id)
+    async with pg.transaction():
+        await pg.execute(
+            "SELECT version FROM customer_versions WHERE customer_id = $1::uuid FOR UPDATE",
+            tenant.id,
+        )
+        write = asyncio.create_task(
+            client.post(f"{V1}/venues", json={"name": "Doomed"}, headers=tenant.headers)
+        )
+        for _ in range(200):  # until the request waits on our lock
+            waiting = await pg.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting, "the write never reached the tenant lock"
+        for row in waiting:
+            await pg.execute("SELECT pg_terminate_backend($1)", row["pid"])
+        response = await write
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["details"] == {"dependency": "postgres"}
+    assert await journal_count(pg, tenant.id) == before
+    # The pool recovers: the next write goes through.
+    again = await client.post(f"{V1}/venues", json={"name": "Fine"}, headers=tenant.headers)
+    assert again.status_code == 201

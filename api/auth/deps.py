@@ -9,12 +9,11 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 
 from api.auth.principal import Permission, Principal
 from api.auth.service import KeyUsage, authenticate
-from api.errors import DependencyUnavailable, Forbidden, Unauthorized
+from api.errors import Forbidden, Unauthorized, postgres_unavailable
+from relational.database import is_unreachable
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -40,10 +39,10 @@ async def current_principal(
     try:
         async with resources.engine.connect() as conn:
             principal = await authenticate(conn, request.app.state.settings, presented)
-    except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
-        raise DependencyUnavailable(
-            "postgres is unavailable", details={"dependency": "postgres"}
-        ) from exc
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise postgres_unavailable() from exc
+        raise
     if principal.key_uuid is not None:
         key_usage(request).touch(principal.key_uuid)
     structlog.contextvars.bind_contextvars(
