@@ -439,7 +439,7 @@ BAD_VENUES = [
     {"name": "v", "properties": {f"k{i}": i for i in range(65)}},
     {"name": "v", "properties": {"big": "x" * 2001}},
     {"name": "v", "properties": {"nested": {"a": 1}}},
-    {"name": "v", "properties": {"n": float("inf")}} if False else {"name": "v", "tags": [""]},
+    {"name": "v", "tags": [""]},
     {"name": "v", "unknown_field": 1},
     {"name": 5},
 ]
@@ -517,16 +517,18 @@ async def test_bad_world_model_input_writes_nothing(client, tenant, graph, pg):
         },
     )
     assert batch.status_code == 422 and batch.json()["error"]["details"]["index"] == 1
+    # None of the refused requests wrote anything to either store.
+    assert (await graph_count(graph, tenant.id), await journal_count(pg, tenant.id)) == before
+    # A kind change, by contrast, is a valid update: one journal row, labels swapped.
     moved = await client.patch(
         f"{V1}/world-model/nodes/{a['id']}", headers=h, json={"kind": "Hazard"}
     )
-    assert moved.status_code == 200  # a kind change is fine...
-    before = (await graph_count(graph, tenant.id), await journal_count(pg, tenant.id))
+    assert moved.status_code == 200
+    assert await journal_count(pg, tenant.id) == before[1] + 1
     rows = await graph.read(
         "test.labels", "MATCH (n:WorldNode {id: $id}) RETURN labels(n) AS l", {"id": a["id"]}
     )
     assert sorted(rows[0]["l"]) == ["Hazard", "WorldNode"]
-    assert (await graph_count(graph, tenant.id), await journal_count(pg, tenant.id)) == before
 
 
 async def test_batch_writes_many_nodes_in_one_call(client, tenant, graph):
