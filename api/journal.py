@@ -14,20 +14,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from neo4j.exceptions import ServiceUnavailable
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.entities import EntityType
 from api.resources import Resources
-from graph.projection import GraphChange, apply_changes, stored_versions
+from graph.driver import OpenWrite
+from graph.projection import (
+    GraphChange,
+    apply_changes,
+    run_statements,
+    statement_runs,
+    stored_versions,
+)
 from relational.database import unit_of_work
 
 log = structlog.get_logger("api.journal")
@@ -143,23 +153,22 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-async def record(
-    session: AsyncSession, customer_id: uuid.UUID, changes: Sequence[Change], origin: Origin
-) -> list[int]:
-    """Journal `changes` as pending, in order; return their versions.
-
-    Runs in the caller's transaction and holds the tenant's counter row lock
-    until it commits: keep the transaction short.
-    """
-    if not changes:
-        return []
+async def _allocate(session: AsyncSession, customer_id: uuid.UUID, count: int) -> list[int]:
     last = (
-        await session.execute(_ALLOCATE, {"n": len(changes), "customer_id": customer_id})
+        await session.execute(_ALLOCATE, {"n": count, "customer_id": customer_id})
     ).scalar_one_or_none()
     if last is None:
         raise LookupError(f"customer {customer_id} has no version counter")
-    first = last - len(changes) + 1
-    versions = list(range(first, last + 1))
+    return list(range(last - count + 1, last + 1))
+
+
+async def _insert(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    changes: Sequence[Change],
+    versions: list[int],
+    origin: Origin,
+) -> None:
     last_change = {(c.entity_type, c.entity_id): i for i, c in enumerate(changes)}
     await session.execute(
         _RECORD,
@@ -168,7 +177,7 @@ async def record(
             "workstation_id": origin.workstation_id,
             "updated_by": origin.updated_by,
             "versions": versions,
-            "entity_types": [c.entity_type.value for c in changes],
+            "entity_types": [str(c.entity_type) for c in changes],
             "entity_ids": [c.entity_id for c in changes],
             "ops": [c.op for c in changes],
             "payloads": [_json(c.data) for c in changes],
@@ -178,9 +187,26 @@ async def record(
                 last_change[(c.entity_type, c.entity_id)] == i for i, c in enumerate(changes)
             ],
             "channel": CHANGES_CHANNEL,
-            "notify": json.dumps({"customer_id": str(customer_id), "first": first, "last": last}),
+            "notify": json.dumps(
+                {"customer_id": str(customer_id), "first": versions[0], "last": versions[-1]}
+            ),
         },
     )
+
+
+async def record(
+    session: AsyncSession, customer_id: uuid.UUID, changes: Sequence[Change], origin: Origin
+) -> list[int]:
+    """Journal `changes` as pending, in order; return their versions.
+
+    Runs in the caller's transaction and holds the tenant's counter row lock
+    until it commits: keep the transaction short. Writers normally call
+    `TenantTransaction.record`, which also applies the changes to Neo4j.
+    """
+    if not changes:
+        return []
+    versions = await _allocate(session, customer_id, len(changes))
+    await _insert(session, customer_id, changes, versions, origin)
     return versions
 
 
@@ -196,7 +222,20 @@ _MARK_APPLIED = text(
     "UPDATE sync_journal SET state = 'applied', applied_at = now() "
     "WHERE customer_id = :customer_id AND state = 'pending' AND version <= :upto"
 )
+# The tenant's apply lock: held by whoever applies its journal to Neo4j.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
+_HOLD = text("SELECT pg_advisory_lock(hashtextextended(CAST(:customer_id AS text), 7))")
+_UNHOLD = text("SELECT pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))")
+# Inside a new transaction: take the lock at transaction level (the session
+# holds it, so this cannot wait), then drop the session-level hold.
+_HAND_OVER = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7)), "
+    "pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))"
+)
+_ANY_PENDING = text(
+    "SELECT EXISTS (SELECT 1 FROM sync_journal "
+    "WHERE customer_id = :customer_id AND state = 'pending')"
+)
 
 
 async def apply_pending(
@@ -282,6 +321,203 @@ async def try_apply(
         )
         return False
     return True
+
+
+class TenantTransaction:
+    """One tenant's write: counter row locked, changes journaled, then applied.
+
+    The order is the journal's (DESIGN.md §4): Neo4j commits only after the
+    Postgres transaction that journaled the changes has committed, and the
+    rows turn `applied` only after that. What this adds is overlap: when the
+    tenant has nothing pending, the transaction holds the tenant's apply lock
+    from the start, opens a Neo4j transaction while the caller validates, and
+    `record` runs the changes in it while Postgres writes and commits the
+    journal rows.
+
+    - The journal transaction fails: the Neo4j transaction is rolled back.
+    - The process dies before the Neo4j commit: Neo4j never saw a commit; the
+      rows are `pending` and the reconciler applies them.
+    - The Neo4j side fails: the rows are `pending`; `try_apply` retries in a
+      managed transaction (unless Neo4j is unreachable), then the reconciler.
+
+    Lock order, everywhere: counter row, then apply lock. Appliers that hold
+    the apply lock (`apply_pending`) never wait for a counter row, so the two
+    cannot deadlock. The apply lock is held until the rows are marked
+    applied, so no other applier runs this tenant's changes in between, and
+    it is only kept when nothing older is pending, so everything below these
+    versions is already in Neo4j. It is a session lock on this transaction's
+    own connection, released (or the connection closed) before the connection
+    goes back to the pool.
+    """
+
+    def __init__(
+        self,
+        resources: Resources,
+        connection: AsyncConnection,
+        session: AsyncSession,
+        customer_id: uuid.UUID,
+    ) -> None:
+        self.resources = resources
+        self.connection = connection
+        self.session = session
+        self.customer_id = customer_id
+        self.applied = False
+        self._known: dict[int, GraphChange] = {}
+        self._holding = False
+        self._opening: asyncio.Task[OpenWrite] | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._unreachable = False
+
+    async def start(self) -> None:
+        """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
+        await lock_tenant(self.session, self.customer_id)
+        params = {"customer_id": str(self.customer_id)}
+        self._holding = True
+        await self.session.execute(_HOLD, params)
+        # A new statement, so a new snapshot: it sees rows marked while we waited.
+        if (await self.session.execute(_ANY_PENDING, params)).scalar_one():
+            await self.session.execute(_UNHOLD, params)  # older rows first: try_apply
+            self._holding = False
+            return
+        self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
+
+    async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
+        """Journal `changes` in this transaction (see `record`) and start applying them."""
+        if not changes:
+            return []
+        versions = await _allocate(self.session, self.customer_id, len(changes))
+        known = as_graph_changes(self.customer_id, changes, versions)
+        self._known.update(known)
+        if self._opening is not None:
+            self._running = asyncio.create_task(self._run(self._running, list(known.values())))
+            await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
+        await _insert(self.session, self.customer_id, changes, versions, origin)
+        return versions
+
+    async def _run(self, before: asyncio.Task[None] | None, changes: list[GraphChange]) -> None:
+        runs = statement_runs(changes)
+        if before is not None:
+            await before
+        assert self._opening is not None
+        await run_statements((await self._opening).tx, runs)
+
+    async def complete(self) -> None:
+        """After the journal committed: commit Neo4j and mark the rows applied."""
+        try:
+            if not self._known:
+                self.applied = True
+                await self._discard()
+                return
+            if self._opening is not None and await self._commit_graph():
+                self.applied = True
+                return
+        finally:
+            await self._release()
+        if self._unreachable:
+            self.applied = False  # pending: the reconciler applies them when Neo4j is back
+        else:
+            self.applied = await try_apply(self.resources, self.customer_id, self._known)
+
+    async def _commit_graph(self) -> bool:
+        """Mark the rows applied in a transaction that commits after Neo4j's commit.
+
+        The marking runs while Neo4j still works; only the commit waits. The
+        apply lock moves from this session to the marking transaction (the
+        session already holds it, so taking it again cannot wait), which
+        releases it when it ends.
+        """
+        assert self._opening is not None and self._running is not None
+        params = {"customer_id": self.customer_id, "upto": max(self._known)}
+        marking = True
+        try:
+            await self.session.execute(_HAND_OVER, {"customer_id": str(self.customer_id)})
+            self._holding = False
+            await self.session.execute(_MARK_APPLIED, params)
+        except Exception as exc:  # Postgres trouble: the rows stay pending for the reconciler
+            log.warning("journal.mark_applied_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            marking = False
+        try:
+            await self._running
+            await (await self._opening).commit()
+        except Exception as exc:
+            self._unreachable = isinstance(exc, ServiceUnavailable)
+            log.info("journal.overlap_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await self._end_marking(commit=False)
+            await self._discard()
+            return False
+        JOURNAL_APPLIED.inc(len(self._known))
+        await self._end_marking(commit=marking)
+        return True
+
+    async def _end_marking(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+        except Exception as exc:  # the reconciler marks them later; reapplying is a no-op
+            log.warning("journal.mark_applied_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await self.connection.invalidate()  # never pool a connection that may hold the lock
+
+    async def abandon(self) -> None:
+        """The journal transaction did not commit: undo the Neo4j side."""
+        try:
+            await self._discard()
+        finally:
+            await self._release()
+
+    async def _discard(self) -> None:
+        """Stop and roll back the Neo4j transaction, if one was opened."""
+        for task in (self._running, self._opening):
+            if task is not None and not task.done():
+                task.cancel()
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+        if self._opening is not None:
+            opened = (await asyncio.gather(self._opening, return_exceptions=True))[0]
+            if isinstance(opened, OpenWrite):
+                await opened.rollback()
+
+    async def _release(self) -> None:
+        """Give the apply lock back, outside the journal transaction."""
+        if not self._holding:
+            return
+        self._holding = False
+        try:
+            await self.session.execute(_UNHOLD, {"customer_id": str(self.customer_id)})
+            await self.session.commit()
+        except BaseException as exc:
+            # A closed connection releases its session locks on the server.
+            log.warning("journal.unlock_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await self.connection.invalidate()
+            if not isinstance(exc, Exception):
+                raise
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    resources: Resources, customer_id: uuid.UUID
+) -> AsyncIterator[TenantTransaction]:
+    """Lock the tenant's counter row, yield, commit; then apply to Neo4j.
+
+    The body validates and calls `tx.record(...)`; any exception rolls back
+    both stores. After the block, `tx.applied` says whether Neo4j has the
+    changes (False: they are journaled and the reconciler will apply them).
+    """
+    async with resources.engine.connect() as connection:
+        async with resources.sessions(bind=connection) as session:
+            tx = TenantTransaction(resources, connection, session, customer_id)
+            try:
+                await tx.start()
+                yield tx
+                await session.commit()
+            except BaseException:
+                try:
+                    await session.rollback()
+                finally:
+                    await tx.abandon()
+                raise
+            await tx.complete()
 
 
 _FRONTIER = text(

@@ -18,6 +18,8 @@ from neo4j import (
     AsyncDriver,
     AsyncGraphDatabase,
     AsyncManagedTransaction,
+    AsyncSession,
+    AsyncTransaction,
     Query,
     unit_of_work,
 )
@@ -115,6 +117,21 @@ class GraphClient:
         async with self._timed(name, "write"), self.driver.session(database=self.database) as s:
             return await s.execute_write(work)
 
+    async def open_write(self, name: str) -> OpenWrite:
+        """Begin an explicit write transaction that commits only when told to.
+
+        For work that must run now but may only become visible after something
+        else succeeds (the journal's commit, see api/journal.py). No retries:
+        the caller falls back to a managed transaction if this one fails.
+        """
+        session = self.driver.session(database=self.database)
+        try:
+            tx = await session.begin_transaction()
+        except BaseException:
+            await session.close()
+            raise
+        return OpenWrite(name, session, tx)
+
     @asynccontextmanager
     async def _timed(self, name: str, mode: str) -> AsyncIterator[None]:
         started = time.perf_counter()
@@ -140,3 +157,52 @@ class GraphClient:
         async with self._timed(name, "schema"), self.driver.session(database=self.database) as s:
             result = await s.run(Query(statement))  # a file, not a request: see docstring
             await result.consume()
+
+
+class OpenWrite:
+    """An explicit write transaction from `GraphClient.open_write`.
+
+    End it with `commit()` or `rollback()`; both close its session. Its
+    latency (begin to end) is recorded like any named write.
+    """
+
+    def __init__(self, name: str, session: AsyncSession, tx: AsyncTransaction) -> None:
+        self.name = name
+        self.tx = tx
+        self._session = session
+        self._started = time.perf_counter()
+        self._ended = False
+
+    async def commit(self) -> None:
+        try:
+            await self.tx.commit()
+        except BaseException:
+            await self._end("error")
+            raise
+        await self._end("ok")
+
+    async def rollback(self) -> None:
+        """Roll back and close; never raises (the transaction dies with its session)."""
+        if self._ended:
+            return
+        try:
+            if not self.tx.closed():
+                await self.tx.rollback()
+        except Exception as exc:  # the server rolls back what it never saw committed
+            log.debug("neo4j.rollback_failed", query=self.name, error=type(exc).__name__)
+        await self._end("rolled_back")
+
+    async def _end(self, outcome: str) -> None:
+        self._ended = True
+        try:
+            await self._session.close()
+        finally:
+            elapsed = time.perf_counter() - self._started
+            NEO4J_QUERY_SECONDS.labels(query=self.name, mode="write").observe(elapsed)
+            log.debug(
+                "neo4j.query",
+                query=self.name,
+                mode="write",
+                ms=round(elapsed * 1000, 2),
+                outcome=outcome,
+            )

@@ -18,7 +18,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, LiteralString
 
-from neo4j import AsyncManagedTransaction
+from neo4j import AsyncManagedTransaction, AsyncTransaction
 
 from graph.driver import GraphClient
 
@@ -258,19 +258,32 @@ def to_row(change: GraphChange) -> dict[str, Any]:
     return row
 
 
+def statement_runs(changes: Sequence[GraphChange]) -> list[tuple[LiteralString, list[dict]]]:
+    """The statements that apply `changes` in order: one per run of same-typed changes."""
+    return [
+        (STATEMENTS[key], [to_row(c) for c in group])
+        for key, group in groupby(changes, key=lambda c: (c.entity_type, c.op))
+    ]
+
+
+async def run_statements(
+    tx: AsyncManagedTransaction | AsyncTransaction,
+    runs: Sequence[tuple[LiteralString, list[dict]]],
+) -> None:
+    """Run `statement_runs(...)` in order inside the caller's transaction."""
+    for statement, rows in runs:
+        result = await tx.run(statement, {"rows": rows})
+        await result.consume()
+
+
 async def apply_changes(graph: GraphClient, changes: Sequence[GraphChange]) -> None:
     """Apply changes, in the order given (version order), in one write transaction."""
     if not changes:
         return
-    runs = [
-        (key, [to_row(c) for c in group])
-        for key, group in groupby(changes, key=lambda c: (c.entity_type, c.op))
-    ]
+    runs = statement_runs(changes)
 
     async def work(tx: AsyncManagedTransaction) -> None:
-        for key, rows in runs:
-            result = await tx.run(STATEMENTS[key], {"rows": rows})
-            await result.consume()
+        await run_statements(tx, runs)
 
     await graph.write_tx("journal.apply", work)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -32,9 +32,8 @@ from api.fleet.schemas import (
     KitPreregister,
 )
 from api.fleet.views import admin_kit_out, drone_data, drone_out, kit_data, kit_out
-from api.journal import Change, Origin, lock_tenant, record, try_apply
+from api.journal import Change, Origin, TenantTransaction, tenant_transaction
 from api.resources import Resources
-from relational.database import unit_of_work
 from relational.models import Drone, Kit
 
 log = structlog.get_logger("api.fleet.registry")
@@ -60,10 +59,16 @@ def origin_of(principal: Principal) -> Origin:
 class TenantWrite:
     """One tenant's registry transaction, its counter row locked."""
 
-    session: AsyncSession
-    customer_id: uuid.UUID
+    tx: TenantTransaction
     origin: Origin
-    journaled: list[int] = field(default_factory=list)
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.tx.session
+
+    @property
+    def customer_id(self) -> uuid.UUID:
+        return self.tx.customer_id
 
     async def journal(self, rows: Sequence[Kit | Drone]) -> None:
         """Journal the rows' current state as upserts and stamp their versions.
@@ -77,26 +82,23 @@ class TenantWrite:
             else Change(EntityType.drone, row.id, "upsert", drone_data(row))
             for row in ordered
         ]
-        versions = await record(self.session, self.customer_id, changes, self.origin)
+        versions = await self.tx.record(changes, self.origin)
         now = _now()
         for row, version in zip(ordered, versions, strict=True):
             row.version = version
             row.updated_at = now
-        self.journaled += versions
         await self.session.flush()
 
 
 @asynccontextmanager
 async def tenant_write(resources: Resources, principal: Principal) -> AsyncIterator[TenantWrite]:
-    """Lock the tenant's counter, yield, commit; then apply the journal to Neo4j."""
+    """Lock the tenant's counter, yield, commit; then apply the journal to Neo4j.
+
+    A Neo4j outage leaves the rows pending for the reconciler.
+    """
     assert principal.customer_id is not None
-    async with unit_of_work(resources.sessions) as session:
-        await lock_tenant(session, principal.customer_id)
-        write = TenantWrite(session, principal.customer_id, origin_of(principal))
-        yield write
-    if write.journaled:
-        # After commit: a Neo4j outage leaves the rows pending for the reconciler.
-        await try_apply(resources, principal.customer_id)
+    async with tenant_transaction(resources, principal.customer_id) as tx:
+        yield TenantWrite(tx, origin_of(principal))
 
 
 async def _kit_view(

@@ -32,12 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.entities import PUSHABLE_TYPES, EntityType, canonical, parse_data
 from api.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
-from api.journal import Origin, as_graph_changes, lock_tenant, record, try_apply
+from api.journal import Origin, tenant_transaction
 from api.resources import Resources
 from api.sync.envelopes import current_envelope
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
 from api.world.changes import ChangeRejected, ChangeSet
-from relational.database import unit_of_work
 
 _HELD = text(
     "SELECT mutation_id, status, version, result FROM sync_mutations "
@@ -249,9 +248,9 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
     customer_id = principal.customer_id
     workstation_id = request.workstation_id
     ids = [m.mutation_id for m in request.mutations]
-    async with unit_of_work(resources.sessions) as session:
+    async with tenant_transaction(resources, customer_id) as tx:
+        session = tx.session
         await _check_workstation(session, principal, workstation_id)
-        await lock_tenant(session, customer_id)
         held = {
             r.mutation_id: r
             for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
@@ -286,7 +285,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
             fresh.append(result)
         origin = Origin(updated_by=f"workstation:{workstation_id}", workstation_id=workstation_id)
         changes = judge.changes.changes
-        versions = await record(session, customer_id, changes, origin)
+        versions = await tx.record(changes, origin)
         for result, index in judge.versioned:
             result["version"] = versions[index]
         if fresh:
@@ -302,8 +301,6 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
                 },
             )
         checkpoint = (await session.execute(_CHECKPOINT, {"w": workstation_id})).scalar() or 0
-    if changes:
-        await try_apply(resources, customer_id, as_graph_changes(customer_id, changes, versions))
     return PushResponse.model_validate(
         {
             "results": results,

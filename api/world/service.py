@@ -12,19 +12,10 @@ from sqlalchemy import text
 from api.auth.principal import Principal
 from api.entities import EntityType
 from api.errors import Conflict, NotFound, OverwatchError
-from api.journal import (
-    Change,
-    Origin,
-    Recorded,
-    as_graph_changes,
-    lock_tenant,
-    record,
-    try_apply,
-)
+from api.journal import Change, Origin, Recorded, tenant_transaction
 from api.resources import Resources
 from api.world.changes import ChangeRejected, ChangeSet
 from api.world.schemas import Deleted
-from relational.database import unit_of_work
 
 T = TypeVar("T")
 
@@ -49,25 +40,20 @@ def as_error(exc: ChangeRejected) -> OverwatchError:
 async def write(
     resources: Resources, principal: Principal, build: Callable[[ChangeSet], Awaitable[T]]
 ) -> tuple[T, Recorded]:
-    """Validate with `build`, journal its changes, commit, then apply to Neo4j.
+    """Validate with `build`, journal its changes, commit, and apply them to Neo4j.
 
     Any `ChangeRejected` becomes a 4xx and nothing is written to either store.
     """
     assert principal.customer_id is not None
     customer_id = principal.customer_id
     try:
-        async with unit_of_work(resources.sessions) as session:
-            await lock_tenant(session, customer_id)
-            changes = ChangeSet(session, resources.settings, customer_id)
+        async with tenant_transaction(resources, customer_id) as tx:
+            changes = ChangeSet(tx.session, resources.settings, customer_id)
             outcome = await build(changes)
-            versions = await record(session, customer_id, changes.changes, origin_of(principal))
+            versions = await tx.record(changes.changes, origin_of(principal))
     except ChangeRejected as exc:
         raise as_error(exc) from exc
-    recorded = Recorded(versions=versions)
-    recorded.applied = await try_apply(
-        resources, customer_id, as_graph_changes(customer_id, changes.changes, versions)
-    )
-    return outcome, recorded
+    return outcome, Recorded(versions=versions, applied=tx.applied)
 
 
 async def current_data(

@@ -1,0 +1,152 @@
+"""The overlapped write path (api/journal.py `TenantTransaction`).
+
+Neo4j runs a write's statements while Postgres commits the journal rows; these
+tests pin down that Neo4j still only ever commits what the journal committed,
+that older pending rows are applied before newer ones, and that the tenant's
+apply lock never outlives the request that took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from api.entities import EntityType
+from api.journal import Change, Origin, frontier, tenant_transaction, verify
+from tests.test_graph import V1, journal_count, make_venue
+
+VENUE_BY_NAME = "MATCH (v:Venue {name: $name}) WHERE v.customer_id = $c RETURN v.id AS id"
+
+
+async def advisory_locks(pg) -> int:
+    """Advisory locks held by any session of the test database (the apply locks)."""
+    return int(
+        await pg.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        )
+    )
+
+
+async def test_neo4j_rolls_back_when_the_journal_does_not_commit(app, tenant, graph, pg):
+    """The statements have run in Neo4j (not yet visible), then the body fails."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    venue_id = uuid.uuid4()
+    name = f"Never committed {venue_id}"
+    before = await journal_count(pg, tenant.id)
+    change = Change(EntityType.venue, venue_id, "upsert", {"name": name, "tags": []})
+    try:
+        async with tenant_transaction(resources, customer) as tx:
+            await tx.record([change], Origin(updated_by="test"))
+            assert tx._running is not None, "nothing pending, so the overlap must be used"
+            await tx._running  # Neo4j has run the MERGE inside its open transaction
+            seen = await graph.read("test.v", VENUE_BY_NAME, {"name": name, "c": tenant.id})
+            assert seen == []  # uncommitted: invisible to everyone else
+            raise RuntimeError("the journal transaction fails here")
+    except RuntimeError:
+        pass
+    assert await graph.read("test.v", VENUE_BY_NAME, {"name": name, "c": tenant.id}) == []
+    assert await journal_count(pg, tenant.id) == before
+    assert await advisory_locks(pg) == 0
+    assert (await verify(resources, customer)).clean
+
+
+async def test_journal_commit_failing_over_http_writes_neither_store(client, tenant, graph, pg):
+    """A deferred trigger makes the journal's COMMIT itself fail, after a pause
+    long enough for Neo4j to have run the statements."""
+    name = f"Doomed at commit {uuid.uuid4()}"
+    await pg.execute(
+        f"""
+        CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.payload->>'name' = '{name}' THEN
+            PERFORM pg_sleep(0.3);
+            RAISE EXCEPTION 'refused at commit';
+          END IF;
+          RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER refuse_doomed AFTER INSERT ON sync_journal
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_doomed();
+        """
+    )
+    try:
+        before = await journal_count(pg, tenant.id)
+        response = await client.post(f"{V1}/venues", json={"name": name}, headers=tenant.headers)
+        assert response.status_code == 500, response.text
+    finally:
+        await pg.execute(
+            "DROP TRIGGER refuse_doomed ON sync_journal; DROP FUNCTION refuse_doomed();"
+        )
+    assert await graph.read("test.v", VENUE_BY_NAME, {"name": name, "c": tenant.id}) == []
+    assert await journal_count(pg, tenant.id) == before
+    assert await advisory_locks(pg) == 0
+    after = await client.post(f"{V1}/venues", json={"name": "Next"}, headers=tenant.headers)
+    assert after.status_code == 201 and after.json()["applied"] is True
+
+
+async def test_older_pending_rows_are_applied_before_a_new_write(
+    settings, app, client, tenant, graph, pg
+):
+    """A venue journaled while Neo4j was down, then a node in it: the node's
+    write must apply the venue first (in version order), not skip it."""
+    import httpx
+
+    from main import create_app
+
+    down = create_app(
+        settings.model_copy(update={"neo4j_uri": "bolt://127.0.0.1:1"}), background=False
+    )
+    async with down.router.lifespan_context(down):
+        transport = httpx.ASGITransport(app=down)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.post(f"{V1}/venues", headers=tenant.headers, json={"name": "Pending"})
+            assert r.status_code == 201 and r.json()["applied"] is False
+    venue = r.json()
+    node = await client.post(
+        f"{V1}/world-model/nodes",
+        headers=tenant.headers,
+        json={"venue_id": venue["id"], "kind": "Zone", "name": "Hall"},
+    )
+    assert node.status_code == 201 and node.json()["applied"] is True
+    rows = await graph.read(
+        "test.n",
+        "MATCH (n:WorldNode {id: $id})-[:IN_VENUE]->(v:Venue) RETURN v.name AS venue",
+        {"id": node.json()["id"]},
+    )
+    assert rows == [{"venue": "Pending"}]
+    customer = uuid.UUID(tenant.id)
+    drift = await verify(app.state.resources, customer)
+    assert drift.clean and drift.pending == 0
+    async with app.state.resources.sessions() as session:
+        assert await frontier(session, customer) == node.json()["version"]
+    assert await advisory_locks(pg) == 0
+
+
+async def test_concurrent_batches_of_two_tenants_converge(
+    client, tenant, other_tenant, app, graph, pg
+):
+    """Writers of one tenant queue on its locks; two tenants overlap freely."""
+    venues = {t.id: await make_venue(client, t) for t in (tenant, other_tenant)}
+
+    async def batch(t, i):
+        nodes = [
+            {"venue_id": venues[t.id]["id"], "kind": "PerchPoint", "name": f"P{i}-{j}"}
+            for j in range(50)
+        ]
+        return await client.post(
+            f"{V1}/world-model/nodes/batch", json={"nodes": nodes}, headers=t.headers
+        )
+
+    results = await asyncio.gather(*(batch(t, i) for i in range(6) for t in (tenant, other_tenant)))
+    assert all(r.status_code == 200 and r.json()["applied"] for r in results)
+    for t in (tenant, other_tenant):
+        drift = await verify(app.state.resources, uuid.UUID(t.id))
+        assert drift.clean and drift.pending == 0
+        count = await graph.read(
+            "test.count",
+            "MATCH (n:WorldNode) WHERE n.customer_id = $c RETURN count(n) AS n",
+            {"c": t.id},
+        )
+        assert count == [{"n": 300}]
+    assert await advisory_locks(pg) == 0
