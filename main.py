@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -81,10 +82,15 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         if background:
             for name, job, interval in process_loops(settings):
                 loops.start(name, job, interval)
+        # Everything loaded so far lives as long as the process. Freezing it keeps
+        # it out of the collector's full scans, which otherwise stall a request
+        # for ~50 ms whenever a large batch triggers one.
+        gc.freeze()
         log.info("startup.ready", environment=settings.environment)
         try:
             yield
         finally:
+            gc.unfreeze()
             await streams.stop()
             await loops.stop()
             for hook in SHUTDOWN_HOOKS:

@@ -14,6 +14,8 @@ app stays cheap; it always runs on CPU unless a device is given.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import threading
 from collections.abc import Sequence
@@ -83,6 +85,11 @@ class SentenceTransformerEmbedder:
                 self._model = SentenceTransformer(
                     self._source, device=self.device, local_files_only=self._local_only
                 )
+                # The model lives as long as the process: keep its objects out of
+                # the collector's full scans (unfrozen at exit, so native
+                # extensions still see their objects released).
+                gc.freeze()
+                atexit.register(gc.unfreeze)
             return self._model
 
     def encode(self, texts: Sequence[str]) -> Vectors:
