@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from neo4j.exceptions import ServiceUnavailable
 from prometheus_client import Counter, Gauge
@@ -101,7 +102,7 @@ _RECORD = text("""
 WITH r AS (
   SELECT * FROM unnest(
     CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]),
-    CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[]),
+    CAST(:ops AS text[]), CAST(:payloads AS jsonb[]), CAST(:mutation_ids AS bigint[]),
     CAST(:merged_into AS uuid[]), CAST(:is_last AS boolean[]))
   AS r(version, entity_type, entity_id, op, payload, mutation_id, merged_into, is_last)
 ),
@@ -109,8 +110,8 @@ journal AS (
   INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload,
                             workstation_id, mutation_id, state)
   SELECT :customer_id, version, entity_type, entity_id, op,
-         CASE WHEN merged_into IS NULL THEN payload::jsonb
-              ELSE COALESCE(payload::jsonb, '{}'::jsonb)
+         CASE WHEN merged_into IS NULL THEN payload
+              ELSE COALESCE(payload, '{}'::jsonb)
                    || jsonb_build_object('merged_into', merged_into) END,
          :workstation_id, mutation_id, 'pending'
   FROM r
@@ -123,7 +124,7 @@ queued AS (
 notified AS (SELECT pg_notify(:channel, :notify) AS sent)
 INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
                            merged_into, updated_by, updated_at)
-SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::jsonb,
+SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload,
        r.merged_into, :updated_by, now()
 FROM r CROSS JOIN notified
 WHERE r.is_last
@@ -150,7 +151,7 @@ async def lock_tenant(session: AsyncSession, customer_id: uuid.UUID) -> None:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else orjson.dumps(value).decode()
 
 
 async def _allocate(session: AsyncSession, customer_id: uuid.UUID, count: int) -> list[int]:
@@ -370,6 +371,9 @@ class TenantTransaction:
 
     async def start(self) -> None:
         """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
+        # Opening a Neo4j transaction takes a round trip: start it first, let it
+        # proceed while Postgres locks and the caller validates.
+        self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
         await lock_tenant(self.session, self.customer_id)
         params = {"customer_id": str(self.customer_id)}
         self._holding = True
@@ -378,8 +382,8 @@ class TenantTransaction:
         if (await self.session.execute(_ANY_PENDING, params)).scalar_one():
             await self.session.execute(_UNHOLD, params)  # older rows first: try_apply
             self._holding = False
-            return
-        self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
+            await self._discard()
+            self._opening = None
 
     async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
         """Journal `changes` in this transaction (see `record`) and start applying them."""
@@ -419,14 +423,16 @@ class TenantTransaction:
             self.applied = await try_apply(self.resources, self.customer_id, self._known)
 
     async def _commit_graph(self) -> bool:
-        """Mark the rows applied in a transaction that commits after Neo4j's commit.
+        """Commit Neo4j, and mark the rows applied in a transaction that commits after it.
 
-        The marking runs while Neo4j still works; only the commit waits. The
+        The journal has committed, so Neo4j may commit as soon as its statements
+        are done; the marking runs meanwhile and only its commit waits. The
         apply lock moves from this session to the marking transaction (the
         session already holds it, so taking it again cannot wait), which
         releases it when it ends.
         """
         assert self._opening is not None and self._running is not None
+        graph_commit = asyncio.create_task(self._commit_neo4j())
         params = {"customer_id": self.customer_id, "upto": max(self._known)}
         marking = True
         try:
@@ -437,8 +443,7 @@ class TenantTransaction:
             log.warning("journal.mark_applied_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             marking = False
         try:
-            await self._running
-            await (await self._opening).commit()
+            await graph_commit
         except Exception as exc:
             self._unreachable = isinstance(exc, ServiceUnavailable)
             log.info("journal.overlap_failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -448,6 +453,11 @@ class TenantTransaction:
         JOURNAL_APPLIED.inc(len(self._known))
         await self._end_marking(commit=marking)
         return True
+
+    async def _commit_neo4j(self) -> None:
+        assert self._opening is not None and self._running is not None
+        await self._running
+        await (await self._opening).commit()
 
     async def _end_marking(self, *, commit: bool) -> None:
         try:

@@ -84,6 +84,18 @@ _EDGES_OF_NODE = text(
 )
 
 
+def references(model: EntityData) -> list[uuid.UUID]:
+    """The ids an entity's state points at (checked to be live when it is written)."""
+    if isinstance(model, WorldNodeData):
+        return [model.venue_id]
+    if isinstance(model, WorldEdgeData):
+        return [model.venue_id, model.from_id, model.to_id]
+    if isinstance(model, OperationData):
+        kit = [model.kit_id] if model.kit_id is not None else []
+        return [model.venue_id, *kit, *model.drone_ids]
+    return []
+
+
 class ChangeSet:
     """Validates changes of one tenant in order and collects the journal rows."""
 
@@ -121,10 +133,26 @@ class ChangeSet:
 
         Raises `id_in_use` if the id belongs to another tenant or another type.
         """
+        await self.state(entity_id)
+        return self._own(entity_id, entity_type)
+
+    async def mine(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
+        """The tenant's entity of that type, or None (also for other tenants' ids)."""
         found = await self.state(entity_id)
+        if (
+            found is None
+            or found.customer_id != self.customer_id
+            or found.entity_type != entity_type
+        ):
+            return None
+        return found
+
+    # The synchronous checks below read `_known` only: callers load the ids first.
+    def _own(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
+        found = self._known[entity_id]
         if found is None:
             return None
-        if found.customer_id != self.customer_id or found.entity_type != entity_type.value:
+        if found.customer_id != self.customer_id or found.entity_type != entity_type:
             raise ChangeRejected(
                 "id_in_use",
                 f"id {entity_id} is already in use",
@@ -133,38 +161,25 @@ class ChangeSet:
             )
         return found
 
-    async def mine(self, entity_id: uuid.UUID, entity_type: EntityType) -> EntityState | None:
-        """The tenant's entity of that type, or None (also for other tenants' ids)."""
-        found = await self.state(entity_id)
-        if (
-            found is None
-            or found.customer_id != self.customer_id
-            or found.entity_type != entity_type.value
-        ):
-            return None
-        return found
-
-    async def live(
-        self, entity_id: uuid.UUID, entity_type: EntityType, loc: list[str]
-    ) -> EntityState:
-        found = await self.state(entity_id)
+    def _live(self, entity_id: uuid.UUID, entity_type: EntityType, loc: list[str]) -> EntityState:
+        found = self._known[entity_id]
         if (
             found is None
             or found.deleted
             or found.customer_id != self.customer_id
-            or found.entity_type != entity_type.value
+            or found.entity_type != entity_type
         ):
             raise ChangeRejected(
                 "unknown_reference",
-                f"{entity_type.value} {entity_id} does not exist",
-                [{"loc": loc, "msg": f"no such {entity_type.value}"}],
+                f"{entity_type} {entity_id} does not exist",
+                [{"loc": loc, "msg": f"no such {entity_type}"}],
             )
         return found
 
     def _remember(self, change: Change, version_hint: int = 0) -> None:
         self.changes.append(change)
         self._known[change.entity_id] = EntityState(
-            change.entity_type.value,
+            change.entity_type,
             self.customer_id,
             version_hint,
             change.op == "delete",
@@ -194,19 +209,22 @@ class ChangeSet:
                 raise ChangeRejected(
                     "invalid_data", "data did not validate", field_errors(exc)
                 ) from exc
-        existing = await self.own(entity_id, entity_type)
+        needed = [entity_id, *references(model)]
+        if any(i not in self._known for i in needed):
+            await self.prefetch(needed)
+        existing = self._own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):
-            await self._check_node(model, previous)
+            self._check_node(model, previous)
         elif isinstance(model, WorldEdgeData):
-            await self._check_edge(entity_id, model, previous)
+            self._check_edge(model, previous)
         elif isinstance(model, OperationData):
-            await self._check_operation(model, previous)
+            self._check_operation(model, previous)
         payload = canonical(model)
         self._remember(Change(entity_type, entity_id, "upsert", payload, mutation_id=mutation_id))
         return payload
 
-    async def _check_node(self, model: WorldNodeData, previous: dict[str, Any] | None) -> None:
+    def _check_node(self, model: WorldNodeData, previous: dict[str, Any] | None) -> None:
         if model.kind not in self.kinds:
             raise ChangeRejected(
                 "unknown_kind",
@@ -223,11 +241,9 @@ class ChangeSet:
                 "a world node cannot move to another venue",
                 [{"loc": ["data", "venue_id"], "msg": "fixed at creation"}],
             )
-        await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+        self._live(model.venue_id, EntityType.venue, ["data", "venue_id"])
 
-    async def _check_edge(
-        self, edge_id: uuid.UUID, model: WorldEdgeData, previous: dict[str, Any] | None
-    ) -> None:
+    def _check_edge(self, model: WorldEdgeData, previous: dict[str, Any] | None) -> None:
         if model.type not in self.edge_types:
             raise ChangeRejected(
                 "unknown_type",
@@ -247,9 +263,9 @@ class ChangeSet:
                         f"an edge's {name} is fixed at creation; supersede the edge instead",
                         [{"loc": ["data", name], "msg": "fixed at creation"}],
                     )
-        await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+        self._live(model.venue_id, EntityType.venue, ["data", "venue_id"])
         for name in ("from_id", "to_id"):
-            node = await self.live(getattr(model, name), EntityType.world_node, ["data", name])
+            node = self._live(getattr(model, name), EntityType.world_node, ["data", name])
             if (node.data or {}).get("venue_id") != str(model.venue_id):
                 raise ChangeRejected(
                     "cross_venue_edge",
@@ -257,13 +273,13 @@ class ChangeSet:
                     [{"loc": ["data", name], "msg": "node of another venue"}],
                 )
 
-    async def _check_operation(self, model: OperationData, previous: dict[str, Any] | None) -> None:
+    def _check_operation(self, model: OperationData, previous: dict[str, Any] | None) -> None:
         if previous is None or previous.get("venue_id") != str(model.venue_id):
-            await self.live(model.venue_id, EntityType.venue, ["data", "venue_id"])
+            self._live(model.venue_id, EntityType.venue, ["data", "venue_id"])
         if model.kit_id is not None:
-            await self.live(model.kit_id, EntityType.kit, ["data", "kit_id"])
+            self._live(model.kit_id, EntityType.kit, ["data", "kit_id"])
         for index, drone_id in enumerate(model.drone_ids):
-            await self.live(drone_id, EntityType.drone, ["data", "drone_ids", str(index)])
+            self._live(drone_id, EntityType.drone, ["data", "drone_ids", str(index)])
 
     # ----------------------------------------------------------- delete
     async def delete(

@@ -21,7 +21,7 @@ from api.entities import (
     WorldNodeData,
 )
 from api.errors import NotFound
-from api.world.changes import ChangeRejected, ChangeSet
+from api.world.changes import ChangeRejected, ChangeSet, references
 from api.world.schemas import BatchResult, Deleted, Page, Written, page
 from api.world.service import create_entity, current_data, delete_entity, patch_entity, write
 from graph import reads
@@ -143,11 +143,7 @@ async def _batch(
     async def build(changes: ChangeSet) -> int:
         refs: list[uuid.UUID] = list(ids)
         for item in items:
-            refs += [
-                getattr(item, name)
-                for name in ("venue_id", "from_id", "to_id")
-                if getattr(item, name, None) is not None
-            ]
+            refs += references(item)
         await changes.prefetch(refs)
         for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
             try:
