@@ -102,7 +102,7 @@ _RECORD = text("""
 WITH r AS (
   SELECT * FROM unnest(
     CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]),
-    CAST(:ops AS text[]), CAST(:payloads AS jsonb[]), CAST(:mutation_ids AS bigint[]),
+    CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[]),
     CAST(:merged_into AS uuid[]), CAST(:is_last AS boolean[]))
   AS r(version, entity_type, entity_id, op, payload, mutation_id, merged_into, is_last)
 ),
@@ -110,8 +110,8 @@ journal AS (
   INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload,
                             workstation_id, mutation_id, state)
   SELECT :customer_id, version, entity_type, entity_id, op,
-         CASE WHEN merged_into IS NULL THEN payload
-              ELSE COALESCE(payload, '{}'::jsonb)
+         CASE WHEN merged_into IS NULL THEN payload::jsonb
+              ELSE COALESCE(payload::jsonb, '{}'::jsonb)
                    || jsonb_build_object('merged_into', merged_into) END,
          :workstation_id, mutation_id, 'pending'
   FROM r
@@ -124,7 +124,7 @@ queued AS (
 notified AS (SELECT pg_notify(:channel, :notify) AS sent)
 INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
                            merged_into, updated_by, updated_at)
-SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload,
+SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::json,
        r.merged_into, :updated_by, now()
 FROM r CROSS JOIN notified
 WHERE r.is_last
@@ -530,12 +530,15 @@ async def tenant_transaction(
             await tx.complete()
 
 
-_FRONTIER = text(
-    "SELECT COALESCE("
+# The frontier as an SQL expression of `:customer_id`, for statements that
+# read it together with other things (api/sync/pull.py).
+FRONTIER_SQL = (
+    "COALESCE("
     " (SELECT min(version) - 1 FROM sync_journal "
     "  WHERE customer_id = :customer_id AND state = 'pending'),"
     " (SELECT version FROM customer_versions WHERE customer_id = :customer_id), 0)"
 )
+_FRONTIER = text("SELECT " + FRONTIER_SQL)
 
 
 async def frontier(session: AsyncSession, customer_id: uuid.UUID) -> int:

@@ -26,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, REAL, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSON, JSONB, REAL, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -161,10 +161,17 @@ class SyncEntity(Base):
     entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # json, not jsonb: kept as written, so envelopes splice it without
+    # re-serialising (migration 0009).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     updated_by: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = _now()
+    # True once a blob of this entity became available (never cleared): only
+    # then do envelopes look up `blob_ids` (api/sync/envelopes.py).
+    has_blobs: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
 
 
 class Blob(Base):

@@ -415,6 +415,28 @@ async def test_sync_envelopes_list_available_blobs_of_the_tenant(
     assert theirs["blob_id"] not in boot
 
 
+async def test_blobs_of_a_merged_venue_show_on_the_survivor(client, tenant: Tenant, store):
+    """A merge re-points blobs: the survivor's envelope must list them, though
+    no blob of the survivor itself was ever completed."""
+    survivor = await synced_entity(client, tenant, "venue")
+    merged = await synced_entity(client, tenant, "venue")
+    data = png_bytes()
+    ticket = await ask_upload(client, tenant, data, owner_type="venue", owner_id=merged)
+    await post_form(store, ticket, data)
+    done = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
+    assert done.status_code == 200, done.text
+    before = (await client.get("/api/v1/sync/pull?since=0", headers=tenant.headers)).json()
+    assert {c["id"]: c["blob_ids"] for c in before["changes"]}[survivor] == []
+    r = await client.post(
+        f"/api/v1/venues/{survivor}/merge", headers=tenant.headers, json={"merge_ids": [merged]}
+    )
+    assert r.status_code == 200, r.text
+    pulled = (await client.get("/api/v1/sync/pull?since=0", headers=tenant.headers)).json()
+    envelopes = {c["id"]: c for c in pulled["changes"]}
+    assert envelopes[survivor]["blob_ids"] == [ticket["blob_id"]]
+    assert envelopes[merged]["op"] == "delete" and "blob_ids" not in envelopes[merged]
+
+
 async def test_read_only_keys_read_but_never_write(client, tenant: Tenant, store):
     data = png_bytes()
     ticket = await ask_upload(client, tenant, data)

@@ -424,30 +424,6 @@ async def test_pull_from_an_expired_cursor_answers_410(app, client, tenant):
     assert again.json()["results"][0]["status"] == "duplicate"
 
 
-async def test_envelopes_list_their_blobs(client, tenant, pg):
-    ws, h = await register(client, tenant)
-    venue = uid()
-    r = (await do_push(client, ws, h, [mutation(1, "venue", venue, data={"name": "V"})])).json()
-    blob = uuid.uuid4()
-    await pg.execute(
-        "INSERT INTO blobs (id, customer_id, object_key, content_type, declared_size, "
-        "actual_size, state, owner_type, owner_id, created_at, updated_at) VALUES "
-        "($1, $2::uuid, $3, 'image/png', 10, 10, 'available', 'venue', $4::uuid, now(), now())",
-        blob,
-        tenant.id,
-        f"customers/{tenant.id}/blobs/{blob}",
-        venue,
-    )
-    await do_push(
-        client,
-        ws,
-        h,
-        [mutation(2, "venue", venue, base=r["results"][0]["version"], data={"name": "V2"})],
-    )
-    page = (await client.get(f"{SYNC}/pull?since=0", headers=h)).json()
-    assert page["changes"][0]["blob_ids"] == [str(blob)]
-
-
 # ------------------------------------------------------------- bootstrap
 async def test_bootstrap_streams_a_checksummed_snapshot_and_resumes(client, tenant):
     ws, h = await register(client, tenant)

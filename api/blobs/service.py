@@ -27,6 +27,7 @@ from api.blobs import repository
 from api.blobs.schemas import BlobOut, DownloadTicket, PresignedPost, UploadRequest, UploadTicket
 from api.errors import Conflict, DependencyUnavailable, Invalid, NotFound
 from api.resources import Resources
+from api.sync.envelopes import note_blobs
 from relational.models import Blob
 
 log = structlog.get_logger("api.blobs")
@@ -278,6 +279,8 @@ async def complete_upload(
     blob.completed_at = now
     blob.updated_at = now
     await session.flush()
+    if blob.owner_id is not None:
+        await note_blobs(session, customer_id, [blob.owner_id])
     log.info("blob.completed", blob_id=str(blob.id), size=actual_size)
     return blob
 

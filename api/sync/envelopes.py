@@ -4,7 +4,8 @@ Postgres builds each envelope from a `sync_entities` row (alias `e`) in one
 expression, so pull pages and bootstrap chunks are spliced together as text
 without decoding and re-encoding every payload in Python. The blob ids of a
 live venue, world node or operation ride along (`blob_ids`, available blobs,
-oldest first).
+oldest first), looked up only for entities flagged `has_blobs` (see
+`note_blobs`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ ENVELOPE_SQL = """(
        WHEN e.deleted AND e.merged_into IS NOT NULL THEN ',"merged_into":"' || e.merged_into || '"}'
        WHEN e.deleted THEN '}'
        WHEN e.entity_type IN ('venue', 'world_node', 'operation') THEN
-         ',"blob_ids":' || COALESCE((
+         ',"blob_ids":' || CASE WHEN e.has_blobs THEN COALESCE((
            SELECT json_agg(b.id ORDER BY b.created_at, b.id)::text FROM blobs b
            WHERE b.customer_id = e.customer_id AND b.owner_id = e.entity_id
-             AND b.state = 'available'), '[]')
+             AND b.state = 'available'), '[]') ELSE '[]' END
          || ',"data":' || e.payload::text || '}'
        ELSE ',"data":' || e.payload::text || '}'
      END
@@ -55,3 +56,18 @@ async def current_envelope(
     """The server's envelope of one entity (for conflict answers)."""
     found = (await session.execute(_CURRENT, {"c": customer_id, "i": entity_id})).scalar()
     return None if found is None else dict(json.loads(found))
+
+
+_NOTE_BLOBS = text(
+    "UPDATE sync_entities SET has_blobs = true "
+    "WHERE customer_id = :c AND entity_id = ANY(:ids) AND NOT has_blobs"
+)
+
+
+async def note_blobs(
+    session: AsyncSession, customer_id: uuid.UUID, owner_ids: list[uuid.UUID]
+) -> None:
+    """Flag entities that own (or just got) an available blob, in the caller's
+    transaction: their envelopes then look their `blob_ids` up. Never cleared."""
+    if owner_ids:
+        await session.execute(_NOTE_BLOBS, {"c": customer_id, "ids": owner_ids})

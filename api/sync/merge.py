@@ -23,6 +23,7 @@ from api.auth.principal import Principal
 from api.entities import EntityType
 from api.errors import Invalid, NotFound
 from api.resources import Resources
+from api.sync.envelopes import note_blobs
 from api.world.changes import ChangeRejected, ChangeSet
 from api.world.service import write
 
@@ -162,9 +163,11 @@ async def merge(
             await changes.delete(EntityType.venue, merged_id, merged_into=survivor_id)
         data = merged_venue_data(survivor.data or {}, merged_states)
         await changes.upsert(EntityType.venue, survivor_id, data)
-        await changes.session.execute(
+        repointed = await changes.session.execute(
             _REPOINT_BLOBS, {"survivor": survivor_id, "c": changes.customer_id, "merged": merge_ids}
         )
+        if repointed.rowcount:  # type: ignore[attr-defined]
+            await note_blobs(changes.session, changes.customer_id, [survivor_id])
         return {"moved": moved, "venue": data}
 
     outcome, recorded = await write(resources, principal, build)

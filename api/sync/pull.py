@@ -30,17 +30,38 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.errors import Invalid, NotFound, OverwatchError
-from api.journal import frontier
+from api.journal import FRONTIER_SQL, frontier
 from api.resources import Resources
 from api.sync.envelopes import ENVELOPE_SQL, TYPE_RANK
 from api.sync.schemas import SYNC_TYPES, SyncStatus
 
 BOOTSTRAP_FETCH = 5000
 
+# The whole page in one row: Postgres joins the envelopes into the JSON array's
+# body and hands it over as bytes (bytea), so Python builds no per-row object
+# and never decodes or re-encodes the text; `has_more` probes for one more
+# matching version past the page.
 _PULL = text(
-    f"SELECT e.version, {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608
-    "WHERE e.customer_id = :c AND e.version > :since AND e.version <= :frontier "
-    "AND e.entity_type = ANY(:types) ORDER BY e.version LIMIT :limit"
+    "WITH page AS ("  # noqa: S608 (constant SQL)
+    f" SELECT e.version, {ENVELOPE_SQL} AS envelope FROM sync_entities e"
+    " WHERE e.customer_id = :c AND e.version > :since AND e.version <= :frontier"
+    " AND e.entity_type = ANY(:types) ORDER BY e.version LIMIT :limit"
+    "), joined AS ("
+    " SELECT count(*) AS n, max(version) AS last,"
+    " convert_to(COALESCE(string_agg(envelope, ',' ORDER BY version), ''), 'UTF8') AS changes"
+    " FROM page"
+    ") SELECT n, last, changes, n = :limit AND EXISTS ("
+    " SELECT 1 FROM sync_entities x WHERE x.customer_id = :c AND x.version > joined.last"
+    " AND x.version <= :frontier AND x.entity_type = ANY(:types)) AS has_more FROM joined"
+)
+# What a pull checks before reading the page, in one statement (one snapshot).
+_HEAD = text(
+    "SELECT (SELECT pruned_through"  # noqa: S608 (constant SQL)
+    " FROM customer_versions WHERE customer_id = :customer_id)"
+    " AS pruned_through,"
+    " (SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS version,"
+    f" {FRONTIER_SQL} AS frontier,"
+    " (SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w) AS last_mutation"
 )
 _PRUNED = text("SELECT pruned_through, version FROM customer_versions WHERE customer_id = :c")
 _LAST_MUTATION = text("SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w")
@@ -98,20 +119,24 @@ async def pull(
     from their stored JSON text rather than decoded and encoded again."""
     customer_id = principal.customer_id
     async with resources.sessions() as session:
-        pruned = (await session.execute(_PRUNED, {"c": customer_id})).first()
-        if pruned is not None and since > 0 and since < pruned.pruned_through:
+        head = (
+            await session.execute(
+                _HEAD, {"customer_id": customer_id, "w": principal.workstation_id}
+            )
+        ).one()
+        if head.pruned_through is not None and 0 < since < head.pruned_through:
             raise CursorExpired(
                 "the cursor is older than the tombstone retention window; bootstrap again",
-                details={"since": since, "pruned_through": pruned.pruned_through},
+                details={"since": since, "pruned_through": head.pruned_through},
             )
-        if pruned is not None and since > pruned.version:
+        if head.version is not None and since > head.version:
             raise Invalid(
                 "since is ahead of every version this tenant has",
                 code="bad_cursor",
                 details=[{"loc": ["query", "since"], "msg": "ahead of the server"}],
             )
-        upto = await frontier(session, customer_id)  # type: ignore[arg-type]
-        rows = (
+        upto = int(head.frontier)
+        page = (
             await session.execute(
                 _PULL,
                 {
@@ -119,15 +144,12 @@ async def pull(
                     "since": since,
                     "frontier": upto,
                     "types": types,
-                    "limit": limit + 1,
+                    "limit": limit,
                 },
             )
-        ).all()
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = int(rows[-1].version) if has_more else max(since, upto)
-        changes = [r.envelope for r in rows]
-        last_mutation = await _last_mutation(session, principal.workstation_id)
+        ).one()
+        has_more = bool(page.has_more)
+        cursor = int(page.last) if has_more else max(since, upto)
         if principal.workstation_id is not None:
             await session.execute(
                 _NOTE_PULL, {"cursor": cursor, "w": principal.workstation_id, "c": customer_id}
@@ -138,11 +160,11 @@ async def pull(
             "cursor": cursor,
             "has_more": has_more,
             "frontier": max(since, upto),
-            "last_mutation_id": last_mutation,
+            "last_mutation_id": int(head.last_mutation or 0),
         },
         separators=(",", ":"),
     )
-    return ('{"changes":[' + ",".join(changes) + "]," + tail[1:]).encode()
+    return b'{"changes":[' + page.changes + b"]," + tail[1:].encode()
 
 
 def parse_after(raw: str | None) -> tuple[int, uuid.UUID]:
