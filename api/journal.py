@@ -405,22 +405,28 @@ class TenantTransaction:
         assert self._opening is not None
         await run_statements((await self._opening).tx, runs)
 
-    async def complete(self) -> None:
-        """After the journal committed: commit Neo4j and mark the rows applied."""
+    async def complete(self) -> bool:
+        """After the journal committed: commit Neo4j and mark the rows applied.
+
+        Returns True when the changes still need `try_apply` (older rows were
+        pending, or the overlapped apply failed), which the caller runs once
+        this transaction's connection is back in the pool.
+        """
         try:
             if not self._known:
                 self.applied = True
                 await self._discard()
-                return
+                return False
             if self._opening is not None and await self._commit_graph():
                 self.applied = True
-                return
+                return False
         finally:
             await self._release()
-        if self._unreachable:
-            self.applied = False  # pending: the reconciler applies them when Neo4j is back
-        else:
-            self.applied = await try_apply(self.resources, self.customer_id, self._known)
+        # Neo4j unreachable: pending; the reconciler applies them when it is back.
+        return not self._unreachable
+
+    async def apply_later(self) -> None:
+        self.applied = await try_apply(self.resources, self.customer_id, self._known)
 
     async def _commit_graph(self) -> bool:
         """Commit Neo4j, and mark the rows applied in a transaction that commits after it.
@@ -527,7 +533,9 @@ async def tenant_transaction(
                 finally:
                     await tx.abandon()
                 raise
-            await tx.complete()
+            retry = await tx.complete()
+    if retry:  # outside: it takes a connection of its own
+        await tx.apply_later()
 
 
 # The frontier as an SQL expression of `:customer_id`, for statements that
