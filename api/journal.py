@@ -140,14 +140,18 @@ _LOCK_TENANT = text(
 )
 
 
-async def lock_tenant(session: AsyncSession, customer_id: uuid.UUID) -> None:
-    """Serialise the tenant's writers until this transaction ends.
+async def lock_tenant(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """Serialise the tenant's writers until this transaction ends; return the
+    tenant's current version.
 
     Taken before validation, so a writer never validates against a state
     another is about to change; `record()` then allocates versions from the
-    same row.
+    same row, starting right after the version returned here.
     """
-    await session.execute(_LOCK_TENANT, {"customer_id": customer_id})
+    current = (await session.execute(_LOCK_TENANT, {"customer_id": customer_id})).scalar()
+    if current is None:
+        raise LookupError(f"customer {customer_id} has no version counter")
+    return int(current)
 
 
 def _json(value: Any) -> str | None:
@@ -368,13 +372,15 @@ class TenantTransaction:
         self._opening: asyncio.Task[OpenWrite] | None = None
         self._running: asyncio.Task[None] | None = None
         self._unreachable = False
+        # The first version `record` will allocate (the counter is locked).
+        self.next_version = 0
 
     async def start(self) -> None:
         """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
         # Opening a Neo4j transaction takes a round trip: start it first, let it
         # proceed while Postgres locks and the caller validates.
         self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
-        await lock_tenant(self.session, self.customer_id)
+        self.next_version = await lock_tenant(self.session, self.customer_id) + 1
         params = {"customer_id": str(self.customer_id)}
         self._holding = True
         await self.session.execute(_HOLD, params)
@@ -390,6 +396,8 @@ class TenantTransaction:
         if not changes:
             return []
         versions = await _allocate(self.session, self.customer_id, len(changes))
+        assert versions[0] == self.next_version, "versions allocated outside this transaction"
+        self.next_version = versions[-1] + 1
         known = as_graph_changes(self.customer_id, changes, versions)
         self._known.update(known)
         if self._opening is not None:

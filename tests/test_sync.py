@@ -241,6 +241,54 @@ async def test_venue_edits_of_disjoint_fields_merge_without_loss(client, tenant)
     assert clash["server"]["data"]["description"] == "Three levels"
 
 
+async def test_mutations_after_a_cascade_in_the_same_push_see_its_tombstones(client, tenant, pg):
+    """Deleting a venue cascades to its nodes within the push: a later mutation
+    of one of those nodes is judged against the tombstone just written (its
+    real version), not against the state before the push."""
+    ws, h = await register(client, tenant)
+    venue, kept, edited = uid(), uid(), uid()
+    node = {"venue_id": venue, "kind": "Zone"}
+    first = await do_push(
+        client,
+        ws,
+        h,
+        [
+            mutation(1, "venue", venue, data={"name": "V"}),
+            mutation(2, "world_node", kept, data=node | {"name": "A"}),
+            mutation(3, "world_node", edited, data=node | {"name": "B"}),
+        ],
+    )
+    versions = {r["mutation_id"]: r["version"] for r in first.json()["results"]}
+    r = await do_push(
+        client,
+        ws,
+        h,
+        [
+            mutation(4, "venue", venue, "delete", versions[1]),
+            mutation(5, "world_node", kept, "delete", versions[2]),
+            mutation(6, "world_node", edited, base=versions[3], data=node | {"name": "B2"}),
+        ],
+    )
+    assert r.status_code == 200, r.text
+    deleted, again, edit = r.json()["results"]
+    tombstones = {
+        str(row["entity_id"]): row["version"]
+        for row in await pg.fetch(
+            "SELECT entity_id, version FROM sync_entities WHERE customer_id = $1::uuid "
+            "AND deleted",
+            tenant.id,
+        )
+    }
+    assert deleted["status"] == "applied"
+    # Already gone by the cascade: applied, with the cascade's tombstone version.
+    assert (again["status"], again["version"]) == ("applied", tombstones[kept])
+    # Changed by this push since its base: a conflict showing the tombstone.
+    assert edit["status"] == "conflict"
+    assert edit["server"]["op"] == "delete"
+    assert edit["server"]["version"] == tombstones[edited]
+    assert "data" not in edit["server"]
+
+
 async def test_deleting_twice_is_a_noop_and_delete_of_unknown_is_rejected(client, tenant, pg):
     ws, h = await register(client, tenant)
     venue = uid()

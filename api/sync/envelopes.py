@@ -45,17 +45,20 @@ ENVELOPE_SQL = """(
 )"""
 
 _CURRENT = text(
-    f"SELECT {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608 (constant SQL)
-    "WHERE e.customer_id = :c AND e.entity_id = :i"
+    f"SELECT e.entity_id, {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608
+    "WHERE e.customer_id = :c AND e.entity_id = ANY(:ids)"
 )
 
 
-async def current_envelope(
-    session: AsyncSession, customer_id: uuid.UUID, entity_id: uuid.UUID
-) -> dict[str, Any] | None:
-    """The server's envelope of one entity (for conflict answers)."""
-    found = (await session.execute(_CURRENT, {"c": customer_id, "i": entity_id})).scalar()
-    return None if found is None else dict(json.loads(found))
+async def current_envelopes(
+    session: AsyncSession, customer_id: uuid.UUID, entity_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The server's envelopes of some entities, as this transaction sees them
+    (for conflict answers); ids the tenant does not have are left out."""
+    if not entity_ids:
+        return {}
+    rows = (await session.execute(_CURRENT, {"c": customer_id, "ids": entity_ids})).all()
+    return {row.entity_id: json.loads(row.envelope) for row in rows}
 
 
 _NOTE_BLOBS = text(

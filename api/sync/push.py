@@ -34,7 +34,7 @@ from api.entities import PUSHABLE_TYPES, EntityType, canonical, parse_data
 from api.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
 from api.journal import Origin, tenant_transaction
 from api.resources import Resources
-from api.sync.envelopes import current_envelope
+from api.sync.envelopes import current_envelopes
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
 from api.world.changes import ChangeRejected, ChangeSet
 
@@ -101,14 +101,18 @@ class PushJudge:
         resources: Resources,
         customer_id: uuid.UUID,
         workstation_id: uuid.UUID,
+        first_version: int,
     ) -> None:
         self.session = session
         self.customer_id = customer_id
         self.workstation_id = workstation_id
-        self.changes = ChangeSet(session, resources.settings, customer_id)
+        self.changes = ChangeSet(session, resources.settings, customer_id, first_version)
         self.touched: set[uuid.UUID] = set()
         # result dict -> index of its change in self.changes.changes (for the version)
         self.versioned: list[tuple[dict[str, Any], int]] = []
+        # conflict results whose `server` envelope is filled in after journaling,
+        # so it shows what earlier mutations of this push did to the entity
+        self.conflicts: list[tuple[dict[str, Any], uuid.UUID]] = []
 
     async def judge(self, mutation: Mutation) -> dict[str, Any]:
         entity_type = EntityType(mutation.type)
@@ -135,9 +139,17 @@ class PushJudge:
         except ChangeRejected as exc:
             return _rejected(mutation, exc.code, exc.message, exc.details)
 
-    async def _conflict(self, mutation: Mutation) -> dict[str, Any]:
-        server = await current_envelope(self.session, self.customer_id, mutation.id)
-        return {"mutation_id": mutation.mutation_id, "status": "conflict", "server": server}
+    def _conflict(self, mutation: Mutation) -> dict[str, Any]:
+        result = {"mutation_id": mutation.mutation_id, "status": "conflict", "server": None}
+        self.conflicts.append((result, mutation.id))
+        return result
+
+    async def fill_conflicts(self) -> None:
+        """After `record`: each conflict's `server` is the entity's state now."""
+        ids = list({entity_id for _, entity_id in self.conflicts})
+        envelopes = await current_envelopes(self.session, self.customer_id, ids)
+        for result, entity_id in self.conflicts:
+            result["server"] = envelopes.get(entity_id)
 
     def _applied(self, mutation: Mutation, **extra: Any) -> dict[str, Any]:
         result = {"mutation_id": mutation.mutation_id, "status": "applied", **extra}
@@ -154,10 +166,10 @@ class PushJudge:
         merged = False
         if stale:
             if state.deleted or entity_type is not EntityType.venue:
-                return await self._conflict(mutation)
+                return self._conflict(mutation)
             combined = await self._merge_venue(mutation, state.data or {})
             if combined is None:
-                return await self._conflict(mutation)
+                return self._conflict(mutation)
             data, merged = combined, True
         await self.changes.upsert(entity_type, mutation.id, data, mutation_id=mutation.mutation_id)
         return self._applied(mutation, merged=True) if merged else self._applied(mutation)
@@ -192,7 +204,7 @@ class PushJudge:
                 "version": state.version,
             }
         if stale:
-            return await self._conflict(mutation)
+            return self._conflict(mutation)
         await self.changes.delete(entity_type, mutation.id, mutation_id=mutation.mutation_id)
         return self._applied(mutation)
 
@@ -256,7 +268,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
             for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
         }
         last = (await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0
-        judge = PushJudge(session, resources, customer_id, workstation_id)
+        judge = PushJudge(session, resources, customer_id, workstation_id, tx.next_version)
         refs = [m.id for m in request.mutations]
         for m in request.mutations:
             refs += [
@@ -288,6 +300,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
         versions = await tx.record(changes, origin)
         for result, index in judge.versioned:
             result["version"] = versions[index]
+        await judge.fill_conflicts()
         if fresh:
             await session.execute(
                 _STORE_OUTCOMES,

@@ -99,9 +99,19 @@ def references(model: EntityData) -> list[uuid.UUID]:
 class ChangeSet:
     """Validates changes of one tenant in order and collects the journal rows."""
 
-    def __init__(self, session: AsyncSession, settings: Settings, customer_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        customer_id: uuid.UUID,
+        first_version: int = 0,
+    ) -> None:
         self.session = session
         self.customer_id = customer_id
+        # The version the first change will get when the set is journaled in one
+        # `record` call (TenantTransaction.next_version); 0 if unknown. Lets later
+        # changes see an earlier change's real version (push conflict checks).
+        self.first_version = first_version
         self.kinds = frozenset(settings.ontology_node_kinds)
         self.edge_types = frozenset(settings.ontology_edge_types)
         self.changes: list[Change] = []
@@ -176,12 +186,13 @@ class ChangeSet:
             )
         return found
 
-    def _remember(self, change: Change, version_hint: int = 0) -> None:
+    def _remember(self, change: Change) -> None:
         self.changes.append(change)
+        version = self.first_version + len(self.changes) - 1 if self.first_version else 0
         self._known[change.entity_id] = EntityState(
             change.entity_type,
             self.customer_id,
-            version_hint,
+            version,
             change.op == "delete",
             change.data,
         )

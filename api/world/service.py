@@ -48,7 +48,7 @@ async def write(
     customer_id = principal.customer_id
     try:
         async with tenant_transaction(resources, customer_id) as tx:
-            changes = ChangeSet(tx.session, resources.settings, customer_id)
+            changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
             outcome = await build(changes)
             versions = await tx.record(changes.changes, origin_of(principal))
     except ChangeRejected as exc:
