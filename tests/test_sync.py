@@ -274,8 +274,7 @@ async def test_mutations_after_a_cascade_in_the_same_push_see_its_tombstones(cli
     tombstones = {
         str(row["entity_id"]): row["version"]
         for row in await pg.fetch(
-            "SELECT entity_id, version FROM sync_entities WHERE customer_id = $1::uuid "
-            "AND deleted",
+            "SELECT entity_id, version FROM sync_entities WHERE customer_id = $1::uuid AND deleted",
             tenant.id,
         )
     }
