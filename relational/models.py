@@ -172,6 +172,9 @@ class SyncEntity(Base):
     has_blobs: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
     )
+    # The sync envelope without its closing brace, computed from the columns
+    # above by a trigger (migration 0010); readers append blob_ids and "}".
+    envelope: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class Blob(Base):

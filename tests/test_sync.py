@@ -449,6 +449,49 @@ async def test_pull_each_entity_once_latest_state_with_tombstones_and_paging(cli
     assert (await client.get(f"{SYNC}/pull?since=999999999", headers=h)).status_code == 422
 
 
+async def test_stored_envelopes_follow_every_write_of_the_row(client, tenant, pg):
+    """The envelope text is kept by a trigger, so a writer that knows nothing
+    of it (here plain SQL, like a COPY or a migration) still yields envelopes
+    that match the row, for upserts, tombstones and merged tombstones."""
+    venue, gone, merged = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    version = await pg.fetchval(
+        "UPDATE customer_versions SET version = version + 3 WHERE customer_id = $1::uuid "
+        "RETURNING version",
+        tenant.id,
+    )
+    await pg.executemany(
+        "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, "
+        "payload, merged_into, updated_by) VALUES ($1::uuid, $2, $3, $4, $5, $6::json, $7, $8)",
+        [
+            (
+                tenant.id,
+                "venue",
+                venue,
+                version - 2,
+                False,
+                '{"name": "Spaced \\"out\\""}',
+                None,
+                'key:"quoted"',
+            ),
+            (tenant.id, "venue", gone, version - 1, True, '{"name": "Old"}', None, None),
+            (tenant.id, "venue", merged, version, True, None, venue, "ws"),
+        ],
+    )
+    await pg.execute(
+        'UPDATE sync_entities SET payload = \'{"name": "Renamed"}\' WHERE entity_id = $1', venue
+    )
+    page = (await client.get(f"{SYNC}/pull?since=0", headers=tenant.headers)).json()
+    got = {c["id"]: c for c in page["changes"]}
+    assert got[str(venue)]["data"] == {"name": "Renamed"}
+    assert got[str(venue)]["updated_by"] == 'key:"quoted"'
+    assert (got[str(venue)]["op"], got[str(venue)]["blob_ids"]) == ("upsert", [])
+    assert got[str(gone)]["op"] == "delete" and "data" not in got[str(gone)]
+    assert got[str(gone)]["updated_by"] is None
+    assert got[str(merged)]["merged_into"] == str(venue)
+    stamps = [datetime.fromisoformat(c["updated_at"]) for c in got.values()]
+    assert all(s.tzinfo is not None for s in stamps)
+
+
 async def test_pull_from_an_expired_cursor_answers_410(app, client, tenant):
     from api.sync.prune import prune_sync
 
