@@ -19,7 +19,7 @@ from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
 from api.errors import install_error_handlers
 from api.fleet.liveness import liveness_sweep
-from api.journal import reconcile_job
+from api.journal import reconcile_all
 from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
 from api.resources import Resources
@@ -39,7 +39,7 @@ def process_loops(settings: Settings) -> list[tuple[str, Job, float]]:
     killed process left pending.
     """
     loops: list[tuple[str, Job, float]] = [
-        ("reconciler", reconcile_job, settings.reconcile_interval_seconds),
+        ("reconciler", reconcile_all, settings.reconcile_interval_seconds),
         ("key_usage_flush", flush_key_usage, 30.0),
         ("liveness_sweep", liveness_sweep, settings.heartbeat_interval_seconds / 2),
     ]

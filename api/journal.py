@@ -648,8 +648,3 @@ async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
 async def tenants(resources: Resources) -> list[uuid.UUID]:
     async with resources.sessions() as session:
         return list((await session.execute(text("SELECT id FROM customers ORDER BY id"))).scalars())
-
-
-async def reconcile_job(resources: Resources) -> object:
-    """The background loop's job (every RECONCILE_INTERVAL_SECONDS, and at startup)."""
-    return await reconcile_all(resources)

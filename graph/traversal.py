@@ -56,7 +56,6 @@ RETURN [n IN nodes(p) | n {.*, embedding: null}] AS nodes,
        [r IN relationships(p) | r {.*, type: type(r)}] AS edges
 """
 )
-MAX_PATH_HOPS = 15
 
 EXPORT_VENUE: LiteralString = """
 MATCH (v:Venue {id: $venue_id}) WHERE v.customer_id = $customer_id

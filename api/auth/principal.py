@@ -62,9 +62,5 @@ class Principal:
             granted |= SCOPE_PERMISSIONS[scope]
         return frozenset(granted)
 
-    @property
-    def is_admin(self) -> bool:
-        return Scope.admin in self.scopes
-
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions

@@ -1,9 +1,10 @@
 """Kits and drones: preregistration (admin), claiming, assignment, renames.
 
 Every change a customer can see goes through the journal in the same
-transaction as the row change (`api.journal.record`), so the `:Kit`/`:Drone`
-projections in Neo4j follow and sync pulls hand them out. A tenant's writers
-are serialised by taking its counter row first, like `api.world.service.write`.
+transaction as the row change (`TenantTransaction.record`, api/journal.py), so
+the `:Kit`/`:Drone` projections in Neo4j follow and sync pulls hand them out.
+A tenant's writers are serialised by taking its counter row first, like
+`api.world.service.write`.
 Preregistered hardware belongs to no tenant and is not journaled until claimed.
 """
 

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 # Bootstrap hands out parents before children so references resolve on the client.
 TYPE_RANK = {"venue": 0, "kit": 1, "drone": 2, "world_node": 3, "world_edge": 4, "operation": 5}
-BLOB_OWNER_TYPES = ("venue", "world_node", "operation")
 
 # `sync_entities.envelope` holds the envelope without its closing brace, kept
 # by a trigger (migration 0010); only `blob_ids` change without a new version,

@@ -100,12 +100,10 @@ class PushJudge:
         session: AsyncSession,
         resources: Resources,
         customer_id: uuid.UUID,
-        workstation_id: uuid.UUID,
         first_version: int,
     ) -> None:
         self.session = session
         self.customer_id = customer_id
-        self.workstation_id = workstation_id
         self.changes = ChangeSet(session, resources.settings, customer_id, first_version)
         self.touched: set[uuid.UUID] = set()
         # result dict -> index of its change in self.changes.changes (for the version)
@@ -268,7 +266,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
             for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
         }
         last = (await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0
-        judge = PushJudge(session, resources, customer_id, workstation_id, tx.next_version)
+        judge = PushJudge(session, resources, customer_id, tx.next_version)
         refs = [m.id for m in request.mutations]
         for m in request.mutations:
             refs += [

@@ -2,7 +2,7 @@
 
 Pull and bootstrap hand out envelopes (SYNC_PROTOCOL.md). Building them at
 read time cost about 5.8 ms a page of 5,000 (concatenation, `to_char`); kept
-in the row, the page is one `string_agg` over stored text (2.1–2.3 ms, measured).
+in the row, the page is one `string_agg` over stored text (2.1 to 2.3 ms, measured).
 
 A `BEFORE INSERT OR UPDATE` trigger computes the text from the row's own
 columns, so every writer (the journal, COPY, a migration) keeps it right
