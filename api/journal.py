@@ -29,7 +29,9 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from api.auth.principal import Principal
 from api.entities import EntityType
+from api.observability import error_text
 from api.resources import Resources
 from graph.driver import OpenWrite
 from graph.projection import (
@@ -74,6 +76,16 @@ class Origin:
 
     updated_by: str
     workstation_id: uuid.UUID | None = None
+
+
+def origin_of(principal: Principal) -> Origin:
+    """The origin of a REST write: the workstation of a workstation key, else the key."""
+    if principal.workstation_id is not None:
+        return Origin(
+            updated_by=f"workstation:{principal.workstation_id}",
+            workstation_id=principal.workstation_id,
+        )
+    return Origin(updated_by=f"key:{principal.key_uuid}")
 
 
 @dataclass
@@ -322,7 +334,7 @@ async def try_apply(
         log.warning(
             "journal.apply_deferred",
             customer_id=str(customer_id),
-            error=f"{type(exc).__name__}: {exc}"[:300],
+            error=error_text(exc),
         )
         return False
     return True
@@ -454,13 +466,13 @@ class TenantTransaction:
             self._holding = False
             await self.session.execute(_MARK_APPLIED, params)
         except Exception as exc:  # Postgres trouble: the rows stay pending for the reconciler
-            log.warning("journal.mark_applied_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("journal.mark_applied_failed", error=error_text(exc))
             marking = False
         try:
             await graph_commit
         except Exception as exc:
             self._unreachable = isinstance(exc, ServiceUnavailable)
-            log.info("journal.overlap_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.info("journal.overlap_failed", error=error_text(exc))
             await self._end_marking(commit=False)
             await self._discard()
             return False
@@ -480,7 +492,7 @@ class TenantTransaction:
             else:
                 await self.session.rollback()
         except Exception as exc:  # the reconciler marks them later; reapplying is a no-op
-            log.warning("journal.mark_applied_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("journal.mark_applied_failed", error=error_text(exc))
             await self.connection.invalidate()  # never pool a connection that may hold the lock
 
     async def abandon(self) -> None:
@@ -512,7 +524,7 @@ class TenantTransaction:
             await self.session.commit()
         except BaseException as exc:
             # A closed connection releases its session locks on the server.
-            log.warning("journal.unlock_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("journal.unlock_failed", error=error_text(exc))
             await self.connection.invalidate()
             if not isinstance(exc, Exception):
                 raise
@@ -566,6 +578,16 @@ async def frontier(session: AsyncSession, customer_id: uuid.UUID) -> int:
     return int((await session.execute(_FRONTIER, {"customer_id": customer_id})).scalar_one())
 
 
+_PENDING_COUNT = text(
+    "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id AND state = 'pending'"
+)
+
+
+async def pending_count(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """How many of the tenant's journal rows have not reached Neo4j yet."""
+    return int((await session.execute(_PENDING_COUNT, {"customer_id": customer_id})).scalar_one())
+
+
 async def reconcile_all(resources: Resources) -> dict[str, int]:
     """Re-apply pending rows of every tenant, oldest tenants first."""
     async with resources.sessions() as session:
@@ -586,7 +608,7 @@ async def reconcile_all(resources: Resources) -> dict[str, int]:
             log.warning(
                 "journal.reconcile_failed",
                 customer_id=str(row.customer_id),
-                error=f"{type(exc).__name__}: {exc}"[:300],
+                error=error_text(exc),
             )
     if applied:
         log.info("journal.reconciled", tenants=len(applied), rows=sum(applied.values()))
@@ -622,17 +644,7 @@ async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
                 {"customer_id": customer_id},
             )
         ).all()
-        pending = int(
-            (
-                await session.execute(
-                    text(
-                        "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "
-                        "AND state = 'pending'"
-                    ),
-                    {"customer_id": customer_id},
-                )
-            ).scalar_one()
-        )
+        pending = await pending_count(session, customer_id)
     expected = {(r.entity_type, str(r.entity_id)): int(r.version) for r in expected_rows}
     stored = await stored_versions(resources.graph, str(customer_id), VERIFIED_TYPES)
     drift = Drift(customer_id=str(customer_id), pending=pending)

@@ -33,6 +33,11 @@ HTTP_REQUESTS = Counter(
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception as one short log field: its type and message, at most 300 characters."""
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """JSON lines on stdout, with contextvars (request id, tenant) merged in."""
     numeric = logging.getLevelName(level.upper())

@@ -33,7 +33,7 @@ from api.fleet.schemas import (
     KitPreregister,
 )
 from api.fleet.views import admin_kit_out, drone_data, drone_out, kit_data, kit_out
-from api.journal import Change, Origin, TenantTransaction, tenant_transaction
+from api.journal import Change, Origin, TenantTransaction, origin_of, tenant_transaction
 from api.resources import Resources
 from relational.models import Drone, Kit
 
@@ -45,15 +45,6 @@ DRONE_NOT_FOUND = "drone not found"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def origin_of(principal: Principal) -> Origin:
-    if principal.workstation_id is not None:
-        return Origin(
-            updated_by=f"workstation:{principal.workstation_id}",
-            workstation_id=principal.workstation_id,
-        )
-    return Origin(updated_by=f"key:{principal.key_uuid}")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from api.auth.principal import Principal
 from api.errors import DependencyUnavailable, Forbidden, NotFound
 from api.fleet import repository as repo
 from api.fleet.liveness import Liveness, assess, liveness_expression
-from api.fleet.registry import DRONE_NOT_FOUND, origin_of
+from api.fleet.registry import DRONE_NOT_FOUND
 from api.fleet.schemas import (
     DroneOut,
     DronePage,
@@ -38,6 +38,7 @@ from api.fleet.schemas import (
     UpdatePage,
 )
 from api.fleet.views import drone_out
+from api.journal import origin_of
 from api.resources import Resources
 from relational.models import Drone, Kit, UpdateRecord
 

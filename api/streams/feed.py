@@ -30,6 +30,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from api.auth.principal import Permission
+from api.observability import error_text
 from api.streams.hub import StreamHub, Subscriber
 from api.streams.schemas import SubscribeMessage, Subscription
 from api.streams.sockets import (
@@ -79,7 +80,7 @@ async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
         try:
             subscriber = await hub.subscribe(session.customer_id, subscription)
         except Exception as exc:
-            log.warning("stream.subscribe_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("stream.subscribe_failed", error=error_text(exc))
             raise SocketClosed(
                 TRY_AGAIN, "postgres is unavailable; try again later", "unavailable"
             ) from exc

@@ -48,6 +48,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
 from api.journal import CHANGES_CHANNEL
+from api.observability import error_text
 from api.resources import Resources
 from api.streams.schemas import EventType, StreamStats, Subscription
 
@@ -335,7 +336,7 @@ class StreamHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream.listen_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("stream.listen_failed", error=error_text(exc))
             finally:
                 self.listening.clear()
                 if conn is not None:
@@ -358,7 +359,7 @@ class StreamHub:
                 raise
             except Exception as exc:
                 # Cursors did not move: the catch-up re-reads every range after them.
-                log.warning("stream.dispatch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("stream.dispatch_failed", error=error_text(exc))
                 await asyncio.sleep(0.5)
                 self._catch_up_all = True
                 with contextlib.suppress(asyncio.QueueFull):
@@ -501,4 +502,4 @@ class StreamHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream.presence_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("stream.presence_failed", error=error_text(exc))

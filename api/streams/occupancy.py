@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 
 from api.auth.principal import Principal
+from api.observability import error_text
 from api.resources import Resources
 from api.streams.schemas import IngestFrame, Summary
 
@@ -169,7 +170,7 @@ class ZoneResolver:
             except FrameRejected as rejected:
                 value, expires = rejected, now + min(self.ttl, NEGATIVE_TTL_SECONDS)
             except Exception as exc:  # a store is down: not cached, not the client's fault
-                log.warning("stream.lookup_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("stream.lookup_failed", error=error_text(exc))
                 raise FrameRejected(
                     "unavailable", "the venue graph is unavailable; retry later"
                 ) from exc
@@ -304,7 +305,7 @@ class OccupancyWriter:
                 )
                 BATCH_SECONDS.observe(time.perf_counter() - started)
             except Exception as exc:  # never let one batch stop the writer
-                log.warning("stream.batch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("stream.batch_failed", error=error_text(exc))
             finally:
                 # Every frame gets its answer, also when the writer is being stopped.
                 for _, future in batch:
@@ -343,7 +344,7 @@ class OccupancyWriter:
             log.warning(
                 "stream.history_failed",
                 frames=len(batch),
-                error=f"{type(exc).__name__}: {exc}"[:300],
+                error=error_text(exc),
             )
             return False
         return True
@@ -374,7 +375,7 @@ class OccupancyWriter:
             log.warning(
                 "stream.zone_write_failed",
                 zones=len(rows),
-                error=f"{type(exc).__name__}: {exc}"[:300],
+                error=error_text(exc),
             )
 
 

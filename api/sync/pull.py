@@ -26,14 +26,14 @@ from datetime import UTC
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.errors import Invalid, NotFound, OverwatchError
-from api.journal import FRONTIER_SQL, frontier
+from api.journal import FRONTIER_SQL, frontier, pending_count
 from api.resources import Resources
 from api.sync.envelopes import ENVELOPE_SQL, TYPE_RANK
 from api.sync.schemas import SYNC_TYPES, SyncStatus
+from api.sync.workstations import LAST_MUTATION_SQL, last_mutation_id, write_checkpoint
 
 BOOTSTRAP_FETCH = 5000
 
@@ -61,10 +61,9 @@ _HEAD = text(
     " AS pruned_through,"
     " (SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS version,"
     f" {FRONTIER_SQL} AS frontier,"
-    " (SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w) AS last_mutation"
+    f" ({LAST_MUTATION_SQL}) AS last_mutation"
 )
 _PRUNED = text("SELECT pruned_through, version FROM customer_versions WHERE customer_id = :c")
-_LAST_MUTATION = text("SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w")
 _NOTE_PULL = text(
     "UPDATE workstations SET last_pull_at = now(), last_pull_cursor = :cursor "
     "WHERE id = :w AND customer_id = :c"
@@ -104,12 +103,6 @@ def parse_types(raw: str | None) -> list[str]:
             details=[{"loc": ["query", "types"], "msg": f"allowed: {list(SYNC_TYPES)}"}],
         )
     return types
-
-
-async def _last_mutation(session: AsyncSession, workstation_id: uuid.UUID | None) -> int:
-    if workstation_id is None:
-        return 0
-    return int((await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0)
 
 
 async def pull(
@@ -286,17 +279,7 @@ async def status(
     async with resources.sessions() as session:
         upto = await frontier(session, customer_id)  # type: ignore[arg-type]
         version = (await session.execute(_PRUNED, {"c": customer_id})).first()
-        pending = int(
-            (
-                await session.execute(
-                    text(
-                        "SELECT count(*) FROM sync_journal "
-                        "WHERE customer_id = :c AND state = 'pending'"
-                    ),
-                    {"c": customer_id},
-                )
-            ).scalar_one()
-        )
+        pending = await pending_count(session, customer_id)  # type: ignore[arg-type]
         counts = {
             r.entity_type: int(r.n)
             for r in (await session.execute(_LIVE_COUNTS, {"c": customer_id})).all()
@@ -317,19 +300,8 @@ async def status(
                 raise NotFound("workstation not found")
             last_pull_at = ws.last_pull_at.astimezone(UTC).isoformat() if ws.last_pull_at else None
             last_cursor = ws.last_pull_cursor
-            checkpoint = int(
-                (
-                    await session.execute(
-                        text(
-                            "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w "
-                            "AND status = 'applied'"
-                        ),
-                        {"w": workstation_id},
-                    )
-                ).scalar()
-                or 0
-            )
-        last_mutation = await _last_mutation(session, workstation_id)
+            checkpoint = await write_checkpoint(session, workstation_id)
+        last_mutation = await last_mutation_id(session, workstation_id)
     return SyncStatus(
         workstation_id=workstation_id,
         last_mutation_id=last_mutation,

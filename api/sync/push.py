@@ -36,15 +36,12 @@ from api.journal import Origin, tenant_transaction
 from api.resources import Resources
 from api.sync.envelopes import current_envelopes
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
+from api.sync.workstations import last_mutation_id, write_checkpoint
 from api.world.changes import ChangeRejected, ChangeSet
 
 _HELD = text(
     "SELECT mutation_id, status, version, result FROM sync_mutations "
     "WHERE workstation_id = :w AND mutation_id = ANY(:ids)"
-)
-_LAST_MUTATION = text("SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w")
-_CHECKPOINT = text(
-    "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w AND status = 'applied'"
 )
 _STORE_OUTCOMES = text(
     "INSERT INTO sync_mutations (workstation_id, mutation_id, customer_id, status, version, "
@@ -265,7 +262,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
             r.mutation_id: r
             for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
         }
-        last = (await session.execute(_LAST_MUTATION, {"w": workstation_id})).scalar() or 0
+        last = await last_mutation_id(session, workstation_id)
         judge = PushJudge(session, resources, customer_id, tx.next_version)
         refs = [m.id for m in request.mutations]
         for m in request.mutations:
@@ -311,7 +308,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
                     "results": [json.dumps(r, default=str) for r in fresh],
                 },
             )
-        checkpoint = (await session.execute(_CHECKPOINT, {"w": workstation_id})).scalar() or 0
+        checkpoint = await write_checkpoint(session, workstation_id)
     return PushResponse.model_validate(
         {
             "results": results,

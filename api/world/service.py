@@ -12,21 +12,12 @@ from sqlalchemy import text
 from api.auth.principal import Principal
 from api.entities import EntityType
 from api.errors import Conflict, NotFound, OverwatchError
-from api.journal import Change, Origin, Recorded, tenant_transaction
+from api.journal import Change, Recorded, origin_of, tenant_transaction
 from api.resources import Resources
 from api.world.changes import ChangeRejected, ChangeSet
 from api.world.schemas import Deleted
 
 T = TypeVar("T")
-
-
-def origin_of(principal: Principal) -> Origin:
-    if principal.workstation_id is not None:
-        return Origin(
-            updated_by=f"workstation:{principal.workstation_id}",
-            workstation_id=principal.workstation_id,
-        )
-    return Origin(updated_by=f"key:{principal.key_uuid}")
 
 
 def as_error(exc: ChangeRejected) -> OverwatchError:
