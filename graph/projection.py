@@ -192,11 +192,7 @@ def _base(change: GraphChange) -> dict[str, Any]:
 
 def to_row(change: GraphChange) -> dict[str, Any]:
     """The `row` a statement above expects for this change."""
-    row: dict[str, Any] = {
-        "id": change.entity_id,
-        "customer_id": change.customer_id,
-        "version": change.version,
-    }
+    row = _base(change)
     data = change.data or {}
     if change.op == "delete":
         if change.entity_type == "world_edge":

@@ -101,6 +101,24 @@ def is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+PRUNE_BATCH = 10_000
+
+
+async def delete_in_batches(engine: AsyncEngine, statement: Any, params: dict[str, Any]) -> int:
+    """Run a `DELETE … LIMIT :batch`-style statement until a batch comes back short.
+
+    Each batch is its own transaction, so a large backlog never holds locks or
+    bloats one transaction. Returns how many rows went.
+    """
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            result = await conn.execute(statement, params | {"batch": PRUNE_BATCH})
+        removed += result.rowcount
+        if result.rowcount < PRUNE_BATCH:
+            return removed
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise if PostgreSQL cannot answer a trivial query."""
     async with engine.connect() as conn:

@@ -40,12 +40,12 @@ from api.fleet.schemas import (
 from api.fleet.views import drone_out
 from api.journal import origin_of
 from api.resources import Resources
+from relational.database import delete_in_batches
 from relational.models import Drone, Kit, UpdateRecord
 
 log = structlog.get_logger("api.fleet")
 
 HEARTBEATS = Counter("overwatch_heartbeats_total", "Heartbeats accepted.")
-PRUNE_BATCH = 10_000
 
 
 def _now() -> datetime:
@@ -175,18 +175,8 @@ _PRUNE = text(
 
 
 async def prune_heartbeats(resources: Resources, older_than: datetime) -> int:
-    """Delete heartbeats received before `older_than`; returns how many.
-
-    In batches of PRUNE_BATCH, each its own transaction, so a large backlog
-    never holds locks or bloats one transaction.
-    """
-    removed = 0
-    while True:
-        async with resources.engine.begin() as conn:
-            result = await conn.execute(_PRUNE, {"cutoff": older_than, "batch": PRUNE_BATCH})
-        removed += result.rowcount
-        if result.rowcount < PRUNE_BATCH:
-            break
+    """Delete heartbeats received before `older_than`, in batches; returns how many."""
+    removed = await delete_in_batches(resources.engine, _PRUNE, {"cutoff": older_than})
     log.info("fleet.heartbeats_pruned", removed=removed, older_than=older_than.isoformat())
     return removed
 

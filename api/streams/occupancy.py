@@ -33,13 +33,13 @@ from api.auth.principal import Principal
 from api.observability import error_text
 from api.resources import Resources
 from api.streams.schemas import IngestFrame, Summary
+from relational.database import delete_in_batches
 
 log = structlog.get_logger("api.streams.occupancy")
 
 MAX_BATCH = 500
 CACHE_LIMIT = 50_000
 NEGATIVE_TTL_SECONDS = 2.0  # an unknown camera is looked up again this soon
-PRUNE_BATCH = 10_000
 
 FRAMES_ACCEPTED = Counter("overwatch_stream_frames_total", "Ingest frames stored.")
 ZONE_WRITE_FAILURES = Counter(
@@ -381,12 +381,6 @@ class OccupancyWriter:
 
 async def prune_occupancy(resources: Resources, older_than: datetime) -> int:
     """Delete occupancy history received before `older_than`, in batches; returns how many."""
-    removed = 0
-    while True:
-        async with resources.engine.begin() as conn:
-            result = await conn.execute(_PRUNE, {"cutoff": older_than, "batch": PRUNE_BATCH})
-        removed += result.rowcount
-        if result.rowcount < PRUNE_BATCH:
-            break
+    removed = await delete_in_batches(resources.engine, _PRUNE, {"cutoff": older_than})
     log.info("stream.occupancy_pruned", removed=removed, older_than=older_than.isoformat())
     return removed

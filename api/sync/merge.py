@@ -37,7 +37,7 @@ _LIVE_VENUES = text(
 _BY_VENUE = text(
     "SELECT entity_type, entity_id, payload FROM sync_entities WHERE customer_id = :c "
     "AND entity_type = ANY(:types) AND NOT deleted AND payload->>'venue_id' = :v "
-    "ORDER BY entity_type DESC, version"  # world_node, world_edge, operation order below
+    "ORDER BY entity_type DESC, version"  # world_node, then world_edge, then operation
 )
 _REPOINT_BLOBS = text(
     "UPDATE blobs SET owner_id = :survivor WHERE customer_id = :c AND owner_type = 'venue' "
@@ -150,10 +150,8 @@ async def merge(
                     },
                 )
             ).all()
-            # Nodes first, so the moved edges find their endpoints in the survivor.
-            for row in sorted(
-                rows, key=lambda r: ("world_node", "world_edge", "operation").index(r.entity_type)
-            ):
+            # Nodes first (the query's order), so moved edges find their endpoints.
+            for row in rows:
                 await changes.upsert(
                     EntityType(row.entity_type),
                     row.entity_id,
