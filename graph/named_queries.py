@@ -67,7 +67,8 @@ _WRITE_PATTERNS = [
         (r"(?<![.\w$])(ALTER|GRANT|DENY|REVOKE|RENAME|TERMINATE)\b", "administration command"),
         (r"(?<![.\w$])(START|STOP)\s+DATABASE\b", "administration command"),
         (
-            r"(?<![.\w$])CALL\s+(dbms|apoc|db\.create|db\.clear)\b",
+            # db.create… and db.clear… are prefixes (db.createLabel, db.clearQueryCaches)
+            r"(?<![.\w$])CALL\s+(dbms\b|apoc\b|db\.create|db\.clear)",
             "procedure that writes or administers",
         ),
     ]

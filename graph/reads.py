@@ -101,7 +101,8 @@ CALL (nodes) {
   RETURN collect(r {.*, type: type(r), from_id: a.id, to_id: b.id}) AS edges
 }
 RETURN [n IN nodes | n {.*, embedding: null, labels: labels(n)}] AS nodes, edges,
-       COUNT { MATCH (m:WorldNode)-[:IN_VENUE]->(v) } AS total_nodes
+       COUNT { MATCH (m:WorldNode)-[:IN_VENUE]->(v) WHERE m.customer_id = $customer_id }
+         AS total_nodes
 """
 
 GET_NODE: LiteralString = """

@@ -365,7 +365,16 @@ async def test_named_queries_cannot_cross_tenants(client, make_tenant):
     )
     assert smuggled.status_code == 422
     assert smuggled.json()["error"]["details"][0]["param"] == "customer_id"
-    # Only the caller's data, by tenant, in every aggregate.
+    # Only the caller's data, by tenant, in every aggregate: the other tenant
+    # has an operation, the caller has none.
+    flown = await client.post(
+        f"{V1}/operations",
+        headers=beta.headers,
+        json={"venue_id": theirs["venue"], "status": "completed"},
+    )
+    assert flown.status_code == 201, flown.text
+    theirs_counted = (await named(client, beta.headers, "operations_per_venue_status")).json()
+    assert [r["operations"] for r in theirs_counted["rows"]] == [1]
     counts = (await named(client, h, "operations_per_venue_status")).json()
     assert counts["rows"] == []
 
@@ -574,6 +583,9 @@ def test_loader_accepts_a_good_file_and_every_shipped_query(tmp_path):
         ("MATCH (n) DETACH DELETE n", ["DELETE"]),
         ("match (n) set n.x = 1", ["SET"]),
         ("CALL dbms.security.createUser('a', 'b')", ["procedure that writes or administers"]),
+        ("CALL db.createLabel('Evil')", ["procedure that writes or administers"]),
+        ("CALL db.clearQueryCaches()", ["procedure that writes or administers"]),
+        ("CALL db.labels() YIELD label RETURN label", []),
         (
             "MATCH (n) CALL { WITH n SET n.x = 1 } IN TRANSACTIONS",
             ["CALL { } IN TRANSACTIONS", "SET"],

@@ -291,9 +291,10 @@ async def test_operator_status_and_telemetry_are_not_journaled(
         "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid", tenant.id
     )
     assert (await send_beat(client, drones[0], tenant.headers)).status_code == 201
-    await client.patch(
+    changed = await client.patch(
         f"{V1}/drones/{drones[0]}/status", headers=tenant.headers, json={"status": "maintenance"}
     )
+    assert changed.status_code == 200, changed.text
     after = await pg.fetchval(
         "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid", tenant.id
     )
