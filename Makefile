@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install deps stack-up stack-down stack-status run test test-fast lint typecheck bench migrate openapi clean
+.PHONY: install deps stack-up stack-down stack-status run test lint typecheck bench migrate openapi clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)

@@ -1,15 +1,19 @@
 """The one write path: Postgres journal first, Neo4j second (DESIGN.md §3-4).
 
-1. `record` (inside the caller's Postgres transaction): allocate the tenant's
-   next versions from its counter row (`UPDATE … RETURNING` serialises writers
-   of one tenant, so versions become visible in order), write one journal row
-   per change as `pending`, and upsert the entity's latest state.
-2. After commit, `apply_pending` takes a per-tenant advisory lock, applies
-   *every* pending row of the tenant in version order to Neo4j in one write
-   transaction (idempotent, version-guarded), and marks them `applied`.
-3. `reconcile_all` does step 2 for every tenant with pending rows (startup,
-   timer, `overwatch reconcile`). If Neo4j is down, rows stay `pending` and the
-   frontier stops before the first of them.
+1. `tenant_transaction` locks the tenant's counter row; `TenantTransaction.
+   record` allocates the next versions from it (`UPDATE … RETURNING`
+   serialises writers of one tenant, so versions become visible in order),
+   writes one journal row per change as `pending`, and upserts the entity's
+   latest state.
+2. The changes are applied to Neo4j in one write transaction (idempotent,
+   version-guarded) that commits only after the journal committed; the rows
+   are marked `applied` only after Neo4j committed. When nothing older is
+   pending, the Neo4j work overlaps the journal's commit (`TenantTransaction`);
+   otherwise `apply_pending` applies *every* pending row of the tenant in
+   version order, under the tenant's apply lock.
+3. `reconcile_all` runs `apply_pending` for every tenant with pending rows
+   (startup, timer, `overwatch reconcile`). If Neo4j is down, rows stay
+   `pending` and the frontier stops before the first of them.
 """
 
 from __future__ import annotations

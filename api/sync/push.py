@@ -3,9 +3,10 @@
 One Postgres transaction per push: lock the tenant's counter row, look up the
 outcomes this workstation already holds (retries), then judge each mutation
 in order — duplicate, conflict, rejected or applied — so one bad mutation
-never aborts the others. Applied changes are journaled together, every
-outcome is stored for retries, the transaction commits, and only then is
-Neo4j touched (DESIGN.md §4).
+never aborts the others. Applied changes are journaled together and every
+outcome is stored for retries. Neo4j runs the applied changes while the
+transaction commits and commits only after it (api/journal.py,
+`TenantTransaction`; DESIGN.md §4).
 
 Conflict rule: a mutation whose `base_version` differs from the entity's
 current version is a conflict and carries the server's envelope, unless
