@@ -87,10 +87,7 @@ async def run(ctx: BenchContext) -> list[Result]:
                     api_seconds += middle - started
                     raw_seconds += ended - middle
     try:
-        for tenant in (raw_tenant, customer_id):
-            await graph.write(
-                "bench.cleanup", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n", {"c": tenant}
-            )
+        await ctx.clear_graph(graph, raw_tenant, customer_id)
     finally:
         await graph.close()
     total = BATCH * BATCHES

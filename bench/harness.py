@@ -163,6 +163,16 @@ class BenchContext:
             s.neo4j_uri, s.neo4j_user, s.neo4j_password.get_secret_value(), s.neo4j_database
         )
 
+    async def clear_graph(self, graph: GraphClient, *customer_ids: str) -> None:
+        """Remove the benchmark tenants' nodes from Neo4j (the bench database is
+        dropped afterwards; Neo4j has only the one shared database)."""
+        for customer_id in customer_ids:
+            await graph.write(
+                "bench.cleanup",
+                "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
+                {"c": customer_id},
+            )
+
     async def pg(self) -> asyncpg.Connection:
         return await asyncpg.connect(
             self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)

@@ -314,11 +314,7 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     graph = ctx.graph()
     try:
-        await graph.write(
-            "bench.cleanup",
-            "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n",
-            {"c": customer_id},
-        )
+        await ctx.clear_graph(graph, customer_id)
     finally:
         await graph.close()
 

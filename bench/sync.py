@@ -139,10 +139,7 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
             if batch >= 0:
                 api_s += middle - started
                 raw_s += ended - middle
-    for tenant in (customer_id, str(raw_tenant)):
-        await graph.write(
-            "bench.cleanup", "MATCH (n) WHERE n.customer_id = $c DETACH DELETE n", {"c": tenant}
-        )
+    await ctx.clear_graph(graph, customer_id, str(raw_tenant))
     await graph.close()
     await pg.close()
     total = BATCH * PUSH_BATCHES

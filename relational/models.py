@@ -149,6 +149,14 @@ class SyncEntity(Base):
     __tablename__ = "sync_entities"
     __table_args__ = (
         Index("ix_sync_entities_customer_version", "customer_id", "version"),
+        # Cascades (venue delete) and merges look entities up by their venue.
+        Index(
+            "ix_sync_entities_venue",
+            "customer_id",
+            "entity_type",
+            text("(payload->>'venue_id')"),
+            postgresql_where=text("NOT deleted"),
+        ),
         # Ids are client-made UUIDs shared by Neo4j's global uniqueness
         # constraints: one id can never belong to two tenants.
         UniqueConstraint("entity_id"),

@@ -264,3 +264,25 @@ async def tenant(make_tenant: Any) -> Tenant:
 @pytest.fixture
 async def other_tenant(make_tenant: Any) -> Tenant:
     return await make_tenant("beta")
+
+
+async def schema_drift(database_url: str, tables: set[str] | None = None) -> list[Any]:
+    """What Alembic's autogenerate sees between the migrated database and the
+    models (relational/models.py), limited to `tables` when given."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from relational.models import Base
+
+    def diff(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        found = compare_metadata(context, Base.metadata)
+        return [d for d in found if tables is None or any(t in repr(d) for t in tables)]
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(diff)
+    finally:
+        await engine.dispose()

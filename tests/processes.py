@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 from api.settings import Settings
 from tests.conftest import ADMIN_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def api_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -33,3 +44,53 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class ApiProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path  # its stdout and stderr
+
+
+@contextlib.asynccontextmanager
+async def running_api(env: dict[str, str], log_dir: Path, name: str) -> AsyncIterator[ApiProcess]:
+    """A real uvicorn process of the app, healthy, logging to `log_dir`.
+
+    Terminated on exit unless the test already ended it (killed it, say).
+    """
+    port = free_port()
+    log_path = log_dir / f"api-{name}-{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await c.get("/healthz")).status_code == 200:
+                            break
+                    assert proc.poll() is None, log_path.read_text()
+                    await asyncio.sleep(0.1)
+            yield ApiProcess(proc, port, log_path)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=20)

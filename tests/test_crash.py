@@ -15,61 +15,21 @@ import pytest
 
 from api.settings import Settings
 from tests.conftest import ADMIN_KEY
-from tests.processes import api_env, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return api_env(settings)
-
-
-_port = free_port
+from tests.processes import ROOT, api_env, running_api
 
 
 @contextlib.asynccontextmanager
 async def api_process(settings: Settings, tmp_path: Path):
-    port = _port()
-    log = (tmp_path / f"api-{port}.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        for _ in range(200):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/healthz")).status_code == 200:
-                    break
-            assert proc.poll() is None, (tmp_path / f"api-{port}.log").read_text()
-            await asyncio.sleep(0.1)
-        try:
-            yield proc, client
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=20)
-            log.close()
+    async with running_api(api_env(settings), tmp_path, "crash") as api:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}", timeout=30) as client:
+            yield api.proc, client
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
         cwd=ROOT,
-        env=_env(settings),
+        env=api_env(settings),
         capture_output=True,
         text=True,
         timeout=120,

@@ -11,6 +11,7 @@ from api.migrate import migrate_postgres
 from api.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import load_migrations, migrate_graph
+from tests.conftest import schema_drift
 
 
 async def test_postgres_migrations_reach_head_and_reapply(pg, test_database_url):
@@ -29,6 +30,11 @@ async def test_postgres_migrations_reach_head_and_reapply(pg, test_database_url)
     head = await pg.fetchval("SELECT version_num FROM alembic_version")
     await migrate_postgres(test_database_url)  # second run: nothing to do, no error
     assert await pg.fetchval("SELECT version_num FROM alembic_version") == head
+
+
+async def test_models_and_migrations_agree_on_every_table(test_database_url):
+    """The migrated schema is the one relational/models.py declares, all tables."""
+    assert await schema_drift(test_database_url) == []
 
 
 async def test_neo4j_migrations_recorded_in_graph_and_idempotent(graph: GraphClient):

@@ -19,7 +19,7 @@ import pytest
 from api.fleet.liveness import Liveness, assess, liveness_sweep
 from api.journal import verify
 from graph.driver import GraphClient
-from tests.conftest import Tenant
+from tests.conftest import Tenant, schema_drift
 
 V1 = "/api/v1"
 AUTH = f"{V1}/auth"
@@ -1130,23 +1130,9 @@ def test_liveness_sweep_runs_in_every_process(settings):
 
 
 async def test_models_and_migration_0003_agree(test_database_url):
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from relational.models import Base
-
-    ours = {"kits", "drones", "heartbeats", "device_events", "update_history"}
-
-    def diff(connection: Any) -> list:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return [
-            d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in ours)
-        ]
-
-    engine = create_async_engine(test_database_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(diff) == []
-    finally:
-        await engine.dispose()
+    assert (
+        await schema_drift(
+            test_database_url, {"kits", "drones", "heartbeats", "device_events", "update_history"}
+        )
+        == []
+    )

@@ -29,10 +29,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.settings import Settings
-from tests.conftest import ADMIN_KEY, Tenant
-from tests.processes import api_env, free_port
+from tests.conftest import ADMIN_KEY, Tenant, schema_drift
+from tests.processes import ROOT, api_env, running_api
 
-ROOT = Path(__file__).resolve().parent.parent
 V1 = "/api/v1"
 HEARTBEAT_SECONDS = 2
 SUBSCRIBER_QUEUE = 1500
@@ -51,9 +50,6 @@ def _env(settings: Settings) -> dict[str, str]:
     return api_env(settings, **STREAM_ENV)
 
 
-_port = free_port
-
-
 @dataclass
 class Api:
     name: str
@@ -68,44 +64,9 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def api_process(settings: Settings, name: str, log_dir: Path) -> AsyncIterator[Api]:
-    port = _port()
-    log_path = log_dir / f"api-{name}-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        api = Api(
-            name, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}{V1}/stream", proc, log_path
-        )
-        try:
-            async with httpx.AsyncClient(base_url=api.base, timeout=10) as client:
-                for _ in range(600):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    assert proc.poll() is None, log_path.read_text()
-                    await asyncio.sleep(0.1)
-            yield api
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=20)
+    async with running_api(_env(settings), log_dir, name) as api:
+        base = f"127.0.0.1:{api.port}"
+        yield Api(name, f"http://{base}", f"ws://{base}{V1}/stream", api.proc, api.log)
 
 
 @pytest.fixture(scope="module")
@@ -889,23 +850,4 @@ async def test_prune_removes_old_occupancy_history(settings, tenant, pg):
 
 
 async def test_models_and_migration_0006_agree(test_database_url):
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from relational.models import Base
-
-    ours = {"occupancy_history", "stream_presence"}
-
-    def diff(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return [
-            d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in ours)
-        ]
-
-    engine = create_async_engine(test_database_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(diff) == []
-    finally:
-        await engine.dispose()
+    assert await schema_drift(test_database_url, {"occupancy_history", "stream_presence"}) == []
