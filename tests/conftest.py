@@ -286,3 +286,16 @@ async def schema_drift(database_url: str, tables: set[str] | None = None) -> lis
             return await conn.run_sync(diff)
     finally:
         await engine.dispose()
+
+
+async def make_key(
+    client: httpx.AsyncClient, tenant: Tenant, scope: str, **extra: Any
+) -> dict[str, Any]:
+    """A new API key of the tenant with `scope` (the create response, secret included)."""
+    response = await client.post(
+        "/api/v1/auth/keys",
+        headers=tenant.headers,
+        json={"name": f"{scope} key", "scope": scope, **extra},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -5,19 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_key
 
 AUTH = "/api/v1/auth"
-
-
-async def _key(client, tenant: Tenant, scope: str, **extra) -> dict:
-    response = await client.post(
-        f"{AUTH}/keys",
-        headers=tenant.headers,
-        json={"name": f"{scope} key", "scope": scope, **extra},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_customer_provisioning_needs_the_admin_key(client, tenant: Tenant):
@@ -58,7 +48,7 @@ async def test_disabled_customer_keys_fail_at_once(client, tenant: Tenant, admin
 
 
 async def test_revoked_and_rotated_keys_fail_immediately(client, tenant: Tenant):
-    analyst = await _key(client, tenant, "analyst")
+    analyst = await make_key(client, tenant, "analyst")
     analyst_headers = {"X-API-Key": analyst["api_key"]}
     assert (await client.get(f"{AUTH}/me", headers=analyst_headers)).status_code == 200
     rotated = await client.post(f"{AUTH}/keys/{analyst['id']}/rotate", headers=tenant.headers)
@@ -104,7 +94,7 @@ async def test_tenants_never_see_each_others_keys_or_workstations(
 ):
     for t in (tenant, other_tenant):
         await client.post(f"{AUTH}/workstations/register", json={"name": "same"}, headers=t.headers)
-        await _key(client, t, "analyst")
+        await make_key(client, t, "analyst")
     mine = (await client.get(f"{AUTH}/keys", headers=tenant.headers)).json()
     theirs = (await client.get(f"{AUTH}/keys", headers=other_tenant.headers)).json()
     assert not {k["id"] for k in mine} & {k["id"] for k in theirs}

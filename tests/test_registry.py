@@ -19,7 +19,7 @@ import pytest
 from api.fleet.liveness import Liveness, assess, liveness_sweep
 from api.journal import verify
 from graph.driver import GraphClient
-from tests.conftest import Tenant, schema_drift
+from tests.conftest import Tenant, make_key, schema_drift
 
 V1 = "/api/v1"
 AUTH = f"{V1}/auth"
@@ -77,16 +77,6 @@ async def claimed_kit(client, admin_headers, tenant: Tenant, **kw: Any) -> tuple
     response = await client.post(f"{V1}/kits/{kit_serial}/claim", headers=tenant.headers)
     assert response.status_code == 200, response.text
     return kit_serial, drones
-
-
-async def make_key(client, tenant: Tenant, scope: str, **extra: Any) -> dict[str, Any]:
-    response = await client.post(
-        f"{AUTH}/keys",
-        headers=tenant.headers,
-        json={"name": f"{scope} key", "scope": scope, **extra},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def headers_of(key: dict[str, Any]) -> dict[str, str]:
