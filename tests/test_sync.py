@@ -582,6 +582,26 @@ async def test_bootstrap_then_pull_converges_with_concurrent_changes(client, ten
     assert {k: v[2] for k, v in reader.state().items()}[venue]["name"] == "V renamed"
 
 
+async def test_reference_client_resumes_mutation_ids_after_a_reinstall(client, tenant, pg):
+    """A reinstalled workstation starts counting at 1 again; the server would
+    refuse those ids as not increasing. `resume_mutation_ids` continues after
+    the last one the server holds."""
+    ws, h = await register(client, tenant)
+    first = sync_client(client, ws, h)
+    for _ in range(3):
+        first.upsert("venue", uid(), {"name": "Before"})
+    await first.push()
+    reinstalled = sync_client(client, ws, h)
+    await reinstalled.resume_mutation_ids()
+    assert reinstalled.next_mutation_id == 4
+    venue = uid()
+    reinstalled.upsert("venue", venue, {"name": "After"})
+    outcome = await reinstalled.push()
+    assert outcome is not None
+    assert [r["status"] for r in outcome["results"]] == ["applied"]
+    assert (await server_state(pg, tenant))[venue][2]["name"] == "After"
+
+
 # ----------------------------------------------------------------- merge
 async def test_merging_venues_created_offline_by_two_workstations(client, tenant, graph, pg):
     ws1, h1 = await register(client, tenant, "north")
