@@ -260,7 +260,7 @@ EOF
     -master.volumeSizeLimitMB=256 -volume.max=0 \
     -volume.port=$((p + 2)) -volume.port.grpc=$((p + 10002)) \
     -filer.port=$((p + 3)) -filer.port.grpc=$((p + 10003)) \
-    -s3 -s3.port="$p" -s3.port.grpc=$((p + 10000)) -s3.port.iceberg=0 \
+    -s3 -s3.port="$p" -s3.port.grpc=$((p + 10000)) -s3.port.iceberg=0 -s3.port.lance=0 \
     -s3.config="$dir/identities.json" >"$log" 2>&1 &
   echo $! >"$pidfile"
   wait_port "$S3_PORT" 90 "$pidfile" "$log" "s3 (seaweedfs)"
