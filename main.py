@@ -22,6 +22,7 @@ from api.fleet.liveness import liveness_sweep
 from api.journal import reconcile_all
 from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
+from api.openapi import install_openapi
 from api.resources import Resources
 from api.router import v1_router
 from api.search.embedding_worker import EMBEDDING_INTERVAL_SECONDS, embedding_job
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(v1_router)
+    install_openapi(app)
     return app
 
 
