@@ -37,6 +37,7 @@ from api.auth.principal import Principal
 from api.entities import EntityType
 from api.observability import error_text
 from api.resources import Resources
+from api.tenant_gate import tenant_connection
 from graph.driver import OpenWrite
 from graph.projection import (
     GraphChange,
@@ -544,7 +545,7 @@ async def tenant_transaction(
     both stores. After the block, `tx.applied` says whether Neo4j has the
     changes (False: they are journaled and the reconciler will apply them).
     """
-    async with resources.engine.connect() as connection:
+    async with tenant_connection(resources, customer_id) as connection:  # api/tenant_gate.py
         async with resources.sessions(bind=connection) as session:
             tx = TenantTransaction(resources, connection, session, customer_id)
             try:

@@ -2,6 +2,10 @@
 
 Every variable is documented in `.env.example` and in the README's
 configuration table; a test keeps the three in agreement.
+
+Fail closed: with no ENVIRONMENT the service is in production, where the
+repository's default secrets are refused at startup. Development is chosen
+explicitly (`make run`, the tests, docker-compose.yml, `.env.example`).
 """
 
 from __future__ import annotations
@@ -79,9 +83,9 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Field(
-        "development",
-        description="development, test, staging or production. Only development "
-        "accepts the repository's default secrets.",
+        "production",
+        description="development, test, staging or production (the default when unset). "
+        "Only development accepts the repository's default secrets.",
     )
     log_level: str = Field("INFO", description="Log level for the JSON logs.")
     log_json: bool = Field(True, description="JSON logs (true) or console-friendly logs.")
@@ -192,6 +196,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest push body in bytes (413 above).",
     )
+    request_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body in bytes of every endpoint but push (which has "
+        "SYNC_MAX_BODY_BYTES); a larger one is answered 413 before it is parsed.",
+    )
     tombstone_retention_days: int = Field(
         30,
         ge=1,
@@ -262,6 +273,43 @@ class Settings(BaseSettings):
         description="Texts per encoding batch of the embedding worker.",
     )
 
+    # Bounds on work per request (docs/graph-model.md, "Limits").
+    tenant_write_concurrency: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Writers of one tenant each API process lets check out a Postgres "
+        "connection at a time; the others queue in memory, so one busy tenant cannot take "
+        "the pool from the rest.",
+    )
+    tenant_write_queue_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Longest a write waits in its tenant's queue before it is answered "
+        "503 tenant_busy (nothing recorded).",
+    )
+    neo4j_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Server-side time limit of every Neo4j read transaction; a read "
+        "past it is stopped by Neo4j.",
+    )
+    graph_export_max_edges: int = Field(
+        200_000,
+        ge=1,
+        le=5_000_000,
+        description="Most edges one venue export returns (truncated above).",
+    )
+    stream_subscribe_grace_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="A subscriber that sends no subscribe message within this time "
+        "gets the default subscription (every event of its tenant).",
+    )
+
     @field_validator("cors_origins", "ontology_node_kinds", "ontology_edge_types", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -300,8 +348,10 @@ class Settings(BaseSettings):
         ]
         if offending:
             raise ValueError(
-                f"default secrets are refused when ENVIRONMENT={self.environment}: "
+                f"default secrets are refused when ENVIRONMENT={self.environment} "
+                "(production is the default when ENVIRONMENT is unset): set "
                 + ", ".join(offending)
+                + ", or choose ENVIRONMENT=development explicitly for a local run"
             )
         if self.db_auto_migrate and self.environment in ("staging", "production"):
             raise ValueError("DB_AUTO_MIGRATE is for development; run `overwatch migrate`")

@@ -95,21 +95,26 @@ async def patch_entity(
     patch: dict[str, Any],
     base_version: int | None,
 ) -> dict[str, Any]:
-    """Merge `patch` into the latest state and write it as a complete new state."""
-    assert principal.customer_id is not None
-    current, version = await current_data(
-        resources, principal.customer_id, entity_type.value, entity_id
-    )
-    if base_version is not None and base_version != version:
-        raise Conflict(
-            f"the {entity_type.value} changed since base_version",
-            code="version_conflict",
-            details={"current_version": version},
-        )
-    merged = current | patch
+    """Merge `patch` into the latest state and write it as a complete new state.
+
+    The state is read and `base_version` compared inside the tenant's write
+    transaction, under its lock: a concurrent writer's change is either already
+    in the state this patch merges into, or waits until this one committed, so
+    no PATCH ever writes back a stale copy of fields it did not touch.
+    """
+    noun = entity_type.value.replace("_", " ")
 
     async def build(changes: ChangeSet) -> dict[str, Any]:
-        return await changes.upsert(entity_type, entity_id, merged)
+        found = await changes.mine(entity_id, entity_type)
+        if found is None or found.deleted:
+            raise NotFound(f"{noun} not found")
+        if base_version is not None and base_version != found.version:
+            raise Conflict(
+                f"the {entity_type.value} changed since base_version",
+                code="version_conflict",
+                details={"current_version": found.version},
+            )
+        return await changes.upsert(entity_type, entity_id, dict(found.data or {}) | patch)
 
     payload, recorded = await write(resources, principal, build)
     return {
