@@ -7,6 +7,7 @@ such as the NDJSON bootstrap and WebSockets pass through untouched.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -17,6 +18,8 @@ import structlog
 from prometheus_client import Counter, Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import unexpected_error_response
 
 HTTP_REQUEST_SECONDS = Histogram(
     "overwatch_http_request_duration_seconds",
@@ -38,17 +41,32 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+# Standard-library loggers the service's commands rely on: their records are
+# rendered like the service's own lines (Alembic's "Running upgrade a -> b").
+STDLIB_LOGGERS = ("alembic",)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """JSON lines on stdout, with contextvars (request id, tenant) merged in."""
+    """JSON lines on stdout, with contextvars (request id, tenant) merged in.
+
+    `json=False` (commands) renders readable lines instead, coloured only on a
+    terminal (and not under NO_COLOR), so piped output holds no escape codes.
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        colors = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -56,6 +74,24 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                timestamper,
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    for name in STDLIB_LOGGERS:
+        stdlib_logger = logging.getLogger(name)
+        stdlib_logger.handlers = [handler]  # replaced, so configuring again never doubles lines
+        stdlib_logger.setLevel(numeric)
+        stdlib_logger.propagate = False
 
 
 def _route_template(scope: Scope) -> str:
@@ -73,7 +109,15 @@ def _route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id (taken from X-Request-ID if sane, else new), access log, metrics."""
+    """Request id (taken from X-Request-ID if sane, else new), access log, metrics.
+
+    It is also where an error no exception handler claims becomes the 500: here,
+    inside the request context, the answer carries X-Request-ID and is a complete
+    response, so the client's keep-alive connection stays usable. (Starlette's
+    own catch-all runs outside every middleware and re-raises, which made the
+    server drop the connection.) An error after the response started can only
+    end the connection: it is re-raised for the server to do so.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -90,10 +134,12 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -101,7 +147,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                if scope["type"] != "http" or response_started:
+                    raise
+                await unexpected_error_response(exc)(scope, receive, send_with_id)
         finally:
             if scope["type"] == "http":
                 elapsed = time.perf_counter() - started
