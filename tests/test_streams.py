@@ -42,6 +42,7 @@ STREAM_ENV = {
     "STREAM_SUBSCRIBER_QUEUE": str(SUBSCRIBER_QUEUE),
     "STREAM_MAX_FRAME_BYTES": str(MAX_FRAME_BYTES),
     "STREAM_CAMERA_CACHE_SECONDS": "1",
+    "STREAM_SUBSCRIBE_GRACE_SECONDS": "0.5",
 }
 
 
@@ -681,6 +682,56 @@ async def test_a_client_that_never_answers_pings_is_dropped(apis, tenant):
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "heartbeat timeout")
     assert pings >= 1
     assert time.monotonic() - started < 4 * HEARTBEAT_SECONDS + 2
+
+
+async def test_a_silent_subscriber_gets_everything_of_its_tenant_and_is_kept(
+    apis, client, tenant, other_tenant
+):
+    """Clients written for the perception server connect and just listen: no
+    subscribe message, no answers to the server's pings."""
+    a, b = apis
+    conns = [
+        await connect(
+            a.ws + "/subscribe", additional_headers={"X-API-Key": tenant.key}, proxy=None
+        ),
+        await connect(b.ws + "/subscribe", proxy=None),  # key in the first message, nothing else
+    ]
+    await conns[1].send(json.dumps({"api_key": tenant.key}))
+
+    async def next_event(conn: ClientConnection) -> tuple[dict[str, Any], int]:
+        """The next message that is not a ping, and how many pings came before it."""
+        pings = 0
+        while True:
+            message = json.loads(await asyncio.wait_for(conn.recv(), 15))
+            if message["event"] != "ping":
+                return message, pings
+            pings += 1
+
+    for conn in conns:
+        subscribed, _ = await next_event(conn)
+        assert subscribed["event"] == "subscribed", subscribed
+        assert subscribed["venue_ids"] is None and subscribed["entity_types"] is None
+        assert set(subscribed["event_types"]) == {"change", "occupancy", "liveness"}
+
+    theirs = await client.post(f"{V1}/venues", headers=other_tenant.headers, json={"name": "X"})
+    mine = await client.post(f"{V1}/venues", headers=tenant.headers, json={"name": "Mine"})
+    assert theirs.status_code == mine.status_code == 201
+    for conn in conns:
+        event, _ = await next_event(conn)  # the other tenant's venue never arrives
+        assert (event["event"], event["id"]) == ("change", mine.json()["id"]), event
+
+    # Three pings unanswered: a socket that had subscribed would have been closed
+    # for silence at the third heartbeat (test_a_client_that_never_answers_pings…).
+    pings = 0
+    while pings < 3:
+        message = json.loads(await asyncio.wait_for(conns[0].recv(), 15))
+        assert message["event"] == "ping", message
+        pings += 1
+    later = await client.post(f"{V1}/venues", headers=tenant.headers, json={"name": "Later"})
+    event, _ = await next_event(conns[0])
+    assert (event["event"], event["id"]) == ("change", later.json()["id"]), event
+    for conn in conns:
+        await conn.close()
 
 
 # ------------------------------------------------------------------ bad input

@@ -34,13 +34,13 @@ from api.observability import error_text
 from api.streams.hub import StreamHub, Subscriber
 from api.streams.schemas import SubscribeMessage, Subscription
 from api.streams.sockets import (
-    AUTH_TIMEOUT_SECONDS,
     POLICY,
     TRY_AGAIN,
     SocketClosed,
     SocketSession,
     close_socket,
     error_message,
+    first_request,
     json_object,
     keep_alive,
     open_session,
@@ -68,14 +68,9 @@ async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
     """Run one subscriber socket until it closes, for whatever reason."""
     try:
         session, rest = await open_session(ws, hub.resources, Permission.read)
-        if rest is None:
-            try:
-                raw = await asyncio.wait_for(receive(ws), AUTH_TIMEOUT_SECONDS)
-            except TimeoutError as exc:
-                raise SocketClosed(
-                    POLICY, 'send {"subscribe": {...}} first', "invalid_subscription"
-                ) from exc
-            rest = json_object(raw)
+        if rest is None:  # silent clients get everything (api/streams/sockets.py)
+            grace = hub.resources.settings.stream_subscribe_grace_seconds
+            rest = await first_request(session, grace, {"subscribe": {}})
         subscription = parse_subscription(rest)
         try:
             subscriber = await hub.subscribe(session.customer_id, subscription)

@@ -12,6 +12,14 @@ Heartbeat: every STREAM_HEARTBEAT_SECONDS the server sends
 life (`{"type": "pong"}` is the polite answer); a socket silent for more than
 two intervals is closed with 4000 `heartbeat timeout`, so dead connections
 are dropped whatever the proxies in between do.
+
+Listen-only clients (those written for the perception server this product
+grew from connect and never send anything): a subscriber silent for
+STREAM_SUBSCRIBE_GRACE_SECONDS after authenticating gets the default
+subscription, every event of its tenant. Such a socket is `listen_only`: it is
+not expected to answer pings, so the silence rule above does not apply to it;
+the WebSocket protocol's own ping (uvicorn sends one every 20 s and closes a
+peer that does not answer) drops it when the peer is gone.
 """
 
 from __future__ import annotations
@@ -95,6 +103,7 @@ class SocketSession:
     key: str
     principal: Principal
     last_heard: float
+    listen_only: bool = False  # never spoke: not held to the heartbeat silence rule
 
     @property
     def customer_id(self) -> str:
@@ -152,6 +161,20 @@ async def open_session(
     return SocketSession(ws, resources, key, principal, time.monotonic()), rest
 
 
+async def first_request(
+    session: SocketSession, grace_seconds: float, default: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The client's first message as a JSON object (None if it is not one), or
+    `default` if it says nothing for `grace_seconds` (the socket is then listen-only)."""
+    try:
+        raw = await asyncio.wait_for(receive(session.ws), grace_seconds)
+    except TimeoutError:
+        session.listen_only = True
+        return dict(default)
+    session.heard()
+    return json_object(raw)
+
+
 async def close_socket(
     ws: WebSocket, code: int, reason: str, error_code: str | None = None
 ) -> None:
@@ -176,7 +199,7 @@ async def keep_alive(
     while True:
         await asyncio.sleep(interval)
         now = time.monotonic()
-        if now - session.last_heard > 2 * interval:
+        if not session.listen_only and now - session.last_heard > 2 * interval:
             STREAM_DROPPED.labels(reason="heartbeat").inc()
             return HEARTBEAT_TIMEOUT
         ping()
