@@ -6,7 +6,11 @@ else unknown is refused, so a typo never silently disappears.
 
 Limits on the flat property map (`properties`): at most 64 keys, keys
 `^[a-z][a-z0-9_]{0,63}$`, values string (≤ 2,000 chars), integer (64-bit),
-finite float, boolean, or a list (≤ 64) of those scalars; 16 KiB in all as JSON.
+finite float, boolean, or a list (≤ 64) of those scalars, all of one kind
+(integers mixed with floats become floats); 16 KiB in all as JSON. No map
+nests inside: Neo4j properties are primitives or arrays of them. Every value
+must be storable in both stores (api/storable.py: text without NUL,
+datetimes with an offset within ±18:00, ...).
 """
 
 from __future__ import annotations
@@ -15,13 +19,11 @@ import json
 import math
 import re
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -29,6 +31,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.exc import IntegrityError
+
+from api.storable import StorableDatetime, StorableModel, check_property_list
 
 
 class EntityType(StrEnum):
@@ -108,6 +113,7 @@ def check_properties(value: dict[str, Any]) -> dict[str, Any]:
         if isinstance(item, list):
             if len(item) > MAX_LIST_ITEMS:
                 raise ValueError(f"property {key!r}: at most {MAX_LIST_ITEMS} list items")
+            value[key] = check_property_list(key, item)
             for element in item:
                 _check_scalar(key, element)
         else:
@@ -122,7 +128,7 @@ def check_properties(value: dict[str, Any]) -> dict[str, Any]:
 Properties = Annotated[dict[str, Any], AfterValidator(check_properties)]
 
 
-class EntityData(BaseModel):
+class EntityData(StorableModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
@@ -173,8 +179,8 @@ class WorldEdgeData(EntityData):
     type: str = Field(max_length=40, description="One of the ontology's edge types.")
     from_id: uuid.UUID
     to_id: uuid.UUID
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    valid_from: StorableDatetime | None = None
+    valid_to: StorableDatetime | None = None
     confidence: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     provenance: Provenance = Field(default_factory=Provenance)
     supersedes: uuid.UUID | None = Field(None, description="The edge this fact replaced.")
@@ -186,10 +192,6 @@ class WorldEdgeData(EntityData):
             raise ValueError("an edge cannot connect a node to itself")
         if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
             raise ValueError("valid_to must be after valid_from")
-        for field_name in ("valid_from", "valid_to"):
-            value = getattr(self, field_name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{field_name} must carry a time zone")
         return self
 
 
@@ -209,8 +211,8 @@ class OperationData(EntityData):
     kind: Annotated[str, StringConstraints(max_length=50)] | None = Field(
         None, examples=["patrol", "inspection", "mapping"]
     )
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: StorableDatetime | None = None
+    ended_at: StorableDatetime | None = None
     kit_id: uuid.UUID | None = None
     drone_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100)
     summary: Text5000 | None = None
@@ -245,6 +247,18 @@ DATA_SCHEMAS: dict[EntityType, type[EntityData]] = {
 
 
 _SCHEMA_TYPES = frozenset(DATA_SCHEMAS.values())
+
+# Ids are unique across tenants (one row per id in sync_entities). Two tenants
+# creating one id at the same moment both find it free; the second's journal
+# insert then waits for the first and fails on this constraint. Its writer
+# runs again and, now seeing the first's row, refuses the id (`id_in_use`).
+ENTITY_ID_CONSTRAINT = "uq_sync_entities_entity_id"
+ID_RACE_ATTEMPTS = 3
+
+
+def id_taken_concurrently(exc: BaseException) -> bool:
+    """Whether a failed write lost the race for an entity id to another tenant."""
+    return isinstance(exc, IntegrityError) and ENTITY_ID_CONSTRAINT in str(exc.orig)
 
 
 def parse_data(entity_type: EntityType, data: dict[str, Any]) -> EntityData:

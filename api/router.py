@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from api.auth.endpoints import router as auth_router
 from api.blobs.endpoints import router as blobs_router
@@ -11,13 +11,15 @@ from api.fleet.endpoints import drones_router, kits_router
 from api.graphs.endpoints import router as graphs_router
 from api.operations.endpoints import router as operations_router
 from api.search.endpoints import router as search_router
+from api.storable import refuse_unstorable_parameters
 from api.streams.endpoints import router as streams_router
 from api.sync.endpoints import router as sync_router
 from api.sync.endpoints import venue_router as venue_merge_router
 from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
-v1_router = APIRouter(prefix="/api/v1")
+# No endpoint sees a query or path parameter that Postgres could not hold (NUL).
+v1_router = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_unstorable_parameters)])
 # Search first: its `/venues/search` must win over the venue router's `/venues/{venue_id}`.
 v1_router.include_router(search_router)
 v1_router.include_router(auth_router)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.storable import StorableDatetime, StorableModel
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Serial = Annotated[
     str,
@@ -20,7 +22,9 @@ Serial = Annotated[
 ]
 
 
-class Strict(BaseModel):
+class Strict(StorableModel):
+    """A request body: unknown fields refused, every value storable (api/storable.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -72,7 +76,7 @@ class KeyCreate(Strict):
     device_serial: Serial | None = Field(
         None, description="Device keys only: the one drone serial this key may report for."
     )
-    expires_at: datetime | None = None
+    expires_at: StorableDatetime | None = None
 
 
 class KeyOut(BaseModel):

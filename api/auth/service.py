@@ -173,7 +173,7 @@ async def register_workstation(
         session,
         settings,
         scope=Scope.workstation,
-        name=f"workstation {name}",
+        name=f"workstation {name}"[:200],  # the key name column holds 200
         customer_id=customer_id,
         workstation_id=workstation.id,
     )

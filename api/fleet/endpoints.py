@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
@@ -32,6 +31,7 @@ from api.fleet.schemas import (
     UpdateOut,
     UpdatePage,
 )
+from api.storable import FilterDatetime
 
 SerialPath = Annotated[str, Path(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -180,8 +180,8 @@ async def list_drones(
     kit: Annotated[str | None, Query(max_length=100, description="Kit serial")] = None,
     firmware: Annotated[str | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(max_length=100)] = None,
-    last_seen_before: datetime | None = None,
-    last_seen_after: datetime | None = None,
+    last_seen_before: Annotated[FilterDatetime | None, Query()] = None,
+    last_seen_after: Annotated[FilterDatetime | None, Query()] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> DronePage:
@@ -266,8 +266,8 @@ async def list_heartbeats(
     serial: SerialPath,
     session: SessionDep,
     principal: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[FilterDatetime | None, Query()] = None,
+    until: Annotated[FilterDatetime | None, Query()] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> HeartbeatPage:

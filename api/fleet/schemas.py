@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +18,8 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from api.storable import StorableDatetime, StorableModel
 
 SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 Serial = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
@@ -35,16 +36,13 @@ LivenessState = Literal["unknown", "online", "degraded", "offline"]
 UpdateStatus = Literal["success", "failed", "rolled_back"]
 
 
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("must carry a time zone (e.g. 2026-11-22T10:00:00Z)")
-    return value
+# Zoned, offset within ±18:00, in range in UTC: the rule of every stored datetime.
+AwareDatetime = StorableDatetime
 
 
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+class Strict(StorableModel):
+    """A request body: unknown fields refused, every value storable (api/storable.py)."""
 
-
-class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -7,11 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from api.auth.deps import AdminPrincipal, Analyst, tenant_of
 from api.graphs import service
 from api.resources import Resources
+from api.storable import check_cypher_params
+
+# Values the Neo4j driver can send: 64-bit integers, bounded nesting (api/storable.py).
+CypherParams = Annotated[dict[str, Any], AfterValidator(check_cypher_params)]
 
 router = APIRouter(prefix="/graph", tags=["graph"])
 
@@ -29,7 +33,7 @@ CurrentOnly = Annotated[bool, Query(description="Walk only facts valid now (not 
 
 
 class NamedQueryRun(BaseModel):
-    params: dict[str, Any] = Field(
+    params: CypherParams = Field(
         default_factory=dict,
         description="The query's declared parameters; the tenant is bound by the server.",
     )
@@ -49,7 +53,7 @@ class CypherRun(BaseModel):
         }
     }
     query: str = Field(min_length=1, max_length=20_000)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: CypherParams = Field(default_factory=dict)
     limit: int = Field(1000, ge=1, le=10_000, description="Rows returned at most.")
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -12,6 +11,7 @@ from pydantic import Field
 from api.auth.deps import Reader, Writer, tenant_of
 from api.entities import EntityData, EntityType, OperationData, OperationStatus, Properties
 from api.errors import NotFound
+from api.storable import FilterDatetime, StorableDatetime
 from api.world.schemas import Page, Written, page
 from api.world.service import create_entity, patch_entity
 from graph import reads
@@ -40,8 +40,8 @@ class OperationPatch(EntityData):
     status: OperationStatus | None = None
     name: str | None = Field(None, max_length=200)
     kind: str | None = Field(None, max_length=50)
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: StorableDatetime | None = None
+    ended_at: StorableDatetime | None = None
     kit_id: uuid.UUID | None = None
     drone_ids: list[uuid.UUID] | None = Field(None, max_length=100)
     summary: str | None = Field(None, max_length=5000)
@@ -76,8 +76,8 @@ async def list_operations(
     kit_id: uuid.UUID | None = None,
     drone_id: uuid.UUID | None = None,
     status: OperationStatus | None = None,
-    started_after: datetime | None = None,
-    started_before: datetime | None = None,
+    started_after: Annotated[FilterDatetime | None, Query()] = None,
+    started_before: Annotated[FilterDatetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: uuid.UUID | None = None,
 ) -> Page:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.storable import FilterDatetime, StorableModel
 from api.sync.schemas import SYNC_TYPES
 
 # A clock a little ahead of ours is fine; a frame from the future would pin the
@@ -70,7 +71,7 @@ class Summary(BaseModel):
         return places if isinstance(places, int) else len(places)
 
 
-class IngestFrame(BaseModel):
+class IngestFrame(StorableModel):
     """One perception result: from a camera (mapped to its zone by the graph) or
     from a drone (which names the zone it observes)."""
 
@@ -99,7 +100,7 @@ class IngestFrame(BaseModel):
     zone_id: uuid.UUID | None = Field(
         None, description="The Zone a drone observes (drone frames without a camera only)."
     )
-    timestamp: datetime | None = Field(
+    timestamp: FilterDatetime | None = Field(
         None, description="Capture time (ISO 8601); naive times are UTC; default: arrival."
     )
     summary: Summary

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.auth.deps import Reader, Syncer, Writer
 from api.errors import Invalid, PayloadTooLarge
+from api.storable import MAX_DEPTH, printable
 from api.sync import merge as merging
 from api.sync.pull import (
     bootstrap_lines,
@@ -72,16 +73,23 @@ async def push_endpoint(request: Request, principal: Syncer) -> PushResponse:
             )
     try:
         parsed = PushRequest.model_validate(json.loads(body))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid("the body is not JSON", code="malformed_request") from exc
+    except RecursionError as exc:
+        raise Invalid(
+            f"the body nests deeper than JSON parsing allows; data nests at most {MAX_DEPTH}",
+            code="malformed_request",
+        ) from exc
     except ValidationError as exc:
         raise Invalid(
             "the push did not validate; nothing was recorded",
             code="malformed_request",
-            details=[
-                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
-                for err in exc.errors()
-            ],
+            details=printable(
+                [
+                    {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                    for err in exc.errors()
+                ]
+            ),
         ) from exc
     return await push(request.app.state.resources, principal, parsed)
 

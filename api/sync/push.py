@@ -28,13 +28,22 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.entities import PUSHABLE_TYPES, EntityType, canonical, parse_data
+from api.entities import (
+    ID_RACE_ATTEMPTS,
+    PUSHABLE_TYPES,
+    EntityType,
+    canonical,
+    id_taken_concurrently,
+    parse_data,
+)
 from api.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
 from api.journal import Origin, tenant_transaction
 from api.resources import Resources
+from api.storable import printable
 from api.sync.envelopes import current_envelopes
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
 from api.sync.workstations import last_mutation_id, write_checkpoint
@@ -58,9 +67,10 @@ _WORKSTATION = text("SELECT deactivated_at FROM workstations WHERE id = :w AND c
 
 
 def _rejected(mutation: Mutation, code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    # Outcomes are stored as jsonb, which holds no NUL: never echo one back raw.
+    error: dict[str, Any] = {"code": code, "message": printable(message)}
     if details is not None:
-        error["details"] = details
+        error["details"] = printable(details)
     return {"mutation_id": mutation.mutation_id, "status": "rejected", "error": error}
 
 
@@ -250,8 +260,31 @@ async def _check_workstation(
 
 
 async def push(resources: Resources, principal: Principal, request: PushRequest) -> PushResponse:
-    """Judge, journal and store the outcome of every mutation; then apply to Neo4j."""
+    """Judge, journal and store the outcome of every mutation; then apply to Neo4j.
+
+    A push that lost the race for a new id to another tenant (api/entities.py,
+    `id_taken_concurrently`) is judged again from the start: that mutation is
+    then `rejected` as `id_in_use` and the others keep their outcomes.
+    """
     _check_request(resources, request)
+    for attempt in range(1, ID_RACE_ATTEMPTS + 1):
+        try:
+            return await _push_once(resources, principal, request)
+        except IntegrityError as exc:
+            if not id_taken_concurrently(exc):
+                raise
+            if attempt == ID_RACE_ATTEMPTS:
+                raise Conflict(
+                    "an id of this push was taken by another writer meanwhile; "
+                    "nothing was recorded, push again",
+                    code="id_in_use",
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+async def _push_once(
+    resources: Resources, principal: Principal, request: PushRequest
+) -> PushResponse:
     assert principal.customer_id is not None
     customer_id = principal.customer_id
     workstation_id = request.workstation_id
@@ -270,7 +303,7 @@ async def push(resources: Resources, principal: Principal, request: PushRequest)
             refs += [
                 uuid.UUID(str(v))
                 for k, v in (m.data or {}).items()
-                if k in ("venue_id", "from_id", "to_id") and _is_uuid(v)
+                if k in ("venue_id", "from_id", "to_id") and isinstance(v, str) and _is_uuid(v)
             ]
         await judge.changes.prefetch(refs)
         results: list[dict[str, Any]] = []

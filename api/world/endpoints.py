@@ -21,6 +21,7 @@ from api.entities import (
     WorldNodeData,
 )
 from api.errors import NotFound
+from api.storable import FilterDatetime, StorableDatetime
 from api.world.changes import ChangeRejected, ChangeSet, references
 from api.world.schemas import BatchResult, Deleted, Page, Written, page
 from api.world.service import create_entity, current_data, delete_entity, patch_entity, write
@@ -76,8 +77,8 @@ class EdgeCreate(WorldEdgeData):
 
 
 class EdgePatch(EntityData):
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    valid_from: StorableDatetime | None = None
+    valid_to: StorableDatetime | None = None
     confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     provenance: Provenance | None = None
     properties: Properties | None = None
@@ -89,7 +90,7 @@ class EdgeSupersede(EntityData):
     type: str | None = Field(None, max_length=40)
     from_id: uuid.UUID | None = None
     to_id: uuid.UUID | None = None
-    at: datetime | None = Field(
+    at: StorableDatetime | None = Field(
         None, description="When the old fact stopped being true (default: now)"
     )
     confidence: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)
@@ -258,12 +259,13 @@ async def list_edges(
     venue_id: uuid.UUID,
     type: Annotated[str | None, Query(max_length=40)] = None,
     node_id: uuid.UUID | None = None,
-    as_of: Annotated[datetime | None, Query(description="Only facts valid at this time")] = None,
+    as_of: Annotated[
+        FilterDatetime | None,
+        Query(description="Only facts valid at this time (zone-less: UTC)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     cursor: uuid.UUID | None = None,
 ) -> Page:
-    if as_of is not None and as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
     items = await reads.list_edges(
         _resources(request).graph,
         str(tenant_of(principal)),

@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from api.auth.principal import Principal
-from api.entities import EntityType
+from api.entities import ID_RACE_ATTEMPTS, EntityType, id_taken_concurrently
 from api.errors import Conflict, NotFound, OverwatchError
 from api.journal import Change, Recorded, origin_of, tenant_transaction
 from api.resources import Resources
@@ -37,14 +38,23 @@ async def write(
     """
     assert principal.customer_id is not None
     customer_id = principal.customer_id
-    try:
-        async with tenant_transaction(resources, customer_id) as tx:
-            changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
-            outcome = await build(changes)
-            versions = await tx.record(changes.changes, origin_of(principal))
-    except ChangeRejected as exc:
-        raise as_error(exc) from exc
-    return outcome, Recorded(versions=versions, applied=tx.applied)
+    for attempt in range(1, ID_RACE_ATTEMPTS + 1):
+        try:
+            async with tenant_transaction(resources, customer_id) as tx:
+                changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
+                outcome = await build(changes)
+                versions = await tx.record(changes.changes, origin_of(principal))
+        except ChangeRejected as exc:
+            raise as_error(exc) from exc
+        except IntegrityError as exc:
+            # Another tenant took a new id meanwhile: build again, it now sees that.
+            if not id_taken_concurrently(exc):
+                raise
+            if attempt == ID_RACE_ATTEMPTS:
+                raise Conflict("the id is already in use", code="id_in_use") from exc
+            continue
+        return outcome, Recorded(versions=versions, applied=tx.applied)
+    raise AssertionError("unreachable")
 
 
 async def current_data(
