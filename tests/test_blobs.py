@@ -1,14 +1,20 @@
 """Blobs through the real S3-compatible server, used over HTTP exactly as a client would.
 
 The API runs in-process (ASGI), but every presigned URL it returns is used
-with a plain HTTP client against the store itself (moto on the local stack,
-MinIO under testcontainers), so the signatures, forms and keys are real.
+with a plain HTTP client against the store itself (SeaweedFS on the local
+stack, MinIO under testcontainers), so the signatures, forms and keys are real,
+and so are the store's refusals: a real store enforces the signed POST policy
+(key, content type, exact size) and refuses anonymous requests. The service's
+own checks in `complete` are the second line; their tests put objects with our
+own credentials to get past the first.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -92,6 +98,17 @@ async def post_form(
     )
 
 
+def refusal(response: httpx.Response) -> str:
+    """The S3 error code of a refused request (its XML body's `<Code>`)."""
+    found = re.search(r"<Code>([^<]+)</Code>", response.text)
+    return found.group(1) if found else ""
+
+
+def staged_key(ticket: dict[str, Any]) -> str:
+    """The key the upload form writes: never the blob's final `object_key`."""
+    return str(ticket["upload"]["fields"]["key"])
+
+
 def object_exists(s3: Any, settings: Settings, key: str) -> bool:
     try:
         s3.head_object(Bucket=settings.blob_bucket, Key=key)
@@ -109,7 +126,7 @@ def png_bytes(n: int = 2048) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(n)
 
 
-async def test_round_trip_upload_complete_download(client, tenant: Tenant, store, pg):
+async def test_round_trip_upload_complete_download(client, tenant: Tenant, store, s3, settings, pg):
     data = png_bytes()
     venue = await synced_entity(client, tenant, "venue")
     ticket = await ask_upload(
@@ -123,7 +140,8 @@ async def test_round_trip_upload_complete_download(client, tenant: Tenant, store
     blob_id = ticket["blob_id"]
     assert ticket["object_key"] == f"customers/{tenant.id}/blobs/{blob_id}"
     assert ticket["blob"]["state"] == "pending" and ticket["expires_in"] == 900
-    assert ticket["upload"]["fields"]["key"] == ticket["object_key"]
+    # The form writes a staging key; `complete` copies it to the final key.
+    assert staged_key(ticket) == f"staging/customers/{tenant.id}/blobs/{blob_id}"
 
     # Not downloadable before the upload is confirmed.
     early = await client.get(
@@ -132,9 +150,11 @@ async def test_round_trip_upload_complete_download(client, tenant: Tenant, store
     assert early.status_code == 409 and early.json()["error"]["code"] == "blob_not_available"
 
     uploaded = await post_form(store, ticket, data)
-    assert uploaded.status_code in (200, 201, 204), uploaded.text
+    assert uploaded.status_code == 204, uploaded.text
     done = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
     assert done.status_code == 200, done.text
+    assert object_exists(s3, settings, ticket["object_key"])
+    assert not object_exists(s3, settings, staged_key(ticket))
     assert done.json()["state"] == "available" and done.json()["actual_size"] == len(data)
     # Completing again changes nothing.
     again = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
@@ -174,28 +194,68 @@ async def test_get_alias_issues_the_same_ticket(client, tenant: Tenant, store):
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "validation_error"
 
 
-@pytest.mark.parametrize("sent_extra", [+3, -3], ids=["larger", "smaller"])
-async def test_upload_of_another_size_than_declared_never_becomes_available(
-    client, tenant: Tenant, store, s3, settings, sent_extra: int
+@pytest.mark.parametrize(
+    ("sent_extra", "code"),
+    [(+3, "EntityTooLarge"), (-3, "EntityTooSmall")],
+    ids=["larger", "smaller"],
+)
+async def test_store_refuses_an_upload_of_another_size_than_declared(
+    client, tenant: Tenant, store, s3, settings, sent_extra: int, code: str
 ):
+    """The policy's content-length-range is the declared size exactly: the
+    store itself answers 400 and stores nothing."""
     declared = png_bytes(1000)
-    sent = png_bytes(1000 + sent_extra)
     ticket = await ask_upload(client, tenant, declared)
-    blob_id, key = ticket["blob_id"], ticket["object_key"]
-    uploaded = await post_form(store, ticket, sent)
+    blob_id = ticket["blob_id"]
+    uploaded = await post_form(store, ticket, png_bytes(1000 + sent_extra))
+    assert uploaded.status_code == 400, uploaded.text
+    assert refusal(uploaded) == code
+    assert not object_exists(s3, settings, staged_key(ticket))
     completion = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
-    if uploaded.status_code >= 400:
-        # Real S3 and MinIO enforce the policy's content-length-range: nothing is stored.
-        assert completion.status_code == 409
-        assert completion.json()["error"]["code"] == "blob_not_uploaded"
-    else:
-        # moto (the local stack) does NOT enforce content-length-range (checked with
-        # moto 5.2.5): it stores the object, so `complete` must catch it with a HEAD,
-        # delete the object and answer 422.
-        assert completion.status_code == 422, completion.text
-        error = completion.json()["error"]
-        assert error["code"] == "size_mismatch"
-        assert error["details"] == {"declared_size": len(declared), "actual_size": len(sent)}
+    assert completion.status_code == 409
+    assert completion.json()["error"]["code"] == "blob_not_uploaded"
+    record = (await client.get(f"{BLOBS}/{blob_id}", headers=tenant.headers)).json()
+    assert record["state"] == "pending"
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=tenant.headers
+    )
+    assert download.status_code == 409
+    # The form still works for the declared bytes.
+    assert (await post_form(store, ticket, declared)).status_code == 204
+    done = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
+    assert done.status_code == 200 and done.json()["actual_size"] == len(declared)
+
+
+@pytest.mark.parametrize(
+    ("put", "code", "details"),
+    [
+        (
+            {"Body": b"x" * 1003, "ContentType": "image/png"},
+            "size_mismatch",
+            {"declared_size": 1000, "actual_size": 1003},
+        ),
+        (
+            {"Body": b"x" * 1000, "ContentType": "text/html"},
+            "content_type_mismatch",
+            {"declared": "image/png", "actual": "text/html"},
+        ),
+    ],
+    ids=["size", "content type"],
+)
+async def test_complete_rejects_and_deletes_what_the_policy_would_not_have_let_in(
+    client, tenant: Tenant, s3, settings, put: dict[str, Any], code: str, details: dict[str, Any]
+):
+    """The second line: bytes staged past the form (here with our own
+    credentials; in production a store that enforced less) never become
+    available. `complete` answers 422 and deletes them."""
+    ticket = await ask_upload(client, tenant, b"x" * 1000)
+    blob_id = ticket["blob_id"]
+    s3.put_object(Bucket=settings.blob_bucket, Key=staged_key(ticket), **put)
+    completion = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
+    assert completion.status_code == 422, completion.text
+    assert completion.json()["error"]["code"] == code
+    assert completion.json()["error"]["details"] == details
+    for key in (ticket["object_key"], staged_key(ticket)):
         assert not object_exists(s3, settings, key)
     record = (await client.get(f"{BLOBS}/{blob_id}", headers=tenant.headers)).json()
     assert record["state"] == "pending"
@@ -228,19 +288,62 @@ async def test_wrong_checksum_is_deleted_and_a_fresh_form_allows_a_retry(
     assert late.status_code == 409
 
 
-async def test_content_type_swapped_in_the_form_is_refused(
+async def test_store_refuses_a_form_with_another_content_type(
     client, tenant: Tenant, store, s3, settings
 ):
     data = png_bytes()
     ticket = await ask_upload(client, tenant, data)
     uploaded = await post_form(store, ticket, data, **{"Content-Type": "text/html"})
+    assert uploaded.status_code == 403, uploaded.text
+    assert not object_exists(s3, settings, staged_key(ticket))
     completion = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
-    if uploaded.status_code >= 400:  # a store that checks the policy refuses the form
-        assert completion.status_code == 409
-    else:  # moto stores it; the HEAD shows the other type
-        assert completion.status_code == 422
-        assert completion.json()["error"]["code"] == "content_type_mismatch"
-    assert not object_exists(s3, settings, ticket["object_key"])
+    assert completion.status_code == 409
+
+
+def _tamper_policy(fields: dict[str, str]) -> dict[str, str]:
+    """The signed policy with a wider size range, the signature left as it was."""
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    policy["conditions"] = [
+        ["content-length-range", 1, 2**30]
+        if isinstance(c, list) and c[0] == "content-length-range"
+        else c
+        for c in policy["conditions"]
+    ]
+    return {"policy": base64.b64encode(json.dumps(policy).encode()).decode()}
+
+
+def _tamper_signature(fields: dict[str, str]) -> dict[str, str]:
+    signature = fields["x-amz-signature"]
+    return {"x-amz-signature": ("0" if signature[0] != "0" else "1") + signature[1:]}
+
+
+@pytest.mark.parametrize("tamper", [_tamper_policy, _tamper_signature], ids=["policy", "signature"])
+async def test_store_refuses_a_tampered_policy_or_signature(
+    client, tenant: Tenant, store, s3, settings, tamper: Callable[[dict[str, str]], dict[str, str]]
+):
+    data = png_bytes()
+    ticket = await ask_upload(client, tenant, data)
+    forged = await post_form(store, ticket, data + b"more", **tamper(ticket["upload"]["fields"]))
+    assert forged.status_code == 403, forged.text
+    assert not object_exists(s3, settings, staged_key(ticket))
+
+
+async def test_store_refuses_anonymous_requests(client, tenant: Tenant, store, settings):
+    data = png_bytes()
+    ticket = await ask_upload(client, tenant, data)
+    assert (await post_form(store, ticket, data)).status_code == 204
+    bucket_url = f"{settings.blob_endpoint_url}/{settings.blob_bucket}"
+    for url, params in (
+        (bucket_url, {}),  # ListObjects
+        (bucket_url, {"list-type": "2"}),  # ListObjectsV2
+        (settings.blob_endpoint_url, {}),  # ListBuckets
+    ):
+        listing = await store.get(url, params=params)
+        assert listing.status_code == 403, (url, listing.status_code, listing.text)
+        assert refusal(listing) == "AccessDenied"
+        assert ticket["blob_id"] not in listing.text and "<Contents>" not in listing.text
+    unsigned = await store.get(f"{bucket_url}/{staged_key(ticket)}")  # no signature
+    assert unsigned.status_code == 403 and data not in unsigned.content
 
 
 async def test_complete_before_upload_answers_409_and_stays_pending(client, tenant: Tenant):
@@ -252,20 +355,25 @@ async def test_complete_before_upload_answers_409_and_stays_pending(client, tena
     ] == "pending"
 
 
-async def test_form_key_tampered_into_another_tenants_prefix(
+async def test_store_refuses_a_form_whose_key_was_changed(
     client, tenant: Tenant, other_tenant: Tenant, store, s3, settings
 ):
-    victim = await ask_upload(client, other_tenant, png_bytes(500))
+    victim = await ask_upload(client, other_tenant, png_bytes(400))
     attacker = await ask_upload(client, tenant, png_bytes(400))
-    forged = await post_form(store, attacker, png_bytes(400), key=victim["object_key"])
-    if forged.status_code >= 400:
-        # Real S3 and MinIO: the key is part of the signed policy; the form is refused.
-        assert not object_exists(s3, settings, victim["object_key"])
-    # moto accepts the forged form (it checks neither signature nor policy), so the
-    # API must make it useless: the attacker's own blob has no object ...
-    mine = await client.post(f"{BLOBS}/{attacker['blob_id']}/complete", headers=tenant.headers)
-    assert mine.status_code == 409
-    # ... the victim's blob is not reachable through the attacker's key ...
+    mine = attacker["object_key"]
+    for key in (
+        victim["object_key"],  # another tenant's blob
+        staged_key(victim),  # another tenant's staging key
+        mine,  # the attacker's own final key, skipping `complete`'s checks
+        f"customers/{tenant.id}/blobs/{uuid.uuid4()}",  # a key no record knows
+    ):
+        forged = await post_form(store, attacker, png_bytes(400), key=key)
+        assert forged.status_code == 403, (key, forged.text)
+        assert not object_exists(s3, settings, key)
+    # Nothing reached either blob, and the other tenant's stays out of reach.
+    assert (
+        await client.post(f"{BLOBS}/{attacker['blob_id']}/complete", headers=tenant.headers)
+    ).status_code == 409
     for method, url, params in (
         ("GET", f"{BLOBS}/{victim['blob_id']}", None),
         ("GET", f"{BLOBS}/download-url", {"blob_id": victim["blob_id"]}),
@@ -273,12 +381,10 @@ async def test_form_key_tampered_into_another_tenants_prefix(
     ):
         response = await client.request(method, url, params=params, headers=tenant.headers)
         assert response.status_code == 404, (method, url, response.text)
-    # ... and the victim never accepts bytes it did not declare.
     theirs = await client.post(
         f"{BLOBS}/{victim['blob_id']}/complete", headers=other_tenant.headers
     )
-    assert theirs.status_code in (409, 422)
-    assert not object_exists(s3, settings, victim["object_key"])
+    assert theirs.status_code == 409
     for t, ticket in ((tenant, attacker), (other_tenant, victim)):
         record = (await client.get(f"{BLOBS}/{ticket['blob_id']}", headers=t.headers)).json()
         assert record["state"] == "pending"
@@ -582,6 +688,8 @@ async def test_unknown_or_malformed_ids(client, tenant: Tenant, path: str):
 
 
 def test_blob_content_types_setting_is_read_from_json(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "development")  # accept the default secrets
+    monkeypatch.setenv("ENVIRONMENT", "development")  # the default secrets load
     monkeypatch.setenv("BLOB_CONTENT_TYPES", '{"Image/PNG": 1024, "application/vnd.las": 2048}')
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.blob_content_types == {"image/png": 1024, "application/vnd.las": 2048}
@@ -589,3 +697,29 @@ def test_blob_content_types_setting_is_read_from_json(monkeypatch):
         monkeypatch.setenv("BLOB_CONTENT_TYPES", bad)
         with pytest.raises(ValidationError):
             Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+async def test_a_used_form_cannot_replace_verified_bytes(client, tenant: Tenant, store):
+    """Issue 14 item 4: the form stays valid until it expires, but after `complete`
+    it must no longer reach the bytes that downloads serve."""
+    data = png_bytes()
+    ticket = await ask_upload(client, tenant, data, sha256=hashlib.sha256(data).hexdigest())
+    blob_id = ticket["blob_id"]
+    assert (await post_form(store, ticket, data)).status_code == 204
+    done = await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)
+    assert done.status_code == 200, done.text
+
+    replacement = png_bytes()  # same size and type: within the signed policy
+    assert len(replacement) == len(data) and replacement != data
+    again = await post_form(store, ticket, replacement)
+    assert again.status_code == 204, again.text  # the store still honours the form ...
+    assert (await client.post(f"{BLOBS}/{blob_id}/complete", headers=tenant.headers)).json()[
+        "completed_at"
+    ] == done.json()["completed_at"]
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": blob_id}, headers=tenant.headers
+    )
+    assert download.status_code == 200, download.text
+    served = await store.get(download.json()["url"])
+    assert served.status_code == 200
+    assert served.content == data  # ... but the verified bytes are out of its reach

@@ -1,11 +1,14 @@
 """Blobs: presigned uploads and downloads, confirmed against the store, linked to the graph.
 
 Bytes never pass through the API (except to check a declared SHA-256 the store
-cannot vouch for, see `complete_upload`). The API signs a POST form for one
-object key under the tenant's prefix, the client uploads to the store, then
-calls `complete`: a HEAD confirms size, type and checksum before the record
-becomes `available` and downloadable. boto3 is blocking, so every store call
-runs in a worker thread.
+cannot vouch for, see `complete_upload`). The API signs a POST form for the
+blob's *staging* key, the client uploads to the store, then calls `complete`:
+the store copies the staging object to the blob's final key (server side),
+and a HEAD of the final object confirms size, type and checksum before the
+record becomes `available` and downloadable. No form is ever signed for a
+final key, so a form that is still valid after `complete` can only write the
+staging key again: verified bytes are immutable to the upload credential.
+boto3 is blocking, so every store call runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -37,9 +40,21 @@ MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 HASH_CHUNK_BYTES = 1 << 20
 
 
+STAGING_PREFIX = "staging/"
+
+
 def object_key(customer_id: uuid.UUID, blob_id: uuid.UUID) -> str:
     """Where a blob lives: every object of a tenant is under `customers/<customer_id>/`."""
     return f"customers/{customer_id}/blobs/{blob_id}"
+
+
+def staging_key(final_key: str) -> str:
+    """Where upload forms put a blob's bytes until `complete` copies them to `final_key`.
+
+    One prefix for every tenant, so an operator can expire abandoned uploads
+    with a single lifecycle rule (see docs/blobs.md).
+    """
+    return STAGING_PREFIX + final_key
 
 
 async def _store(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -101,13 +116,33 @@ def _stored_sha256(head: dict[str, Any]) -> str | None:
         return None
 
 
+def _promote(s3: Any, bucket: str, final_key: str) -> bool:
+    """Copy the staging object to `final_key` inside the store, then delete it.
+
+    False when nothing is staged. The copy keeps the content type (metadata
+    directive COPY); one CopyObject takes up to 5 GiB, the cap of a presigned
+    POST. Deleting after copying makes a retry after a crash harmless: either
+    the staging object is still there and is copied again, or it is gone and
+    the final object is what gets checked.
+    """
+    source = staging_key(final_key)
+    try:
+        s3.copy_object(Bucket=bucket, Key=final_key, CopySource={"Bucket": bucket, "Key": source})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
+            return False
+        raise
+    s3.delete_object(Bucket=bucket, Key=source)
+    return True
+
+
 def _presign_post(resources: Resources, blob: Blob) -> dict[str, Any]:
     settings = resources.settings
-    # The store checks the policy: exactly this key, this content type and
-    # this size (content-length-range), signed by our credentials.
+    # The store checks the policy: exactly the staging key, this content type
+    # and this size (content-length-range), signed by our credentials.
     post: dict[str, Any] = resources.s3_public.generate_presigned_post(
         Bucket=settings.blob_bucket,
-        Key=blob.object_key,
+        Key=staging_key(blob.object_key),
         Fields={"Content-Type": blob.content_type},
         Conditions=[
             {"Content-Type": blob.content_type},
@@ -226,16 +261,20 @@ async def complete_upload(
 ) -> Blob:
     """Confirm the uploaded object and make the blob `available` (idempotent).
 
-    A HEAD must show exactly the declared size and content type. A declared
-    SHA-256 is compared with the store's own full-object checksum when it has
-    one, otherwise the object is read once and hashed here. An object that
-    does not match is deleted and the call answers 422; nothing uploaded yet
-    answers 409. The row is locked, so a concurrent delete or completion waits.
+    The staged upload is first copied to the blob's final key, out of reach of
+    the upload form, so what is checked below is exactly what downloads will
+    serve. A HEAD of the final object must show exactly the declared size and
+    content type. A declared SHA-256 is compared with the store's own
+    full-object checksum when it has one, otherwise the object is read once
+    and hashed here. An object that does not match is deleted and the call
+    answers 422; nothing uploaded yet answers 409. The row is locked, so a
+    concurrent delete or completion waits.
     """
     blob = await get_blob(session, customer_id, blob_id, for_update=True)
     if blob.state == "available":
         return blob
     bucket = resources.settings.blob_bucket
+    await _store(_promote, resources.s3, bucket, blob.object_key)
     head = await _store(_head, resources.s3, bucket, blob.object_key)
     if head is None:
         raise Conflict("nothing has been uploaded for this blob yet", code="blob_not_uploaded")
@@ -359,7 +398,7 @@ async def list_blobs(
 async def delete_blob(
     session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
 ) -> None:
-    """Remove the record and the object.
+    """Remove the record, the object and anything still staged for it.
 
     The row goes first (uncommitted): if the store then fails, the request
     rolls back and the record still points at its object. Deleting an object
@@ -367,7 +406,7 @@ async def delete_blob(
     """
     blob = await get_blob(session, customer_id, blob_id, for_update=True)
     await repository.remove(session, blob)
-    await _store(
-        resources.s3.delete_object, Bucket=resources.settings.blob_bucket, Key=blob.object_key
-    )
+    bucket = resources.settings.blob_bucket
+    for key in (blob.object_key, staging_key(blob.object_key)):
+        await _store(resources.s3.delete_object, Bucket=bucket, Key=key)
     log.info("blob.deleted", blob_id=str(blob.id))
