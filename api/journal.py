@@ -13,7 +13,14 @@
    version order, under the tenant's apply lock.
 3. `reconcile_all` runs `apply_pending` for every tenant with pending rows
    (startup, timer, `overwatch reconcile`). If Neo4j is down, rows stay
-   `pending` and the frontier stops before the first of them.
+   `pending`: the projection lags (`projection_status`), sync does not wait.
+4. A row Neo4j refuses (a client error, not an outage) never holds its tenant
+   back: `apply_pending` bisects the batch until the refused rows stand alone,
+   marks each `failed` with Neo4j's error, and applies the rows after it.
+   `retry_failed` (`overwatch reconcile --retry-failed`) puts them back.
+
+Sync reads only Postgres: pull, bootstrap and status are bounded by the
+tenant's committed head (`HEAD_SQL`), never by what Neo4j has applied.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 
 import orjson
 import structlog
-from neo4j.exceptions import ServiceUnavailable
+from neo4j.exceptions import ClientError, ServiceUnavailable
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -59,6 +66,27 @@ JOURNAL_APPLY_FAILURES = Counter(
 JOURNAL_PENDING = Gauge(
     "overwatch_journal_pending_rows",
     "Journal rows not yet applied to Neo4j (sampled by the reconciler).",
+)
+JOURNAL_ROWS_FAILED = Counter(
+    "overwatch_journal_rows_failed_total",
+    "Journal rows Neo4j refused, isolated and marked failed.",
+)
+# Sampled from Postgres by the reconciler and by /readyz (every process sees
+# every tenant: alert on the maximum across processes). No tenant label: one
+# series per tenant would grow without bound; `overwatch projection` names them.
+PROJECTION_LAG_VERSIONS = Gauge(
+    "overwatch_projection_lag_versions",
+    "Largest number of versions any tenant's Neo4j projection is behind its committed head.",
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "overwatch_projection_lag_seconds",
+    "Age of the oldest journal row not yet applied to Neo4j, over all tenants.",
+)
+PROJECTION_LAGGING_TENANTS = Gauge(
+    "overwatch_projection_lagging_tenants", "Tenants with journal rows not yet applied to Neo4j."
+)
+PROJECTION_FAILED_ROWS = Gauge(
+    "overwatch_projection_failed_rows", "Journal rows marked failed (Neo4j refused them)."
 )
 
 
@@ -244,6 +272,11 @@ _MARK_APPLIED = text(
     "UPDATE sync_journal SET state = 'applied', applied_at = now() "
     "WHERE customer_id = :customer_id AND state = 'pending' AND version <= :upto"
 )
+_MARK_FAILED = text(
+    "UPDATE sync_journal j SET state = 'failed', error = f.error, failed_at = now() "
+    "FROM unnest(CAST(:versions AS bigint[]), CAST(:errors AS text[])) AS f(version, error) "
+    "WHERE j.customer_id = :customer_id AND j.version = f.version AND j.state = 'pending'"
+)
 # The tenant's apply lock: held by whoever applies its journal to Neo4j.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
 _HOLD = text("SELECT pg_advisory_lock(hashtextextended(CAST(:customer_id AS text), 7))")
@@ -259,6 +292,80 @@ _ANY_PENDING = text(
     "WHERE customer_id = :customer_id AND state = 'pending')"
 )
 
+# Neo4j refused the statement itself (a value it cannot store, a constraint,
+# a statement that fails on these rows): the same rows fail again however often
+# they are retried. Anything else (connection lost, timeouts, transient and
+# database errors, authentication) is an outage: the rows stay pending.
+_REFUSAL_CODES = (
+    "Neo.ClientError.Statement.",
+    "Neo.ClientError.Schema.",
+    "Neo.ClientError.Request.",
+)
+ERROR_TEXT_LIMIT = 2000
+
+
+def refused_rows(exc: BaseException) -> bool:
+    """True when `exc` means Neo4j (or the driver, encoding the rows) refused the
+    rows sent, rather than being unavailable."""
+    if isinstance(exc, ClientError):
+        return (exc.code or "").startswith(_REFUSAL_CODES)
+    # Raised before anything reached Neo4j: building a row from its payload
+    # (graph/projection.py `to_row`) or encoding a value (an integer beyond 64 bits).
+    return isinstance(exc, ValueError | TypeError | KeyError | OverflowError)
+
+
+@dataclass
+class Applied:
+    """What one `_apply_isolating` pass settled, in version order."""
+
+    through: int | None = None  # every change up to this version is applied or failed
+    applied: int = 0
+    failed: list[tuple[GraphChange, str]] = field(default_factory=list)
+
+
+async def _apply_isolating(
+    resources: Resources, changes: Sequence[GraphChange], outcome: Applied
+) -> None:
+    """Apply `changes` in order; when Neo4j refuses a batch, bisect it.
+
+    Each half is applied in its own transaction, left before right, so the
+    tenant's order holds; a single refused change is recorded in
+    `outcome.failed`. One refused row among n costs about 2·log2(n) extra
+    transactions. A batch that fails only as a whole (some interaction between
+    its statements) is applied in smaller pieces and nothing is marked failed.
+    Outages propagate: `outcome` says how far it got.
+    """
+    try:
+        await apply_changes(resources.graph, changes)
+    except Exception as exc:
+        if not refused_rows(exc):
+            raise
+        if len(changes) == 1:
+            outcome.failed.append((changes[0], f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]))
+            outcome.through = changes[0].version
+            return
+        middle = len(changes) // 2
+        await _apply_isolating(resources, changes[:middle], outcome)
+        await _apply_isolating(resources, changes[middle:], outcome)
+        return
+    outcome.applied += len(changes)
+    outcome.through = changes[-1].version
+
+
+async def _settle(session: AsyncSession, customer_id: uuid.UUID, outcome: Applied) -> None:
+    """Mark what `outcome` settled: refused rows `failed` first, then the rest applied."""
+    if outcome.failed:
+        await session.execute(
+            _MARK_FAILED,
+            {
+                "customer_id": customer_id,
+                "versions": [change.version for change, _ in outcome.failed],
+                "errors": [error for _, error in outcome.failed],
+            },
+        )
+    if outcome.through is not None:
+        await session.execute(_MARK_APPLIED, {"customer_id": customer_id, "upto": outcome.through})
+
 
 async def apply_pending(
     resources: Resources, customer_id: uuid.UUID, known: dict[int, GraphChange] | None = None
@@ -266,12 +373,17 @@ async def apply_pending(
     """Apply every pending change of a tenant to Neo4j in version order.
 
     Serialised per tenant by an advisory lock, so two processes never apply a
-    tenant's changes out of order. Raises if Neo4j fails; rows stay pending.
+    tenant's changes out of order. A change Neo4j refuses is marked `failed`
+    and the later ones are applied (`_apply_isolating`). Raises if Neo4j is
+    unavailable: what was applied before is marked, the rest stays pending.
     `known` holds changes the caller just journaled: when the pending rows are
     exactly those, their payloads are not read back from Postgres.
+    Returns how many rows were applied.
     """
     total = 0
     while True:
+        outage: Exception | None = None
+        outcome = Applied()
         async with unit_of_work(resources.sessions) as session:
             # The lock is its own statement on purpose: the next statement's
             # snapshot then includes rows another applier marked while we waited.
@@ -298,18 +410,36 @@ async def apply_pending(
             if not changes:
                 return total
             try:
-                await apply_changes(resources.graph, changes)
-            except Exception:
+                await _apply_isolating(resources, changes, outcome)
+            except Exception as exc:
                 JOURNAL_APPLY_FAILURES.inc()
-                raise
-            await session.execute(
-                _MARK_APPLIED, {"customer_id": customer_id, "upto": changes[-1].version}
-            )
-        total += len(changes)
-        JOURNAL_APPLIED.inc(len(changes))
+                outage = exc
+            await _settle(session, customer_id, outcome)
+        total += outcome.applied
+        JOURNAL_APPLIED.inc(outcome.applied)
+        _report_failed(customer_id, outcome.failed)
+        if outage is not None:
+            raise outage
         known = None
         if len(changes) < APPLY_BATCH:
             return total
+
+
+def _report_failed(customer_id: uuid.UUID, failed: list[tuple[GraphChange, str]]) -> None:
+    """Count and log each refused row once: when it is marked failed (it is not retried)."""
+    if not failed:
+        return
+    JOURNAL_ROWS_FAILED.inc(len(failed))
+    for change, error in failed:
+        log.error(
+            "journal.row_failed",
+            customer_id=str(customer_id),
+            version=change.version,
+            entity_type=change.entity_type,
+            entity_id=change.entity_id,
+            op=change.op,
+            error=error[:300],
+        )
 
 
 def as_graph_changes(
@@ -563,24 +693,44 @@ async def tenant_transaction(
         await tx.apply_later()
 
 
-# The frontier as an SQL expression of `:customer_id`, for statements that
-# read it together with other things (api/sync/pull.py).
-FRONTIER_SQL = (
-    "COALESCE("
+# The tenant's committed head, as an SQL expression of `:customer_id` for
+# statements that read it together with the rows it bounds (api/sync/pull.py).
+# Versions are allocated from this counter row in the transaction that writes
+# their journal and entity rows, and the row lock passes to the next writer
+# only once that transaction is committed (and visible). So a snapshot that
+# sees the counter at V sees every change at or below V: read in the same
+# statement (one snapshot) as a page, nothing at or below it can turn up later.
+HEAD_SQL = "COALESCE((SELECT version FROM customer_versions WHERE customer_id = :customer_id), 0)"
+_HEAD = text("SELECT " + HEAD_SQL)
+
+# How far Neo4j has applied the tenant's journal: every version at or below it
+# is applied or failed (none pending). Not a bound for sync any more.
+APPLIED_THROUGH_SQL = (
+    "COALESCE("  # noqa: S608 (constant SQL)
     " (SELECT min(version) - 1 FROM sync_journal "
     "  WHERE customer_id = :customer_id AND state = 'pending'),"
-    " (SELECT version FROM customer_versions WHERE customer_id = :customer_id), 0)"
+    f" {HEAD_SQL})"
 )
-_FRONTIER = text("SELECT " + FRONTIER_SQL)
+_APPLIED_THROUGH = text("SELECT " + APPLIED_THROUGH_SQL)
 
 
-async def frontier(session: AsyncSession, customer_id: uuid.UUID) -> int:
-    """The highest version V such that every change of the tenant ≤ V is applied.
+async def committed_head(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """The tenant's committed head: every change at or below it is committed."""
+    return int((await session.execute(_HEAD, {"customer_id": customer_id})).scalar_one())
+
+
+async def applied_through(session: AsyncSession, customer_id: uuid.UUID) -> int:
+    """The highest version V such that every change of the tenant ≤ V reached
+    Neo4j (applied) or was refused by it (failed).
 
     One statement, one snapshot: a committed counter value implies its journal
     rows are committed too (same transaction), so nothing unseen lies below V.
     """
-    return int((await session.execute(_FRONTIER, {"customer_id": customer_id})).scalar_one())
+    return int((await session.execute(_APPLIED_THROUGH, {"customer_id": customer_id})).scalar_one())
+
+
+# The name sync used before it stopped waiting for Neo4j (tests and tools).
+frontier = applied_through
 
 
 _PENDING_COUNT = text(
@@ -593,31 +743,248 @@ async def pending_count(session: AsyncSession, customer_id: uuid.UUID) -> int:
     return int((await session.execute(_PENDING_COUNT, {"customer_id": customer_id})).scalar_one())
 
 
-async def reconcile_all(resources: Resources) -> dict[str, int]:
-    """Re-apply pending rows of every tenant, oldest tenants first."""
+@dataclass(frozen=True)
+class Projection:
+    """How far one tenant's Neo4j projection is behind its journal.
+
+    `applied_through`: every version at or below it is applied (or failed);
+    `lag_versions`: committed head minus applied_through; `lag_seconds`: age
+    of the oldest pending row (0 when none); `pending` and `failed`: row counts.
+    """
+
+    customer_id: str
+    head: int
+    applied_through: int
+    lag_versions: int
+    lag_seconds: float
+    pending: int
+    failed: int
+
+    @property
+    def lagging(self) -> bool:
+        return self.pending > 0
+
+
+# Only tenants with pending or failed rows, through the two partial indexes.
+_PROJECTION = """
+WITH p AS (
+  SELECT customer_id, min(version) AS first_pending, count(*) AS pending,
+         EXTRACT(EPOCH FROM now() - min(created_at)) AS lag_seconds
+  FROM sync_journal WHERE state = 'pending' {where} GROUP BY customer_id
+), f AS (
+  SELECT customer_id, count(*) AS failed FROM sync_journal
+  WHERE state = 'failed' {where} GROUP BY customer_id
+)
+SELECT cv.customer_id, cv.version AS head,
+       COALESCE(p.first_pending - 1, cv.version) AS applied_through,
+       COALESCE(p.lag_seconds, 0) AS lag_seconds,
+       COALESCE(p.pending, 0) AS pending, COALESCE(f.failed, 0) AS failed
+FROM customer_versions cv LEFT JOIN p USING (customer_id) LEFT JOIN f USING (customer_id)
+WHERE {tenants}
+ORDER BY cv.customer_id
+"""
+_PROJECTION_ALL = text(
+    _PROJECTION.format(where="", tenants="p.customer_id IS NOT NULL OR f.customer_id IS NOT NULL")
+)
+_PROJECTION_ONE = text(
+    _PROJECTION.format(
+        where="AND customer_id = :customer_id", tenants="cv.customer_id = :customer_id"
+    )
+)
+
+
+def _projection(row: Any) -> Projection:
+    return Projection(
+        customer_id=str(row.customer_id),
+        head=int(row.head),
+        applied_through=int(row.applied_through),
+        lag_versions=int(row.head) - int(row.applied_through),
+        lag_seconds=round(max(float(row.lag_seconds), 0.0), 3),
+        pending=int(row.pending),
+        failed=int(row.failed),
+    )
+
+
+async def projection_status(session: AsyncSession, customer_id: uuid.UUID) -> Projection:
+    """One tenant's projection lag (read from Postgres only; Neo4j may be down)."""
+    row = (await session.execute(_PROJECTION_ONE, {"customer_id": customer_id})).first()
+    if row is None:
+        return Projection(str(customer_id), 0, 0, 0, 0.0, 0, 0)
+    return _projection(row)
+
+
+async def projection_overview(session: AsyncSession) -> list[Projection]:
+    """Every tenant whose projection lags or holds failed rows; also sets the gauges."""
+    found = [_projection(r) for r in (await session.execute(_PROJECTION_ALL)).all()]
+    PROJECTION_LAG_VERSIONS.set(max((p.lag_versions for p in found), default=0))
+    PROJECTION_LAG_SECONDS.set(max((p.lag_seconds for p in found), default=0.0))
+    PROJECTION_LAGGING_TENANTS.set(sum(1 for p in found if p.lagging))
+    PROJECTION_FAILED_ROWS.set(sum(p.failed for p in found))
+    JOURNAL_PENDING.set(sum(p.pending for p in found))
+    return found
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    customer_id: str
+    version: int
+    entity_type: str
+    entity_id: str
+    op: str
+    error: str
+    failed_at: str
+
+
+_FAILED_ROWS = text(
+    "SELECT customer_id, version, entity_type, entity_id, op, error, failed_at FROM sync_journal "
+    "WHERE state = 'failed' AND (CAST(:customer_id AS uuid) IS NULL OR customer_id = :customer_id) "
+    "ORDER BY customer_id, version LIMIT :limit"
+)
+
+
+async def failed_rows(
+    session: AsyncSession, customer_id: uuid.UUID | None = None, limit: int = 1000
+) -> list[FailedRow]:
+    """Journal rows Neo4j refused, oldest first (all tenants unless one is named)."""
+    rows = (await session.execute(_FAILED_ROWS, {"customer_id": customer_id, "limit": limit})).all()
+    return [
+        FailedRow(
+            customer_id=str(r.customer_id),
+            version=int(r.version),
+            entity_type=r.entity_type,
+            entity_id=str(r.entity_id),
+            op=r.op,
+            error=r.error or "",
+            failed_at=r.failed_at.isoformat() if r.failed_at else "",
+        )
+        for r in rows
+    ]
+
+
+# A failed row that is still its entity's latest change goes back to pending.
+# One that a later change superseded is settled by that change: replaying it
+# could bring back what the later change deleted, so it is marked applied
+# (skipped) with a note, and is never sent.
+_RETRY_FAILED = text("""
+WITH latest AS (
+  SELECT j.version, COALESCE(e.version, j.version) AS latest
+  FROM sync_journal j LEFT JOIN sync_entities e
+    ON e.customer_id = j.customer_id AND e.entity_type = j.entity_type
+   AND e.entity_id = j.entity_id
+  WHERE j.customer_id = :customer_id AND j.state = 'failed'
+), retried AS (
+  UPDATE sync_journal j SET
+    state = CASE WHEN l.latest > j.version THEN 'applied' ELSE 'pending' END,
+    applied_at = CASE WHEN l.latest > j.version THEN now() END,
+    error = CASE WHEN l.latest > j.version
+                 THEN 'superseded by version ' || l.latest || '; was: ' || j.error END,
+    failed_at = NULL
+  FROM latest l
+  WHERE j.customer_id = :customer_id AND j.version = l.version
+  RETURNING j.state
+)
+SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
+       count(*) FILTER (WHERE state = 'applied') AS superseded
+FROM retried
+""")
+_FAILED_TENANTS = text(
+    "SELECT DISTINCT customer_id FROM sync_journal WHERE state = 'failed' "
+    "AND (CAST(:customer_id AS uuid) IS NULL OR customer_id = :customer_id)"
+)
+
+
+async def retry_failed(resources: Resources, customer_id: uuid.UUID) -> tuple[int, int]:
+    """Put the tenant's failed rows back to pending (see `_RETRY_FAILED`);
+    returns (rows to apply again, superseded rows settled).
+
+    Under the tenant's apply lock, so no applier is between reading its batch
+    and marking it while older rows turn pending again.
+    """
+    async with unit_of_work(resources.sessions) as session:
+        await session.execute(_LOCK, {"customer_id": str(customer_id)})
+        row = (await session.execute(_RETRY_FAILED, {"customer_id": customer_id})).one()
+    return int(row.pending), int(row.superseded)
+
+
+@dataclass
+class Reconciled:
+    """What one reconcile pass did, per tenant (customer id as text)."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # tenant -> the outage's error
+    retried: int = 0
+    superseded: int = 0
+    projection: list[Projection] = field(default_factory=list)  # lagging or failed, after
+
+    @property
+    def failed_rows(self) -> int:
+        return sum(p.failed for p in self.projection)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing is pending and nothing failed."""
+        return not self.unavailable and not self.projection
+
+
+_PENDING_TENANTS = text(
+    "SELECT customer_id FROM sync_journal WHERE state = 'pending' "
+    "AND (CAST(:customer_id AS uuid) IS NULL OR customer_id = :customer_id) "
+    "GROUP BY customer_id ORDER BY min(created_at)"
+)
+
+
+async def reconcile(
+    resources: Resources,
+    *,
+    retry: bool = False,
+    customers: Sequence[uuid.UUID] | None = None,
+) -> Reconciled:
+    """Apply the pending rows of every tenant (or of `customers`), oldest first.
+
+    With `retry`, failed rows are first put back (`retry_failed`). A tenant
+    whose apply fails for an outage is reported in `unavailable`; the others
+    carry on. Afterwards `projection` lists every tenant still lagging or
+    holding failed rows.
+    """
+    report = Reconciled()
+    scope: Sequence[uuid.UUID | None] = customers or [None]
+    if retry:
+        for one in scope:
+            async with resources.sessions() as session:
+                ids = list((await session.execute(_FAILED_TENANTS, {"customer_id": one})).scalars())
+            for customer_id in ids:
+                pending, superseded = await retry_failed(resources, customer_id)
+                report.retried += pending
+                report.superseded += superseded
+    pending_tenants: list[uuid.UUID] = []
     async with resources.sessions() as session:
-        pending = (
-            await session.execute(
-                text(
-                    "SELECT customer_id, count(*) AS n FROM sync_journal WHERE state = 'pending' "
-                    "GROUP BY customer_id ORDER BY min(created_at)"
-                )
-            )
-        ).all()
-    JOURNAL_PENDING.set(sum(r.n for r in pending))
-    applied: dict[str, int] = {}
-    for row in pending:
+        for one in scope:
+            pending_tenants += (
+                await session.execute(_PENDING_TENANTS, {"customer_id": one})
+            ).scalars()
+    for customer_id in pending_tenants:
         try:
-            applied[str(row.customer_id)] = await apply_pending(resources, row.customer_id)
+            report.applied[str(customer_id)] = await apply_pending(resources, customer_id)
         except Exception as exc:
+            report.unavailable[str(customer_id)] = error_text(exc)
             log.warning(
-                "journal.reconcile_failed",
-                customer_id=str(row.customer_id),
-                error=error_text(exc),
+                "journal.reconcile_failed", customer_id=str(customer_id), error=error_text(exc)
             )
-    if applied:
-        log.info("journal.reconciled", tenants=len(applied), rows=sum(applied.values()))
-    return applied
+    async with resources.sessions() as session:
+        overview = await projection_overview(session)
+    wanted = {str(c) for c in customers} if customers else None
+    report.projection = [p for p in overview if wanted is None or p.customer_id in wanted]
+    if report.applied:
+        log.info(
+            "journal.reconciled", tenants=len(report.applied), rows=sum(report.applied.values())
+        )
+    return report
+
+
+async def reconcile_all(resources: Resources) -> dict[str, int]:
+    """Re-apply pending rows of every tenant, oldest tenants first (the timer
+    loop and startup); returns rows applied per tenant. See `reconcile`."""
+    return (await reconcile(resources)).applied
 
 
 @dataclass
@@ -628,6 +995,8 @@ class Drift:
     # graph has, but the journal deleted or never had:
     unexpected: list[tuple[str, str]] = field(default_factory=list)
     stale: list[tuple[str, str, int, int]] = field(default_factory=list)  # type, id, graph, journal
+    # Rows Neo4j refused; their entities are left out of the three lists above.
+    failed: list[FailedRow] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -638,7 +1007,11 @@ VERIFIED_TYPES = ("venue", "world_node", "world_edge", "operation", "kit", "dron
 
 
 async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
-    """Compare what Neo4j holds with the latest state the journal implies."""
+    """Compare what Neo4j holds with the latest state the journal implies.
+
+    An entity whose latest change failed is reported under `failed`, not as
+    drift: its state in Neo4j is known to differ, and why.
+    """
     async with resources.sessions() as session:
         expected_rows = (
             await session.execute(
@@ -650,15 +1023,21 @@ async def verify(resources: Resources, customer_id: uuid.UUID) -> Drift:
             )
         ).all()
         pending = await pending_count(session, customer_id)
+        failed = await failed_rows(session, customer_id)
     expected = {(r.entity_type, str(r.entity_id)): int(r.version) for r in expected_rows}
     stored = await stored_versions(resources.graph, str(customer_id), VERIFIED_TYPES)
-    drift = Drift(customer_id=str(customer_id), pending=pending)
+    # The latest failed version per entity: it excuses the entity while it is
+    # still the entity's latest change (a later change that applied does not).
+    excused = {(f.entity_type, f.entity_id): f.version for f in failed}
+    drift = Drift(customer_id=str(customer_id), pending=pending, failed=failed)
     for key, version in expected.items():
+        if excused.get(key, -1) >= version:
+            continue
         if key not in stored:
             drift.missing.append(key)
         elif stored[key] != version:
             drift.stale.append((key[0], key[1], stored[key], version))
-    drift.unexpected = [key for key in stored if key not in expected]
+    drift.unexpected = [key for key in stored if key not in expected and key not in excused]
     return drift
 
 

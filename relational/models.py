@@ -122,6 +122,13 @@ class JournalEntry(Base):
             "version",
             postgresql_where=text("state = 'pending'"),
         ),
+        Index(
+            "ix_sync_journal_failed",
+            "customer_id",
+            "version",
+            postgresql_where=text("state = 'failed'"),
+        ),
+        CheckConstraint("state IN ('pending', 'applied', 'failed')", name="state"),
     )
 
     customer_id: Mapped[uuid.UUID] = mapped_column(
@@ -137,6 +144,9 @@ class JournalEntry(Base):
     state: Mapped[str] = mapped_column(String(8), nullable=False, default="pending")
     created_at: Mapped[datetime] = _now()
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # `failed`: Neo4j refused the row; its error, kept for `overwatch verify`.
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SyncEntity(Base):

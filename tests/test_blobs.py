@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from api.blobstore import COPY_READ_TIMEOUT_SECONDS, copy_client
 from api.resources import create_s3_client
 from api.settings import Settings
 from tests.conftest import Tenant
@@ -723,3 +724,14 @@ async def test_a_used_form_cannot_replace_verified_bytes(client, tenant: Tenant,
     served = await store.get(download.json()["url"])
     assert served.status_code == 200
     assert served.content == data  # ... but the verified bytes are out of its reach
+
+
+def test_the_copy_on_complete_may_wait_for_a_large_object(app):
+    """A server-side copy answers only when it is done: about 40 s for 2 GiB on
+    the local SeaweedFS, far beyond the read timeout of the API's other calls."""
+    resources = app.state.resources
+    copier = copy_client(resources)
+    assert copier is copy_client(resources)  # one per process
+    assert copier.meta.config.read_timeout == COPY_READ_TIMEOUT_SECONDS >= 600
+    assert resources.s3.meta.config.read_timeout < COPY_READ_TIMEOUT_SECONDS
+    assert copier.meta.endpoint_url == resources.s3.meta.endpoint_url

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.blobs import repository
 from api.blobs.schemas import BlobOut, DownloadTicket, PresignedPost, UploadRequest, UploadTicket
+from api.blobstore import copy_client
 from api.errors import Conflict, DependencyUnavailable, Invalid, NotFound
 from api.resources import Resources
 from api.sync.envelopes import note_blobs
@@ -274,7 +275,7 @@ async def complete_upload(
     if blob.state == "available":
         return blob
     bucket = resources.settings.blob_bucket
-    await _store(_promote, resources.s3, bucket, blob.object_key)
+    await _store(_promote, copy_client(resources), bucket, blob.object_key)
     head = await _store(_head, resources.s3, bucket, blob.object_key)
     if head is None:
         raise Conflict("nothing has been uploaded for this blob yet", code="blob_not_uploaded")

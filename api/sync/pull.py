@@ -1,14 +1,23 @@
 """`GET /sync/pull`, `GET /sync/bootstrap`, `GET /sync/status`.
 
+Sync reads only Postgres and never waits for Neo4j (DESIGN.md §4). Every
+answer is bounded by the tenant's committed head (`HEAD_SQL`): versions are
+allocated under the tenant's counter row lock in the transaction that writes
+their rows, so a snapshot that sees the counter at V sees every change up to V.
+The `frontier` of pull and status is that head (the name stays for
+compatibility: it used to be the last version Neo4j had applied); how far
+Neo4j lags is reported apart, in status's `projection`.
+
 Pull reads `sync_entities` (the latest state of every entity, tombstones
 included): each entity appears once, in its latest state. Only versions in
-`(since, frontier]` are handed out, so a change not yet applied to Neo4j
-holds the cursor back instead of being skipped. An entity changed again after
-the frontier is left out now and handed out, in its newer state, once the
-frontier passes it.
+`(since, head]` are handed out, read with the head and the retention horizon
+in one statement (one snapshot), so neither a writer committing nor `overwatch
+prune` removing tombstones in between can make a client skip a change. An
+entity changed again after the head is left out now and handed out, in its
+newer state, by a later pull.
 
-Bootstrap streams the live entities at `snapshot_version` (the frontier when
-it started) as NDJSON, parents first, straight from a server-side cursor, so
+Bootstrap streams the live entities at `snapshot_version` (the head when it
+started) as NDJSON, parents first, straight from a server-side cursor, so
 memory stays flat whatever the tenant's size. Resuming: every page's `end`
 line carries `next` (a `type:id` position); call again with the same
 `snapshot_version` and `after=<next>`. Entities that changed after the
@@ -29,41 +38,46 @@ from sqlalchemy import text
 
 from api.auth.principal import Principal
 from api.errors import Invalid, NotFound, OverwatchError
-from api.journal import FRONTIER_SQL, frontier, pending_count
+from api.journal import HEAD_SQL, projection_status
 from api.resources import Resources
 from api.sync.envelopes import ENVELOPE_SQL, TYPE_RANK
-from api.sync.schemas import SYNC_TYPES, SyncStatus
+from api.sync.schemas import SYNC_TYPES, ProjectionStatus, SyncStatus
 from api.sync.workstations import LAST_MUTATION_SQL, last_mutation_id, write_checkpoint
 
 BOOTSTRAP_FETCH = 5000
 
-# The whole page in one row: Postgres joins the envelopes into the JSON array's
+# The head, the retention horizon, the workstation's last mutation and the
+# whole page, in one statement: one snapshot (see the module docstring). The
+# page comes as one row: Postgres joins the envelopes into the JSON array's
 # body and hands it over as bytes (bytea), so Python builds no per-row object
 # and never decodes or re-encodes the text; `has_more` probes for one more
 # matching version past the page.
 _PULL = text(
-    "WITH page AS ("  # noqa: S608 (constant SQL)
+    "WITH head AS ("  # noqa: S608 (constant SQL)
+    f" SELECT {HEAD_SQL} AS upto,"
+    " (SELECT pruned_through FROM customer_versions WHERE customer_id = :customer_id)"
+    " AS pruned_through,"
+    f" ({LAST_MUTATION_SQL}) AS last_mutation"
+    "), page AS ("
     f" SELECT e.version, {ENVELOPE_SQL} AS envelope FROM sync_entities e"
-    " WHERE e.customer_id = :c AND e.version > :since AND e.version <= :frontier"
+    " WHERE e.customer_id = :customer_id AND e.version > :since"
+    " AND e.version <= (SELECT upto FROM head)"
     " AND e.entity_type = ANY(:types) ORDER BY e.version LIMIT :limit"
     "), joined AS ("
     " SELECT count(*) AS n, max(version) AS last,"
     " convert_to(COALESCE(string_agg(envelope, ',' ORDER BY version), ''), 'UTF8') AS changes"
     " FROM page"
-    ") SELECT n, last, changes, n = :limit AND EXISTS ("
-    " SELECT 1 FROM sync_entities x WHERE x.customer_id = :c AND x.version > joined.last"
-    " AND x.version <= :frontier AND x.entity_type = ANY(:types)) AS has_more FROM joined"
+    ") SELECT head.upto, head.pruned_through, head.last_mutation, n, last, changes,"
+    " n = :limit AND EXISTS ("
+    " SELECT 1 FROM sync_entities x WHERE x.customer_id = :customer_id AND x.version > joined.last"
+    " AND x.version <= head.upto AND x.entity_type = ANY(:types)) AS has_more"
+    " FROM head CROSS JOIN joined"
 )
-# What a pull checks before reading the page, in one statement (one snapshot).
-_HEAD = text(
-    "SELECT (SELECT pruned_through"  # noqa: S608 (constant SQL)
-    " FROM customer_versions WHERE customer_id = :customer_id)"
-    " AS pruned_through,"
-    " (SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS version,"
-    f" {FRONTIER_SQL} AS frontier,"
-    f" ({LAST_MUTATION_SQL}) AS last_mutation"
+# Bootstrap's starting point: the head and the horizon in one snapshot.
+_SNAPSHOT = text(
+    f"SELECT {HEAD_SQL} AS head, (SELECT pruned_through FROM customer_versions"  # noqa: S608
+    " WHERE customer_id = :customer_id) AS pruned_through"
 )
-_PRUNED = text("SELECT pruned_through, version FROM customer_versions WHERE customer_id = :c")
 _NOTE_PULL = text(
     "UPDATE workstations SET last_pull_at = now(), last_pull_cursor = :cursor "
     "WHERE id = :w AND customer_id = :c"
@@ -112,37 +126,32 @@ async def pull(
     from their stored JSON text rather than decoded and encoded again."""
     customer_id = principal.customer_id
     async with resources.sessions() as session:
-        head = (
-            await session.execute(
-                _HEAD, {"customer_id": customer_id, "w": principal.workstation_id}
-            )
-        ).one()
-        if head.pruned_through is not None and 0 < since < head.pruned_through:
-            raise CursorExpired(
-                "the cursor is older than the tombstone retention window; bootstrap again",
-                details={"since": since, "pruned_through": head.pruned_through},
-            )
-        if head.version is not None and since > head.version:
-            raise Invalid(
-                "since is ahead of every version this tenant has",
-                code="bad_cursor",
-                details=[{"loc": ["query", "since"], "msg": "ahead of the server"}],
-            )
-        upto = int(head.frontier)
         page = (
             await session.execute(
                 _PULL,
                 {
-                    "c": customer_id,
+                    "customer_id": customer_id,
+                    "w": principal.workstation_id,
                     "since": since,
-                    "frontier": upto,
                     "types": types,
                     "limit": limit,
                 },
             )
         ).one()
+        if page.pruned_through is not None and 0 < since < page.pruned_through:
+            raise CursorExpired(
+                "the cursor is older than the tombstone retention window; bootstrap again",
+                details={"since": since, "pruned_through": page.pruned_through},
+            )
+        upto = int(page.upto)
+        if since > upto:
+            raise Invalid(
+                "since is ahead of every version this tenant has",
+                code="bad_cursor",
+                details=[{"loc": ["query", "since"], "msg": "ahead of the server"}],
+            )
         has_more = bool(page.has_more)
-        cursor = int(page.last) if has_more else max(since, upto)
+        cursor = int(page.last) if has_more else upto
         if principal.workstation_id is not None:
             await session.execute(
                 _NOTE_PULL, {"cursor": cursor, "w": principal.workstation_id, "c": customer_id}
@@ -152,8 +161,8 @@ async def pull(
         {
             "cursor": cursor,
             "has_more": has_more,
-            "frontier": max(since, upto),
-            "last_mutation_id": int(head.last_mutation or 0),
+            "frontier": upto,
+            "last_mutation_id": int(page.last_mutation or 0),
         },
         separators=(",", ":"),
     )
@@ -177,18 +186,18 @@ def parse_after(raw: str | None) -> tuple[int, uuid.UUID]:
 async def bootstrap_snapshot(
     resources: Resources, principal: Principal, snapshot_version: int | None
 ) -> tuple[int, dict[str, int]]:
-    """The snapshot version (the frontier now, unless resuming) and its counts."""
+    """The snapshot version (the committed head now, unless resuming) and its counts."""
     async with resources.sessions() as session:
-        current = await frontier(session, principal.customer_id)  # type: ignore[arg-type]
+        head = (await session.execute(_SNAPSHOT, {"customer_id": principal.customer_id})).one()
+        current = int(head.head)
         if snapshot_version is not None:
             if snapshot_version > current:
                 raise Invalid(
-                    "snapshot_version is ahead of the frontier",
+                    "snapshot_version is ahead of the tenant's head",
                     code="bad_snapshot",
                     details=[{"loc": ["query", "snapshot_version"], "msg": f"at most {current}"}],
                 )
-            pruned = (await session.execute(_PRUNED, {"c": principal.customer_id})).first()
-            if pruned is not None and snapshot_version < pruned.pruned_through:
+            if head.pruned_through is not None and snapshot_version < head.pruned_through:
                 raise CursorExpired(
                     "the snapshot is older than the retention window; start a new bootstrap"
                 )
@@ -277,9 +286,8 @@ async def status(
     customer_id = principal.customer_id
     workstation_id = principal.workstation_id or workstation_id
     async with resources.sessions() as session:
-        upto = await frontier(session, customer_id)  # type: ignore[arg-type]
-        version = (await session.execute(_PRUNED, {"c": customer_id})).first()
-        pending = await pending_count(session, customer_id)  # type: ignore[arg-type]
+        # Head, lag and counts from Postgres alone: status answers while Neo4j is down.
+        projection = await projection_status(session, customer_id)  # type: ignore[arg-type]
         counts = {
             r.entity_type: int(r.n)
             for r in (await session.execute(_LIVE_COUNTS, {"c": customer_id})).all()
@@ -306,10 +314,16 @@ async def status(
         workstation_id=workstation_id,
         last_mutation_id=last_mutation,
         write_checkpoint=checkpoint,
-        frontier=upto,
-        version=int(version.version) if version else 0,
-        pending=pending,
+        frontier=projection.head,
+        version=projection.head,
+        pending=projection.pending,
         last_pull_at=last_pull_at,
         last_pull_cursor=last_cursor,
         counts={t: counts.get(t, 0) for t in SYNC_TYPES},
+        projection=ProjectionStatus(
+            applied_through=projection.applied_through,
+            lag_versions=projection.lag_versions,
+            lag_seconds=projection.lag_seconds,
+            failed=projection.failed,
+        ),
     )

@@ -144,17 +144,38 @@ class PullResponse(BaseModel):
     changes: list[dict[str, Any]]
     cursor: int
     has_more: bool
-    frontier: int
+    frontier: int = Field(
+        description="The tenant's committed head when the page was read: `has_more` false "
+        "means the client has every change up to it. Never waits for Neo4j."
+    )
     last_mutation_id: int
+
+
+class ProjectionStatus(BaseModel):
+    """How far the Neo4j projection (graph reads, search) is behind the journal.
+
+    Sync never waits for it: pull and bootstrap answer up to `frontier`."""
+
+    applied_through: int = Field(
+        description="Every change at or below this version reached Neo4j (or failed)."
+    )
+    lag_versions: int = Field(description="`frontier` minus `applied_through`.")
+    lag_seconds: float = Field(description="Age of the oldest change not yet in Neo4j (0: none).")
+    failed: int = Field(
+        description="Changes Neo4j refused (isolated; later changes keep being applied)."
+    )
 
 
 class SyncStatus(BaseModel):
     workstation_id: uuid.UUID | None
     last_mutation_id: int
     write_checkpoint: int
-    frontier: int
-    version: int = Field(description="The tenant's latest allocated version.")
+    frontier: int = Field(
+        description="The tenant's committed head: every change up to it can be pulled now."
+    )
+    version: int = Field(description="The tenant's latest committed version (same as frontier).")
     pending: int = Field(description="Changes journaled but not yet applied to Neo4j.")
     last_pull_at: str | None
     last_pull_cursor: int | None
     counts: dict[str, int] = Field(description="Live entities per type, for a drift check.")
+    projection: ProjectionStatus
