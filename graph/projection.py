@@ -24,121 +24,157 @@ from graph.driver import GraphClient
 
 USER_PROPERTY_PREFIX = "p_"
 
+# Every upsert runs each row whole inside `CALL (row) { ... }`: a batch can
+# hold several changes of one entity (a node upserted twice, its kind or
+# venue changed in between), and each must see what the previous one wrote,
+# exactly as if they had been applied one per transaction. Without the
+# subquery Cypher evaluates each clause for all rows before the next clause
+# (with Eager barriers), so the second upsert read the labels and
+# relationships from before the first: a node kept both kinds' labels, an
+# operation both venues' AT relationships.
 VENUE_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MERGE (v:Venue {id: row.id})
-  ON CREATE SET v.customer_id = row.customer_id, v.version = -1
-WITH v, row WHERE v.customer_id = row.customer_id AND v.version < row.version
-WITH v, row, v.embedding AS embedding, v.embedding_hash AS embedding_hash
-SET v = row.props
-SET v.embedding = embedding, v.embedding_hash = embedding_hash,
-    v.location = CASE WHEN row.lat IS NULL THEN null
-                      ELSE point({latitude: row.lat, longitude: row.lon}) END
+CALL (row) {
+  MERGE (v:Venue {id: row.id})
+    ON CREATE SET v.customer_id = row.customer_id, v.version = -1
+  WITH v, row WHERE v.customer_id = row.customer_id AND v.version < row.version
+  WITH v, row, v.embedding AS embedding, v.embedding_hash AS embedding_hash
+  SET v = row.props
+  SET v.embedding = embedding, v.embedding_hash = embedding_hash,
+      v.location = CASE WHEN row.lat IS NULL THEN null
+                        ELSE point({latitude: row.lat, longitude: row.lon}) END
+}
 """
 
 WORLD_NODE_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MATCH (venue:Venue {id: row.venue_id}) WHERE venue.customer_id = row.customer_id
-MERGE (n:WorldNode {id: row.id})
-  ON CREATE SET n.customer_id = row.customer_id, n.version = -1
-WITH n, row, venue WHERE n.customer_id = row.customer_id AND n.version < row.version
-WITH n, row, venue, n.embedding AS embedding, n.embedding_hash AS embedding_hash,
-     n {.occupancy_people, .occupancy_free, .occupancy_occupied, .occupancy_at} AS occupancy,
-     [label IN labels(n) WHERE label <> 'WorldNode'] AS old_labels
-REMOVE n:$(old_labels)
-SET n = row.props
-SET n:$(row.kind)
-SET n.embedding = embedding, n.embedding_hash = embedding_hash
-SET n += occupancy
-WITH n, venue
-CALL (n, venue) {
-  MATCH (n)-[old:IN_VENUE]->(other) WHERE other <> venue DELETE old
+CALL (row) {
+  MATCH (venue:Venue {id: row.venue_id}) WHERE venue.customer_id = row.customer_id
+  MERGE (n:WorldNode {id: row.id})
+    ON CREATE SET n.customer_id = row.customer_id, n.version = -1
+  WITH n, row, venue WHERE n.customer_id = row.customer_id AND n.version < row.version
+  WITH n, row, venue, n.embedding AS embedding, n.embedding_hash AS embedding_hash,
+       n {.occupancy_people, .occupancy_free, .occupancy_occupied, .occupancy_at} AS occupancy,
+       [label IN labels(n) WHERE label <> 'WorldNode'] AS old_labels
+  REMOVE n:$(old_labels)
+  SET n = row.props
+  SET n:$(row.kind)
+  SET n.embedding = embedding, n.embedding_hash = embedding_hash
+  SET n += occupancy
+  WITH n, venue
+  CALL (n, venue) {
+    MATCH (n)-[old:IN_VENUE]->(other) WHERE other <> venue DELETE old
+  }
+  MERGE (n)-[:IN_VENUE]->(venue)
 }
-MERGE (n)-[:IN_VENUE]->(venue)
 """
 
 WORLD_EDGE_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MATCH (a:WorldNode {id: row.from_id}) WHERE a.customer_id = row.customer_id
-MATCH (b:WorldNode {id: row.to_id}) WHERE b.customer_id = row.customer_id
-MERGE (a)-[r:$(row.type) {id: row.id}]->(b)
-  ON CREATE SET r.customer_id = row.customer_id, r.version = -1
-WITH r, row WHERE r.customer_id = row.customer_id AND r.version < row.version
-SET r = row.props
+CALL (row) {
+  MATCH (a:WorldNode {id: row.from_id}) WHERE a.customer_id = row.customer_id
+  MATCH (b:WorldNode {id: row.to_id}) WHERE b.customer_id = row.customer_id
+  MERGE (a)-[r:$(row.type) {id: row.id}]->(b)
+    ON CREATE SET r.customer_id = row.customer_id, r.version = -1
+  WITH r, row WHERE r.customer_id = row.customer_id AND r.version < row.version
+  SET r = row.props
+}
 """
 
 OPERATION_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MERGE (o:Operation {id: row.id})
-  ON CREATE SET o.customer_id = row.customer_id, o.version = -1
-WITH o, row WHERE o.customer_id = row.customer_id AND o.version < row.version
-SET o = row.props
-WITH o, row
-CALL (o) { MATCH (o)-[old:AT|USED|WITH_KIT]->() DELETE old }
-CALL (o, row) {
-  MATCH (v:Venue {id: row.venue_id}) WHERE v.customer_id = row.customer_id
-  MERGE (o)-[:AT]->(v)
-}
-CALL (o, row) {
-  MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
-  MERGE (o)-[:WITH_KIT]->(k)
-}
-CALL (o, row) {
-  UNWIND row.drone_ids AS drone_id
-  MATCH (d:Drone {id: drone_id}) WHERE d.customer_id = row.customer_id
-  MERGE (o)-[:USED]->(d)
+CALL (row) {
+  MERGE (o:Operation {id: row.id})
+    ON CREATE SET o.customer_id = row.customer_id, o.version = -1
+  WITH o, row WHERE o.customer_id = row.customer_id AND o.version < row.version
+  SET o = row.props
+  WITH o, row
+  CALL (o) { MATCH (o)-[old:AT|USED|WITH_KIT]->() DELETE old }
+  CALL (o, row) {
+    MATCH (v:Venue {id: row.venue_id}) WHERE v.customer_id = row.customer_id
+    MERGE (o)-[:AT]->(v)
+  }
+  CALL (o, row) {
+    MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+    MERGE (o)-[:WITH_KIT]->(k)
+  }
+  CALL (o, row) {
+    UNWIND row.drone_ids AS drone_id
+    MATCH (d:Drone {id: drone_id}) WHERE d.customer_id = row.customer_id
+    MERGE (o)-[:USED]->(d)
+  }
 }
 """
 
 KIT_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MERGE (k:Kit {id: row.id})
-  ON CREATE SET k.customer_id = row.customer_id, k.version = -1
-WITH k, row WHERE k.customer_id = row.customer_id AND k.version < row.version
-SET k = row.props
+CALL (row) {
+  MERGE (k:Kit {id: row.id})
+    ON CREATE SET k.customer_id = row.customer_id, k.version = -1
+  WITH k, row WHERE k.customer_id = row.customer_id AND k.version < row.version
+  SET k = row.props
+}
 """
 
 DRONE_UPSERT: LiteralString = """
 UNWIND $rows AS row
-MERGE (d:Drone {id: row.id})
-  ON CREATE SET d.customer_id = row.customer_id, d.version = -1
-WITH d, row WHERE d.customer_id = row.customer_id AND d.version < row.version
-SET d = row.props
-WITH d, row
-CALL (d) { MATCH (d)-[old:IN_KIT]->() DELETE old }
-CALL (d, row) {
-  MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
-  MERGE (d)-[:IN_KIT]->(k)
+CALL (row) {
+  MERGE (d:Drone {id: row.id})
+    ON CREATE SET d.customer_id = row.customer_id, d.version = -1
+  WITH d, row WHERE d.customer_id = row.customer_id AND d.version < row.version
+  SET d = row.props
+  WITH d, row
+  CALL (d) { MATCH (d)-[old:IN_KIT]->() DELETE old }
+  CALL (d, row) {
+    MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+    MERGE (d)-[:IN_KIT]->(k)
+  }
 }
 """
 
 # Deletes: a node goes with its relationships; edges by their id, found from
 # their start node (edge endpoints never change, see api/entities.py).
+#
+# Each node delete finds its node through the unique `id` index (`USING INDEX`).
+# Left to itself the planner seeks the (customer_id, version) range index with
+# `version < row.version` and filters on id afterwards: a scan of the tenant's
+# older nodes for every deleted row, and wrong inside a transaction that has
+# already updated and then deleted another node of the label (an upsert and a
+# delete of A, then a delete of X in a later statement): the range index's
+# transaction state still yields the deleted A, and reading its id fails with
+# `EntityNotFound: Node ... has been deleted in this transaction`. Several
+# pending writes applied in one transaction (`apply_pending`) hit exactly that
+# and froze the tenant's projection for good.
 VENUE_DELETE: LiteralString = """
 UNWIND $rows AS row
-MATCH (n:Venue {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+MATCH (n:Venue {id: row.id})
+USING INDEX n:Venue(id) WHERE n.customer_id = row.customer_id AND n.version < row.version
 DETACH DELETE n
 """
 WORLD_NODE_DELETE: LiteralString = """
 UNWIND $rows AS row
 MATCH (n:WorldNode {id: row.id})
+USING INDEX n:WorldNode(id)
 WHERE n.customer_id = row.customer_id AND n.version < row.version
 DETACH DELETE n
 """
 OPERATION_DELETE: LiteralString = """
 UNWIND $rows AS row
 MATCH (n:Operation {id: row.id})
+USING INDEX n:Operation(id)
 WHERE n.customer_id = row.customer_id AND n.version < row.version
 DETACH DELETE n
 """
 KIT_DELETE: LiteralString = """
 UNWIND $rows AS row
-MATCH (n:Kit {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+MATCH (n:Kit {id: row.id})
+USING INDEX n:Kit(id) WHERE n.customer_id = row.customer_id AND n.version < row.version
 DETACH DELETE n
 """
 DRONE_DELETE: LiteralString = """
 UNWIND $rows AS row
-MATCH (n:Drone {id: row.id}) WHERE n.customer_id = row.customer_id AND n.version < row.version
+MATCH (n:Drone {id: row.id})
+USING INDEX n:Drone(id) WHERE n.customer_id = row.customer_id AND n.version < row.version
 DETACH DELETE n
 """
 WORLD_EDGE_DELETE: LiteralString = """
