@@ -58,6 +58,7 @@ class Resources:
             settings.neo4j_user,
             settings.neo4j_password.get_secret_value(),
             settings.neo4j_database,
+            read_timeout=settings.neo4j_read_timeout_seconds,
         )
         return cls(
             settings=settings,

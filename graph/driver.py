@@ -4,6 +4,11 @@ Every query goes through `GraphClient.read` / `GraphClient.write` with a name:
 the name labels the latency histogram and the log line, and the parameters are
 never logged (they carry customer data). Query text is `LiteralString`, so a
 type checker flags any query assembled from runtime strings.
+
+Every read transaction carries a server-side timeout (NEO4J_READ_TIMEOUT_SECONDS,
+`read_timeout`): Neo4j itself stops a read that runs past it, so a runaway
+traversal never keeps running after its caller gave up. A read that names its
+own timeout (named queries, admin Cypher) keeps that one.
 """
 
 from __future__ import annotations
@@ -36,13 +41,22 @@ NEO4J_QUERY_SECONDS = Histogram(
 
 T = TypeVar("T")
 
+DEFAULT_READ_TIMEOUT_SECONDS = 30.0
+
 
 class GraphClient:
     """Named, timed, tenant-agnostic access to one Neo4j database."""
 
-    def __init__(self, driver: AsyncDriver, database: str) -> None:
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        database: str,
+        *,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT_SECONDS,
+    ) -> None:
         self.driver = driver
         self.database = database
+        self.read_timeout = read_timeout
 
     @classmethod
     def connect(
@@ -54,6 +68,7 @@ class GraphClient:
         *,
         max_pool_size: int = 50,
         connection_timeout: float = 5.0,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT_SECONDS,
     ) -> GraphClient:
         driver = AsyncGraphDatabase.driver(
             uri,
@@ -67,7 +82,7 @@ class GraphClient:
             # notifications on a young database are noise in the service logs.
             notifications_min_severity="OFF",
         )
-        return cls(driver, database)
+        return cls(driver, database, read_timeout=read_timeout)
 
     async def close(self) -> None:
         await self.driver.close()
@@ -108,6 +123,10 @@ class GraphClient:
     async def read_tx(
         self, name: str, work: Callable[[AsyncManagedTransaction], Awaitable[T]]
     ) -> T:
+        """Run `work` in a managed read transaction, with the server-side read timeout
+        unless `work` carries one of its own (`neo4j.unit_of_work`)."""
+        if getattr(work, "timeout", None) is None and self.read_timeout is not None:
+            work = unit_of_work(timeout=self.read_timeout)(work)
         async with self._timed(name, "read"), self.driver.session(database=self.database) as s:
             return await s.execute_read(work)
 

@@ -8,6 +8,7 @@ allowlist, already validated, and reach Cypher as the `$types` parameter.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, LiteralString
@@ -26,17 +27,24 @@ RETURN n {.*, embedding: null} AS props
 """
 
 # One breadth-first step from a frontier: the edges and the nodes across them.
+# Each frontier node contributes at most $per_node rows and the step at most
+# $row_limit: without ORDER BY the LIMITs stop the expansion early, so a hub
+# with a million edges costs what $per_node rows cost, not a million (the
+# caller says `truncated` when a limit was reached).
 NEIGHBOURS: LiteralString = (
     """
 UNWIND $frontier AS id
-MATCH (a:WorldNode {id: id})-[r]-(b:WorldNode)
-WHERE a.customer_id = $customer_id AND r.customer_id = $customer_id
-  AND b.customer_id = $customer_id AND type(r) IN $types
-  AND """
+MATCH (a:WorldNode {id: id}) WHERE a.customer_id = $customer_id
+CALL (a) {
+  MATCH (a)-[r]-(b:WorldNode)
+  WHERE r.customer_id = $customer_id AND b.customer_id = $customer_id AND type(r) IN $types
+    AND """
     + _CURRENT
     + """
-RETURN r {.*, type: type(r)} AS edge, b {.*, embedding: null} AS node
-ORDER BY b.id, r.id
+  RETURN r, b LIMIT $per_node
+}
+RETURN a.id AS from_id, r {.*, type: type(r)} AS edge, b {.*, embedding: null} AS node
+LIMIT $row_limit
 """
 )
 
@@ -68,9 +76,14 @@ MATCH (n:WorldNode) WHERE n.customer_id = $customer_id AND n.venue_id = $venue_i
 RETURN n {.*, embedding: null} AS props, labels(n) AS labels
 ORDER BY n.id LIMIT $limit
 """
+# Edges whose both ends were exported: the nodes are the first $max_nodes by
+# id, so both ids are at most the last exported one ($last_id). Capped at
+# $limit (the caller asks for one more, to know whether it truncated).
 EXPORT_EDGES: LiteralString = """
 MATCH (a:WorldNode)-[r]->(b:WorldNode)
 WHERE a.customer_id = $customer_id AND a.venue_id = $venue_id AND r.customer_id = $customer_id
+  AND b.customer_id = $customer_id AND b.venue_id = $venue_id
+  AND a.id <= $last_id AND b.id <= $last_id
 RETURN r {.*, type: type(r)} AS props
 ORDER BY r.id LIMIT $limit
 """
@@ -82,11 +95,23 @@ ORDER BY o.id LIMIT $limit
 """
 
 
+# Limits of one neighbourhood hop: a node's edges are read up to twice the node
+# cap (enough to fill the cap from one node even when half of its edges lead
+# back to nodes already found), and one hop reads at most that many rows for
+# this many frontier nodes.
+HOP_ROWS_PER_NODE_LIMIT = 20
+
+
+def edges_per_node(max_nodes: int) -> int:
+    return 2 * max_nodes
+
+
 @dataclass
 class Subgraph:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     edges: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
+    rows_read: int = 0  # edge rows Neo4j returned: the work done, bounded by the limits
 
 
 async def existing_nodes(
@@ -111,8 +136,11 @@ async def neighbourhood(
     """Nodes within `hops` edges of a node, nearest first, at most `max_nodes` of them.
 
     Breadth-first, one query per hop inside one read transaction: the cost is
-    bounded by the nodes found, not by the number of paths to them.
+    bounded by the nodes found, not by the number of paths to them, and each
+    node's edges are read only up to `edges_per_node(max_nodes)` (a hub's other
+    edges are never loaded; `truncated` says so).
     """
+    per_node = edges_per_node(max_nodes)
 
     async def work(tx: AsyncManagedTransaction) -> Subgraph | None:
         start = await (
@@ -135,9 +163,18 @@ async def neighbourhood(
                         "frontier": frontier,
                         "types": list(types),
                         "current_only": current_only,
+                        "per_node": per_node,
+                        "row_limit": per_node * HOP_ROWS_PER_NODE_LIMIT,
                     },
                 )
             ).data()
+            sub.rows_read += len(rows)
+            counted = Counter(row["from_id"] for row in rows)
+            if len(rows) >= per_node * HOP_ROWS_PER_NODE_LIMIT or (
+                counted and max(counted.values()) >= per_node
+            ):
+                sub.truncated = True  # some edges were left unread
+            rows.sort(key=lambda row: (row["node"]["id"], row["edge"]["id"]))
             frontier = []
             for row in rows:
                 other = row["node"]["id"]
@@ -191,9 +228,13 @@ async def shortest_path(
 
 
 async def export_venue(
-    graph: GraphClient, customer_id: str, venue_id: str, *, max_nodes: int
+    graph: GraphClient, customer_id: str, venue_id: str, *, max_nodes: int, max_edges: int
 ) -> dict[str, Any] | None:
-    """A venue with its world nodes, edges and operations, in the entities' `data` form."""
+    """A venue with its world nodes, edges and operations, in the entities' `data` form.
+
+    At most `max_nodes` nodes (the first by id) and `max_edges` edges between
+    them (the first by id); `truncated` / `edges_truncated` say when more exist.
+    """
 
     async def work(tx: AsyncManagedTransaction) -> dict[str, Any] | None:
         params = {"customer_id": customer_id, "venue_id": venue_id}
@@ -201,20 +242,21 @@ async def export_venue(
         if not venue:
             return None
         nodes = await (await tx.run(EXPORT_NODES, params | {"limit": max_nodes})).data()
-        edges = await (await tx.run(EXPORT_EDGES, params | {"limit": max_nodes * 20})).data()
+        edges: list[dict[str, Any]] = []
+        if nodes:
+            last_id = nodes[-1]["props"]["id"]
+            edges = await (
+                await tx.run(EXPORT_EDGES, params | {"last_id": last_id, "limit": max_edges + 1})
+            ).data()
         operations = await (await tx.run(EXPORT_OPERATIONS, params | {"limit": 100_000})).data()
-        kept = {r["props"]["id"] for r in nodes}
         return {
             "venue": entity("venue", venue[0]["props"], venue[0]["location"]),
             "nodes": [entity("world_node", r["props"]) for r in nodes],
-            "edges": [
-                entity("world_edge", r["props"])
-                for r in edges
-                if r["props"].get("from_id") in kept and r["props"].get("to_id") in kept
-            ],
+            "edges": [entity("world_edge", r["props"]) for r in edges[:max_edges]],
             "operations": [entity("operation", r["props"]) for r in operations],
             "total_nodes": venue[0]["total_nodes"],
             "truncated": venue[0]["total_nodes"] > len(nodes),
+            "edges_truncated": len(edges) > max_edges,
         }
 
     return await graph.read_tx("graph.export_venue", work)

@@ -222,7 +222,11 @@ async def export(
 ) -> dict[str, Any]:
     body = await guarded(
         traversal.export_venue(
-            resources.graph, str(customer_id), str(venue_id), max_nodes=max_nodes
+            resources.graph,
+            str(customer_id),
+            str(venue_id),
+            max_nodes=max_nodes,
+            max_edges=resources.settings.graph_export_max_edges,
         )
     )
     if body is None:
