@@ -63,6 +63,7 @@ run: stack-up
 # Tests start (or reuse) the test stack themselves (tests/conftest.py); the
 # environment-URL and testcontainers paths described there still apply.
 test: test-stack-up
+	@bash scripts/install-system-deps.sh --browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # A longer chaos run on its own stack instance: SEED, SECONDS, WORKSTATIONS.

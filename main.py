@@ -17,6 +17,7 @@ from api import health
 from api.auth.service import flush_key_usage
 from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
+from api.docs_assets import install_offline_docs
 from api.errors import install_error_handlers
 from api.fleet.liveness import liveness_sweep
 from api.journal import reconcile_all
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(v1_router)
+    install_offline_docs(app)  # /docs and /redoc without a CDN
     install_openapi(app)
     return app
 

@@ -3,7 +3,12 @@
 # PostgreSQL server (initdb/pg_ctl), a JDK 17 for Neo4j, and Maven to fetch
 # Neo4j's artifacts. Uses apt-get (Debian/Ubuntu); other systems: install
 # the same three by hand, or use docker-compose.yml.
+# `--browser` (make test): also Debian's chromium, which the docs test drives
+# headless (tests/test_docs_offline.py); without apt-get that test is skipped.
 set -euo pipefail
+
+browser=false
+[[ ${1:-} == --browser ]] && browser=true
 
 need=()
 if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -12,6 +17,13 @@ fi
 if ! command -v java >/dev/null 2>&1; then need+=(openjdk-17-jre-headless); fi
 if ! command -v mvn >/dev/null 2>&1; then need+=(maven); fi
 if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
+if $browser && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    need+=(chromium)
+  else
+    echo "[deps] chromium missing and no apt-get: the headless docs test will be skipped" >&2
+  fi
+fi
 
 if [[ ${#need[@]} -eq 0 ]]; then
   echo "[deps] system packages present"
