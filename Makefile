@@ -68,7 +68,10 @@ test: test-stack-up
 
 # A longer chaos run on its own stack instance: SEED, SECONDS, WORKSTATIONS.
 chaos: deps install
-	$(PY) -m bench.chaos --seed $${SEED:-1} --seconds $${SECONDS:-120} --workstations $${WORKSTATIONS:-4}
+# Make variables, not shell ones: bash's own $$SECONDS (time since the shell
+# started) would otherwise stand in for an unset SECONDS.
+	$(PY) -m bench.chaos --seed $(or $(SEED),1) --seconds $(or $(SECONDS),120) \
+		--workstations $(or $(WORKSTATIONS),4)
 
 lint: install
 	$(BIN)/ruff check .

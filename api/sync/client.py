@@ -72,6 +72,10 @@ class SyncClient:
     pending: list[PendingMutation] = field(default_factory=list)
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)  # first answer per id
     history: list[dict[str, Any]] = field(default_factory=list)  # every answer, in order
+    # The body of a push that got no answer: the next push sends exactly it
+    # again before anything newer, so the server can recognise every id in it.
+    unanswered: dict[str, Any] | None = None
+    last_pushed: dict[str, Any] | None = None  # the last body the server answered
     max_attempts: int = 5
 
     # ------------------------------------------------------------ local edits
@@ -131,17 +135,30 @@ class SyncClient:
         raise AssertionError("unreachable")
 
     async def push(self, limit: int = 500) -> dict[str, Any] | None:
-        """Push up to `limit` pending mutations; retried with the same body if lost."""
-        if not self.pending:
-            return None
-        batch = self.pending[:limit]
-        body = {
-            "workstation_id": self.workstation_id,
-            "protocol_version": 1,
-            "mutations": [m.wire() for m in batch],
-        }
+        """Push up to `limit` pending mutations; retried with the same body if lost.
+
+        A push that raised without an answer (transport error, 5xx) leaves its
+        body in `unanswered`; the next call sends that body again, unchanged,
+        before anything newer. A 4xx answer means nothing was recorded: the
+        body is dropped and the mutations stay pending for the app to fix.
+        """
+        if self.unanswered is None:
+            if not self.pending:
+                return None
+            body = {
+                "workstation_id": self.workstation_id,
+                "protocol_version": 1,
+                "mutations": [m.wire() for m in self.pending[:limit]],
+            }
+            # A copy: a later merge remap must not change what a retry sends.
+            self.unanswered = json.loads(json.dumps(body))
+        body = self.unanswered
         response = await self._request("POST", "/push", json=body)
+        if 400 <= response.status_code < 500:
+            self.unanswered = None
         response.raise_for_status()
+        self.unanswered = None
+        self.last_pushed = body
         answer = response.json()
         answered = {r["mutation_id"] for r in answer["results"]}
         for result in answer["results"]:
