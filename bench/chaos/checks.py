@@ -323,13 +323,18 @@ def print_report(
     stalls: list[Stall],
     poison: list[PoisonOutcome],
     started: float,
+    push_spans: list[tuple[float, float]],
     show: int = 8,
 ) -> None:
-    print("\nfault               at      lasted  longest pull stall")
+    print("\nfault               at      lasted  longest pull stall  longest push")
     for f in faults:
         stall = longest_stall(stalls, f.start, f.end)
+        push = max((e - s for s, e in push_spans if s <= f.end and e >= f.start), default=0.0)
         note = f.error or f.detail
-        print(f"{f.kind:<18} {f.start - started:6.1f}s {f.duration:7.1f}s {stall:8.1f}s   {note}")
+        print(
+            f"{f.kind:<18} {f.start - started:6.1f}s {f.duration:7.1f}s {stall:8.1f}s"
+            f"           {push:6.1f}s   {note}"
+        )
     outside = [
         s.end - s.start
         for s in stalls

@@ -164,13 +164,16 @@ async def _run(stack: ChaosStack, options: Options, rng: random.Random) -> Repor
     )
     report.numbers.update(
         heal_seconds=heal,
+        longest_push=round(max((e - s for s, e in tracker.push_spans), default=0.0), 1),
         acknowledged_head=tracker.head,
         pushes=tracker.pushes,
         pulls=tracker.pulls,
         seconds=time.monotonic() - started,
     )
     report.ok = all(c.ok for c in report.checks)
-    checks.print_report(report.checks, schedule.faults, tracker.stalls, schedule.poison, started)
+    checks.print_report(
+        report.checks, schedule.faults, tracker.stalls, schedule.poison, started, tracker.push_spans
+    )
     print(f"\n[chaos] errors seen by clients (retried): {tracker.errors}")
     print(f"[chaos] numbers: {report.numbers}")
     print(f"[chaos] seed {options.seed}: {'PASS' if report.ok else 'FAIL'}")

@@ -81,6 +81,7 @@ class Tracker:
     errors: dict[str, int] = field(default_factory=dict)
     pulls: int = 0
     pushes: int = 0
+    push_spans: list[tuple[float, float]] = field(default_factory=list)  # every push attempt
 
     def saw(self, version: int | None) -> None:
         if version:
@@ -202,6 +203,7 @@ class Workstation:
             else [m.mutation_id for m in self.client.pending[:limit]]
         )
         self.tracker.pushes_in_flight += 1
+        started = time.monotonic()
         try:
             answer = await self.client.push(limit=limit)
         except httpx.HTTPStatusError as exc:
@@ -215,6 +217,8 @@ class Workstation:
             return
         finally:
             self.tracker.pushes_in_flight -= 1
+            if ids:
+                self.tracker.push_spans.append((started, time.monotonic()))
         if answer:
             self.tracker.pushes += 1
             self.tracker.saw(answer.get("write_checkpoint"))
