@@ -8,9 +8,12 @@ returned, database hits in a PROFILE), never by the clock.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from neo4j import AsyncManagedTransaction
@@ -19,7 +22,7 @@ from neo4j.exceptions import ClientError
 from api.settings import Settings
 from graph import traversal
 from graph.driver import GraphClient
-from tests.conftest import Tenant
+from tests.conftest import Tenant, _asyncpg_dsn
 
 V1 = "/api/v1"
 LEAVES = 400
@@ -144,3 +147,81 @@ async def test_every_read_transaction_carries_the_server_side_timeout(app, setti
         assert "TransactionTimedOut" in (refused.value.code or "")
     finally:
         await short.close()
+
+
+async def _waiting_for_locks(pg) -> int:
+    return int(
+        await pg.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def _until_waiting(pg, count: int) -> None:
+    for _ in range(1200):
+        if await _waiting_for_locks(pg) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {count} sessions waiting for a lock")
+
+
+async def test_complete_hashes_the_object_without_holding_the_blob_row(
+    client, tenant: Tenant, pg, test_database_url
+):
+    """A declared SHA-256 the store did not keep is checked by reading the object,
+    up to 2 GiB: a delete or another complete must not queue behind that read."""
+    data = secrets.token_bytes(256 * 1024)
+    r = await client.post(
+        f"{V1}/blobs/upload-url",
+        headers=tenant.headers,
+        json={
+            "content_type": "application/octet-stream",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    )
+    assert r.status_code == 201, r.text
+    ticket = r.json()
+    blob_id = uuid.UUID(ticket["blob_id"])
+    upload = ticket["upload"]
+    async with httpx.AsyncClient(timeout=30) as store:
+        sent = await store.post(
+            upload["url"],
+            data=upload["fields"],
+            files={upload["file_field"]: ("blob.bin", data, "application/octet-stream")},
+        )
+    assert sent.status_code == 204, sent.text
+
+    # first holds the row; complete queues for it; second queues behind complete.
+    first, second = (
+        await asyncpg.connect(_asyncpg_dsn(test_database_url)),
+        await asyncpg.connect(_asyncpg_dsn(test_database_url)),
+    )
+    lock_row = "SELECT state FROM blobs WHERE id = $1 FOR UPDATE"
+    try:
+        held = first.transaction()
+        await held.start()
+        await first.fetchval(lock_row, blob_id)
+        complete = asyncio.create_task(
+            client.post(f"{V1}/blobs/{blob_id}/complete", headers=tenant.headers, timeout=120)
+        )
+        await _until_waiting(pg, 1)
+        queued = second.transaction()
+        await queued.start()
+        behind = asyncio.create_task(second.fetchval(lock_row, blob_id))
+        await _until_waiting(pg, 2)
+        await held.rollback()
+        # complete takes the row, copies and checks the object, then lets the row go
+        # while it hashes: the session queued behind it gets the row while the blob
+        # is still pending (holding it through the hash, it would see `available`).
+        state_seen_behind = await behind
+        await queued.rollback()
+        done = await complete
+    finally:
+        await first.close()
+        await second.close()
+    assert state_seen_behind == "pending"
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "available"
+    assert await pg.fetchval("SELECT state FROM blobs WHERE id = $1", blob_id) == "available"

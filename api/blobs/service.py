@@ -257,6 +257,33 @@ async def _reject(
     return Invalid(f"{message}; the upload was deleted, upload again", code=code, details=details)
 
 
+async def _hash_unlocked(
+    session: AsyncSession, resources: Resources, blob: Blob, etag: str
+) -> tuple[Blob, str]:
+    """Hash the final object with no row lock and no connection held; then lock the
+    row again and return it with the digest (409 `blob_changed` if the object hashed
+    is no longer the one stored).
+
+    Reading up to 2 GiB takes a while: a concurrent delete, or any other reader of
+    the row lock, must not wait for it. Nothing is written in this transaction
+    before the hash, so ending it (rollback) to release the lock and the pooled
+    connection loses nothing. The bytes are streamed in HASH_CHUNK_BYTES chunks.
+    """
+    customer_id, blob_id, key = blob.customer_id, blob.id, blob.object_key
+    bucket = resources.settings.blob_bucket
+    await session.rollback()
+    found = await _store(_sha256_of, resources.s3, bucket, key, etag)
+    blob = await get_blob(session, customer_id, blob_id, for_update=True)
+    if blob.state == "available":
+        return blob, found or ""
+    head = await _store(_head, resources.s3, bucket, key)
+    if found is None or head is None or head.get("ETag") != etag:
+        raise Conflict(
+            "the object changed while it was checked; complete again", code="blob_changed"
+        )
+    return blob, found
+
+
 async def complete_upload(
     session: AsyncSession, resources: Resources, customer_id: uuid.UUID, blob_id: uuid.UUID
 ) -> Blob:
@@ -267,9 +294,10 @@ async def complete_upload(
     serve. A HEAD of the final object must show exactly the declared size and
     content type. A declared SHA-256 is compared with the store's own
     full-object checksum when it has one, otherwise the object is read once
-    and hashed here. An object that does not match is deleted and the call
-    answers 422; nothing uploaded yet answers 409. The row is locked, so a
-    concurrent delete or completion waits.
+    and hashed here, without the row lock (`_hash_unlocked`). An object that
+    does not match is deleted and the call answers 422; nothing uploaded yet
+    answers 409. The row is locked otherwise, so a concurrent delete or
+    completion waits for the short steps, never for the hash.
     """
     blob = await get_blob(session, customer_id, blob_id, for_update=True)
     if blob.state == "available":
@@ -298,13 +326,11 @@ async def complete_upload(
             {"declared": blob.content_type, "actual": stored_type},
         )
     if blob.sha256 is not None:
-        found = _stored_sha256(head) or await _store(
-            _sha256_of, resources.s3, bucket, blob.object_key, head["ETag"]
-        )
+        found = _stored_sha256(head)
         if found is None:
-            raise Conflict(
-                "the object changed while it was checked; complete again", code="blob_changed"
-            )
+            blob, found = await _hash_unlocked(session, resources, blob, head["ETag"])
+            if blob.state == "available":  # a concurrent complete finished meanwhile
+                return blob
         if found != blob.sha256:
             raise await _reject(
                 resources,
