@@ -16,6 +16,12 @@ Protocol (JSON text messages):
    after a long outage; pull from `after`). A later `subscribe` message
    replaces the filter.
 
+Like pull, the feed is bounded by the tenant's committed head and reads
+Postgres only (api/streams/hub.py): `V` is the tenant's version counter when
+it subscribed, and a change is delivered once its journal transaction has
+committed, whether or not Neo4j has applied it yet, so the feed keeps flowing
+while Neo4j is down (its lag is in `/sync/status`'s `projection`).
+
 A subscriber that cannot keep up (its queue of STREAM_SUBSCRIBER_QUEUE events
 is full) is closed with 4008 `too slow`; the others are not held back.
 """
