@@ -238,6 +238,11 @@ def _pg_bindir() -> str:
 
 async def start_stack(log_dir: Path, reconcile_interval: float) -> ChaosStack:
     """`stack.sh up` on the chaos instance, then migrate it; no API yet."""
+    # A run killed while Neo4j was SIGSTOPped leaves it stopped: `up` would
+    # reuse the hung process (its pid lives, its port is open).
+    pidfile = ROOT / ".local" / "chaos-stack" / "neo4j" / "neo4j.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pidfile.read_text().strip()), signal.SIGCONT)
     await stack_command("up")
     printed = await stack_command("env")
     values = {
