@@ -49,7 +49,8 @@ CALL (row) {
 WORLD_NODE_UPSERT: LiteralString = """
 UNWIND $rows AS row
 CALL (row) {
-  MATCH (venue:Venue {id: row.venue_id}) WHERE venue.customer_id = row.customer_id
+  MATCH (venue:Venue {id: row.venue_id}) USING INDEX venue:Venue(id)
+  WHERE venue.customer_id = row.customer_id
   MERGE (n:WorldNode {id: row.id})
     ON CREATE SET n.customer_id = row.customer_id, n.version = -1
   WITH n, row, venue WHERE n.customer_id = row.customer_id AND n.version < row.version
@@ -72,8 +73,10 @@ CALL (row) {
 WORLD_EDGE_UPSERT: LiteralString = """
 UNWIND $rows AS row
 CALL (row) {
-  MATCH (a:WorldNode {id: row.from_id}) WHERE a.customer_id = row.customer_id
-  MATCH (b:WorldNode {id: row.to_id}) WHERE b.customer_id = row.customer_id
+  MATCH (a:WorldNode {id: row.from_id}) USING INDEX a:WorldNode(id)
+  WHERE a.customer_id = row.customer_id
+  MATCH (b:WorldNode {id: row.to_id}) USING INDEX b:WorldNode(id)
+  WHERE b.customer_id = row.customer_id
   MERGE (a)-[r:$(row.type) {id: row.id}]->(b)
     ON CREATE SET r.customer_id = row.customer_id, r.version = -1
   WITH r, row WHERE r.customer_id = row.customer_id AND r.version < row.version
@@ -91,16 +94,19 @@ CALL (row) {
   WITH o, row
   CALL (o) { MATCH (o)-[old:AT|USED|WITH_KIT]->() DELETE old }
   CALL (o, row) {
-    MATCH (v:Venue {id: row.venue_id}) WHERE v.customer_id = row.customer_id
+    MATCH (v:Venue {id: row.venue_id}) USING INDEX v:Venue(id)
+      WHERE v.customer_id = row.customer_id
     MERGE (o)-[:AT]->(v)
   }
   CALL (o, row) {
-    MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+    MATCH (k:Kit {id: row.kit_id}) USING INDEX k:Kit(id)
+      WHERE k.customer_id = row.customer_id
     MERGE (o)-[:WITH_KIT]->(k)
   }
   CALL (o, row) {
     UNWIND row.drone_ids AS drone_id
-    MATCH (d:Drone {id: drone_id}) WHERE d.customer_id = row.customer_id
+    MATCH (d:Drone {id: drone_id}) USING INDEX d:Drone(id)
+      WHERE d.customer_id = row.customer_id
     MERGE (o)-[:USED]->(d)
   }
 }
@@ -126,7 +132,8 @@ CALL (row) {
   WITH d, row
   CALL (d) { MATCH (d)-[old:IN_KIT]->() DELETE old }
   CALL (d, row) {
-    MATCH (k:Kit {id: row.kit_id}) WHERE k.customer_id = row.customer_id
+    MATCH (k:Kit {id: row.kit_id}) USING INDEX k:Kit(id)
+      WHERE k.customer_id = row.customer_id
     MERGE (d)-[:IN_KIT]->(k)
   }
 }
@@ -180,6 +187,7 @@ DETACH DELETE n
 WORLD_EDGE_DELETE: LiteralString = """
 UNWIND $rows AS row
 MATCH (a:WorldNode {id: row.from_id})-[r {id: row.id}]->()
+USING INDEX a:WorldNode(id)
 WHERE r.customer_id = row.customer_id AND r.version < row.version
 DELETE r
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from graph.driver import GraphClient
@@ -53,7 +53,7 @@ async def _graph_state(graph: GraphClient, customer: str) -> dict[str, Any]:
     nodes = await graph.read(
         "test.projection_nodes",
         "MATCH (n) WHERE n.customer_id = $c "
-        "OPTIONAL MATCH (n)-[:IN_VENUE|AT|IN_KIT]->(parent) "
+        "OPTIONAL MATCH (n)-[:IN_VENUE|AT|IN_KIT|WITH_KIT]->(parent) "
         "RETURN n.id AS id, [l IN labels(n) | l] AS labels, n.version AS version, "
         "collect(parent.id) AS parents",
         {"c": customer},
@@ -121,6 +121,15 @@ def _unmap(state: dict[str, Any], original: list[GraphChange], fresh: list[Graph
         for k, (t, version, a, b) in state["edges"].items()
     }
     return {"nodes": nodes, "edges": edges}
+
+
+def _difference(left: dict[str, Any], right: dict[str, Any]) -> list[Any]:
+    return [
+        (part, key, left[part].get(key), right[part].get(key))
+        for part in ("nodes", "edges")
+        for key in sorted(set(left[part]) | set(right[part]))
+        if left[part].get(key) != right[part].get(key)
+    ]
 
 
 # ------------------------------------------------------------------ the model
@@ -357,6 +366,7 @@ async def test_batching_never_changes_the_outcome(graph: GraphClient, journal: J
     cuts = data.draw(
         st.lists(st.integers(min_value=settled, max_value=len(changes)), max_size=6), label="cuts"
     )
+    note("\n".join(f"{c.version} {c.entity_type} {c.op} {c.entity_id} {c.data}" for c in changes))
     batched, one_by_one = _fresh(changes), _fresh(changes)
     customer_a, customer_b = str(uuid.uuid4()), str(uuid.uuid4())
     try:
@@ -364,8 +374,8 @@ async def test_batching_never_changes_the_outcome(graph: GraphClient, journal: J
         await _apply(graph, customer_b, one_by_one, list(range(1, len(changes))))
         got = _unmap(await _graph_state(graph, customer_a), changes, batched)
         reference = _unmap(await _graph_state(graph, customer_b), changes, one_by_one)
-        assert got == reference
-        assert got == journal.expected()
+        assert got == reference, _difference(got, reference)
+        assert got == journal.expected(), _difference(got, journal.expected())
     finally:
         await _clear(graph, customer_a)
         await _clear(graph, customer_b)
