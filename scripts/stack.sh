@@ -178,6 +178,7 @@ neo4j_up() {
   lib=$(neo4j_artifacts)
   mkdir -p "$home"/{conf,data,logs,plugins,import,run}
   ln -sfn "$lib" "$home/lib"
+  local NEO4J_BROWSER_CSP="default-src 'self'; script-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'; connect-src 'self' ws://localhost:* ws://127.0.0.1:* http://localhost:* http://127.0.0.1:*"
   cat >"$home/conf/neo4j.conf" <<EOF
 server.default_listen_address=127.0.0.1
 server.bolt.listen_address=127.0.0.1:$NEO4J_BOLT_PORT
@@ -195,8 +196,15 @@ server.memory.heap.max_size=$NEO4J_HEAP
 server.memory.pagecache.size=$NEO4J_PAGECACHE
 db.tx_log.rotation.retention_policy=1 files
 dbms.usage_report.enabled=false
-# Neo4j Browser: no usage telemetry, no calls out to the internet.
+# Neo4j Browser: no usage telemetry (nor its consent banner), no calls out to the
+# internet. browser.allow_outgoing_connections is Enterprise-only (Community
+# refuses it), and on Community the bundled Browser, once connected, loads its
+# analytics and feedback scripts and posts crash reports whatever the settings.
+# The policy it is served with (default: those hosts, fonts, guides and any
+# http/ws host) keeps it to this machine (the server, Bolt). :play guides: local.
 client.allow_telemetry=false
+dbms.security.http_static_content_security_policy_header=$NEO4J_BROWSER_CSP
+browser.remote_content_hostname_whitelist=localhost
 EOF
   if [[ ! -d "$home/data/dbms" ]]; then
     NEO4J_HOME="$home" NEO4J_CONF="$home/conf" java -cp "$home/lib/*" org.neo4j.cli.AdminTool \
