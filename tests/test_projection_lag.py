@@ -275,3 +275,44 @@ async def test_reconcile_exits_non_zero_when_neo4j_is_unreachable(app, tenant, p
     assert healthy.returncode == 0, healthy.stdout
     assert "reconciled 1 pending change(s) across 1 tenant(s)" in healthy.stdout
     assert (await states(pg, tenant))[pending][0] == "applied"
+
+
+async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant):
+    """Issue 14.11: `overwatch prune` committing between a pull's reading of the
+    retention bound and of its page must not hand out a page without a delete
+    the client has not seen. The prune is committed right before the pull's
+    page is read; with one snapshot the pull then sees the raised bound (410)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event
+    from sqlalchemy.util import await_only
+
+    from api.sync.prune import prune_sync
+
+    resources = app.state.resources
+    ws, h = await register(client, tenant)
+    venue_id = uid()
+    r = await do_push(client, ws, h, [mutation(1, "venue", venue_id, data=venue("V"))])
+    seen = r.json()["results"][0]["version"]
+    await do_push(client, ws, h, [mutation(2, "venue", venue_id, "delete", seen)])
+    await do_push(client, ws, h, [mutation(3, "venue", uid(), data=venue("W"))])
+    pruned: list[int] = []
+
+    def prune_first(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM sync_entities e" in statement and not pruned:
+            cutoff = datetime.now(UTC) + timedelta(days=1)
+            pruned.append(await_only(prune_sync(resources, cutoff)).tombstones)
+
+    engine = resources.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", prune_first)
+    try:
+        racing = await client.get(f"{SYNC}/pull?since={seen}", headers=h)
+    finally:
+        event.remove(engine, "before_cursor_execute", prune_first)
+    assert pruned and pruned[0] >= 1
+    if racing.status_code == 200:  # then the page must carry the delete
+        ops = [(c["id"], c["op"]) for c in racing.json()["changes"]]
+        assert (venue_id, "delete") in ops, racing.text
+    else:
+        assert racing.status_code == 410, racing.text
+        assert racing.json()["error"]["code"] == "cursor_expired"
