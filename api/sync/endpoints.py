@@ -97,7 +97,12 @@ async def push_endpoint(request: Request, principal: Syncer) -> PushResponse:
 @router.get(
     "/pull",
     response_model=PullResponse,
-    summary="Changes after `since`, up to the frontier, each entity once",
+    summary="Changes after `since`, up to the committed head, each entity once",
+    description=(
+        "Reads Postgres only and never waits for the graph projection: `frontier` is the "
+        "tenant's committed head (every change up to it is handed out, even while Neo4j is "
+        "down). The head, the retention bound and the page are read in one snapshot."
+    ),
     responses={410: {"description": "`cursor_expired`: bootstrap again"}},
 )
 async def pull_endpoint(
@@ -124,7 +129,8 @@ async def pull_endpoint(
         "checksum is `sha256:` over the envelope lines' bytes. With `page_size`, the stream stops "
         'after that many envelopes and the last line is `{"end": false, "next": "type:id", '
         "...}`: resume with the same `snapshot_version` and `after=<next>`. Afterwards pull "
-        "with `since=snapshot_version`."
+        "with `since=snapshot_version`. `snapshot_version` is the committed head: bootstrap "
+        "never waits for Neo4j."
     ),
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
@@ -151,7 +157,13 @@ async def bootstrap_endpoint(
 @router.get(
     "/status",
     response_model=SyncStatus,
-    summary="A workstation's last mutation, the frontier, counts per type",
+    summary="A workstation's last mutation, the committed head, counts, the projection's lag",
+    description=(
+        "`frontier` (= `version`) is the tenant's committed head. `projection` says how far "
+        "the Neo4j projection (graph reads, search) is behind it: `applied_through`, "
+        "`lag_versions`, `lag_seconds` and `failed` (rows Neo4j refused, isolated so later "
+        "changes keep flowing). Reads Postgres only."
+    ),
 )
 async def status_endpoint(
     request: Request, principal: Syncer, workstation_id: uuid.UUID | None = None
