@@ -9,6 +9,7 @@ in production), against the real Postgres and Neo4j.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -155,3 +156,33 @@ async def test_other_tenants_are_served_while_one_has_50_pushes_queued(
         await holder.close()
         done = await asyncio.gather(*pushes, return_exceptions=True)
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in done), done
+
+
+async def test_a_write_queued_too_long_is_a_503_that_records_nothing(
+    app: FastAPI, client: httpx.AsyncClient, make_tenant, pg, monkeypatch
+):
+    busy: Tenant = await make_tenant("busy")
+    other: Tenant = await make_tenant("other")
+    gate = gate_of(app.state.resources)
+    monkeypatch.setattr(gate, "wait_seconds", 0.2)
+    before = await pg.fetchval(
+        "SELECT count(*) FROM sync_journal WHERE customer_id = $1", uuid.UUID(busy.id)
+    )
+    async with contextlib.AsyncExitStack() as held:  # every slot of the busy tenant taken
+        for _ in range(gate.limit):
+            await held.enter_async_context(gate.admitted(uuid.UUID(busy.id)))
+        refused = await asyncio.wait_for(
+            client.post(f"{V1}/venues", headers=busy.headers, json={"name": "Late"}), 30
+        )
+        served = await client.post(f"{V1}/venues", headers=other.headers, json={"name": "Free"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "tenant_busy"
+    assert refused.headers["retry-after"] == "1"
+    assert served.status_code == 201, served.text
+    after = await pg.fetchval(
+        "SELECT count(*) FROM sync_journal WHERE customer_id = $1", uuid.UUID(busy.id)
+    )
+    assert after == before
+    assert gate.waiting(uuid.UUID(busy.id)) == 0 and uuid.UUID(busy.id) not in gate._queues
+    ok = await client.post(f"{V1}/venues", headers=busy.headers, json={"name": "On time"})
+    assert ok.status_code == 201, ok.text
