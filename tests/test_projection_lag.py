@@ -316,3 +316,22 @@ async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant):
     else:
         assert racing.status_code == 410, racing.text
         assert racing.json()["error"]["code"] == "cursor_expired"
+
+
+async def test_bisection_isolates_each_refused_row_of_a_large_batch(app, tenant, pg):
+    from api.journal import apply_pending
+
+    resources = app.state.resources
+    rows = [(uuid.uuid4(), venue(f"V{i}")) for i in range(30)]
+    for position in (0, 17, 29):  # first, middle, last
+        rows[position] = (rows[position][0], POISON)
+    failed_before = _failed_total()
+    versions = await journal_directly(resources, tenant, rows)
+    assert await apply_pending(resources, uuid.UUID(tenant.id)) == 27
+    journal = await states(pg, tenant)
+    refused = {versions[p] for p in (0, 17, 29)}
+    assert {v for v, (state, _) in journal.items() if state == "failed"} == refused
+    assert all(journal[v][0] == "applied" for v in versions if v not in refused)
+    assert _failed_total() == failed_before + 3
+    drift = await verify(resources, uuid.UUID(tenant.id))
+    assert drift.clean and drift.pending == 0 and len(drift.failed) == 3
