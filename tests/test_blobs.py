@@ -700,7 +700,9 @@ def test_blob_content_types_setting_is_read_from_json(monkeypatch):
             Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-async def test_a_used_form_cannot_replace_verified_bytes(client, tenant: Tenant, store):
+async def test_a_used_form_cannot_replace_verified_bytes(
+    client, tenant: Tenant, store, s3, settings
+):
     """Issue 14 item 4: the form stays valid until it expires, but after `complete`
     it must no longer reach the bytes that downloads serve."""
     data = png_bytes()
@@ -724,6 +726,30 @@ async def test_a_used_form_cannot_replace_verified_bytes(client, tenant: Tenant,
     served = await store.get(download.json()["url"])
     assert served.status_code == 200
     assert served.content == data  # ... but the verified bytes are out of its reach
+
+    # Deleting the blob removes the verified object and the stray staging one.
+    assert object_exists(s3, settings, staged_key(ticket))
+    assert (await client.delete(f"{BLOBS}/{blob_id}", headers=tenant.headers)).status_code == 204
+    for key in (ticket["object_key"], staged_key(ticket)):
+        assert not object_exists(s3, settings, key)
+
+
+async def test_an_upload_made_before_staging_keys_still_completes(
+    client, tenant: Tenant, store, s3, settings
+):
+    """Forms signed before staging keys existed wrote the final key itself:
+    `complete` finds nothing staged and checks the final object."""
+    data = png_bytes()
+    ticket = await ask_upload(client, tenant, data, sha256=hashlib.sha256(data).hexdigest())
+    s3.put_object(
+        Bucket=settings.blob_bucket, Key=ticket["object_key"], Body=data, ContentType="image/png"
+    )
+    done = await client.post(f"{BLOBS}/{ticket['blob_id']}/complete", headers=tenant.headers)
+    assert done.status_code == 200, done.text
+    download = await client.get(
+        f"{BLOBS}/download-url", params={"blob_id": ticket["blob_id"]}, headers=tenant.headers
+    )
+    assert (await store.get(download.json()["url"])).content == data
 
 
 def test_the_copy_on_complete_may_wait_for_a_large_object(app):
