@@ -262,7 +262,7 @@ async def test_a_failed_row_superseded_by_a_later_change_is_not_replayed(
     assert drift.clean and not drift.failed
 
 
-async def test_reconcile_exits_non_zero_when_neo4j_is_unreachable(app, tenant, pg, cli):
+async def test_reconcile_and_verify_exit_non_zero_when_neo4j_is_unreachable(app, tenant, pg, cli):
     resources = app.state.resources
     (pending,) = await journal_directly(resources, tenant, [(uuid.uuid4(), venue("Waiting"))])
     down = await cli("reconcile", "--customer", tenant.id, neo4j_uri=DEAD_NEO4J)
@@ -271,6 +271,9 @@ async def test_reconcile_exits_non_zero_when_neo4j_is_unreachable(app, tenant, p
         down.stdout
     )
     assert (await states(pg, tenant))[pending][0] == "pending"
+    unverified = await cli("verify", "--customer", tenant.id, neo4j_uri=DEAD_NEO4J)
+    assert unverified.returncode == 1, unverified.stdout
+    assert f"tenant {tenant.id}: could not verify: ServiceUnavailable" in unverified.stdout
     healthy = await cli("reconcile", "--customer", tenant.id)
     assert healthy.returncode == 0, healthy.stdout
     assert "reconciled 1 pending change(s) across 1 tenant(s)" in healthy.stdout
