@@ -95,6 +95,10 @@ def check_acknowledged(
         versions_of.setdefault(r["entity_id"], set()).add(r["version"])
         payload_at[(r["entity_id"], r["version"])] = r["payload"]
     acknowledged = lost = stale = mismatched = refused_in_journal = noop_deletes = 0
+
+    def _journaled(envelope: dict[str, Any]) -> bool:  # a later change the journal holds
+        return envelope["version"] in versions_of.get(envelope["id"], set())
+
     details: list[str] = []
     for c in clients:
         for mid, result in sorted(c.outcomes.items()):
@@ -111,7 +115,10 @@ def check_acknowledged(
                 # "A delete of an entity that is already deleted is applied as a
                 # no-op": no row of its own, but the entity must be a tombstone.
                 envelope = pulled.get(wire["id"])
-                if envelope is not None and envelope["op"] == "delete":
+                if envelope is not None and (
+                    envelope["op"] == "delete"
+                    or (envelope["version"] > version and _journaled(envelope))
+                ):
                     noop_deletes += 1
                     continue
             if row is None or row["version"] != version:
@@ -148,7 +155,8 @@ def check_acknowledged(
         if survivor is None or survivor["version"] < merge["version"]:
             stale += 1
             details.append(f"merge v{merge['version']}: survivor {merge['survivor']} behind")
-        if merged is None or merged["op"] != "delete":
+        superseded = merged is not None and merged["version"] > merge["version"]
+        if merged is None or (merged["op"] != "delete" and not superseded):
             stale += 1
             details.append(f"merge v{merge['version']}: {merge['merged']} not a tombstone")
     return [
@@ -215,14 +223,17 @@ def check_converged(
             ],
         )
     )
-    details = []
+    details: list[str] = []
+    differing = 0
     for c in clients:
         if c.state is None:
+            differing += 1
             details.append(f"{c.name}: its final pull failed")
             continue
         keys = set(c.state) | set(bootstrap)
         wrong = sorted(k for k in keys if c.state.get(k) != bootstrap.get(k))
         if wrong:
+            differing += 1
             details.append(f"{c.name}: {len(wrong)} entities differ")
             details += [
                 f"  {k}: {_brief(c.state.get(k))} / server {_brief(bootstrap.get(k))}"
@@ -234,7 +245,7 @@ def check_converged(
             not details,
             f"{sum(c.state is not None for c in clients)}/{len(clients)} converged"
             if not details
-            else f"{len(details)} of {len(clients)} differ",
+            else f"{differing} of {len(clients)} differ",
             details,
         )
     )

@@ -86,11 +86,13 @@ class Schedule:
         await asyncio.sleep(self.rng.uniform(2.0, 4.0))
         while kinds or time.monotonic() - started < self.seconds:
             kind = kinds.pop(0) if kinds else self.rng.choice(FAULT_KINDS)
-            await self.inject(kind)
-            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            # Poison before the fault (all of it before the first cycle's last
+            # one), so the run ends on a fault and the heal clock starts there.
             for _ in range(self.rng.randint(1, 2) if kinds else len(poison)):
                 if poison:
                     await self.send_poison(poison.pop())
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            await self.inject(kind)
             await asyncio.sleep(self.rng.uniform(1.0, 4.0))
 
     async def inject(self, kind: str) -> None:
