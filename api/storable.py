@@ -43,10 +43,11 @@ def text_problem(value: str) -> str | None:
     """Why this text cannot be stored, or None."""
     if "\x00" in value:
         return "contains a NUL character (U+0000), which cannot be stored"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate, which is not valid Unicode"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate, which is not valid Unicode"
     return None
 
 
@@ -64,9 +65,17 @@ def printable(value: Any) -> Any:
     return value
 
 
-def _where(path: tuple[Any, ...]) -> str:
+# A path as a linked list, (parent, key), built only as far as the walk goes.
+_Path = tuple[Any, Any] | None
+
+
+def _where(path: _Path) -> str:
+    parts: list[Any] = []
+    while path is not None:
+        path, part = path
+        parts.append(part)
     out = ""
-    for part in path:
+    for part in reversed(parts):
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -79,31 +88,50 @@ def unstorable(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
 
     Iterative, so a hostile nesting depth never exhausts the stack.
     """
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    stack: list[tuple[Any, int, _Path]] = [(value, 0, None)]
     while stack:
-        item, path = stack.pop()
-        if isinstance(item, str):
+        item, depth, path = stack.pop()
+        kind = type(item)
+        if kind not in _JSON_TYPES:
+            item = _as_json(item)
+            kind = type(item)
+        if kind is str:
             if problem := text_problem(item):
                 return f"{_where(path)}: text {problem}"
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                return f"{_where(path)}: integer outside the signed 64-bit range"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{_where(path)}: NaN and infinity cannot be stored"
-        elif isinstance(item, dict | list | tuple):
-            if len(path) >= max_depth:
+        elif kind is dict or kind is list:
+            if depth >= max_depth:
                 return f"{_where(path)}: nested deeper than {max_depth} levels"
-            if isinstance(item, dict):
+            if kind is dict:
                 for key, child in item.items():
                     if isinstance(key, str) and (problem := text_problem(key)):
                         return f"{_where(path)}: a key {problem}"
-                    stack.append((child, (*path, key)))
+                    stack.append((child, depth + 1, (path, key)))
             else:
-                stack.extend((child, (*path, index)) for index, child in enumerate(item))
+                stack.extend((child, depth + 1, (path, i)) for i, child in enumerate(item))
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return f"{_where(path)}: integer outside the signed 64-bit range"
+        elif kind is float and not math.isfinite(item):
+            return f"{_where(path)}: NaN and infinity cannot be stored"
     return None
+
+
+_JSON_TYPES = frozenset({str, dict, list, int, float, bool, type(None)})
+
+
+def _as_json(item: Any) -> Any:
+    """What JSON parsing would have made of a subclass (a str enum) or a tuple."""
+    if isinstance(item, bool):
+        return bool(item)
+    if isinstance(item, str):
+        return str(item)
+    if isinstance(item, int):
+        return int(item)
+    if isinstance(item, float):
+        return float(item)
+    if isinstance(item, dict):
+        return dict(item)
+    return list(item) if isinstance(item, list | tuple) else None
 
 
 class StorableModel(BaseModel):
