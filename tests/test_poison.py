@@ -797,6 +797,12 @@ DATETIME_FIELDS = {
     "world_edge": ["valid_from", "valid_to"],
     "operation": ["started_at", "ended_at"],
 }
+READ_PATHS = {
+    "venue": "/venues",
+    "world_node": "/world-model/nodes",
+    "world_edge": "/world-model/edges",
+    "operation": "/operations",
+}
 CREATE_PATHS = {
     "venue": "/venues",
     "world_node": "/world-model/nodes",
@@ -934,7 +940,10 @@ async def test_hostile_values_are_stored_whole_or_refused_whole(
     payload = json.loads(stored["payload"])
     in_graph = await _entity_in_neo4j(graph, entity_type, entity_id)
     assert in_graph is not None and in_graph["version"] == stored["version"], "not projected"
+    read = await client.get(f"{V1}{READ_PATHS[entity_type]}/{entity_id}", headers=tenant.headers)
+    assert read.status_code == 200, read.text
     if target == "properties":
+        assert read.json()["properties"] == payload["properties"]
         for key, journal_value in payload["properties"].items():
             assert _same(in_graph["p_" + key], journal_value), (key, in_graph, payload)
     elif payload.get(target) is not None:
