@@ -13,6 +13,15 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from neo4j.exceptions import (
+    AuthError,
+    ConnectionPoolError,
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -88,6 +97,35 @@ def postgres_unavailable() -> DependencyUnavailable:
     )
 
 
+def neo4j_unavailable(reason: str) -> DependencyUnavailable:
+    return DependencyUnavailable(
+        "neo4j is unavailable; retry shortly",
+        code="neo4j_unavailable",
+        details={"dependency": "neo4j", "reason": reason},
+        headers={"Retry-After": "5"},
+    )
+
+
+def neo4j_failure_reason(exc: BaseException) -> str | None:
+    """Why a Neo4j error means "the graph cannot answer now", or None if it is a bug.
+
+    Unreachable or restarting servers, expired sessions, an exhausted driver pool,
+    a transaction past its time limit and wrong credentials all make the
+    graph unavailable to the caller; a Cypher or constraint error does not.
+    """
+    if isinstance(exc, (ServiceUnavailable, SessionExpired)):
+        return "unreachable"
+    if isinstance(exc, ConnectionPoolError):
+        return "busy"
+    if isinstance(exc, AuthError):
+        return "credentials refused"
+    if isinstance(exc, Neo4jError) and "TransactionTimedOut" in (exc.code or ""):
+        return "timed out"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return None
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -137,7 +175,25 @@ def install_error_handlers(app: FastAPI) -> None:
             return await _overwatch(request, postgres_unavailable())
         return await _unexpected(request, exc)
 
+    # A Neo4j that is down, restarting or too slow is a 503 naming it on every
+    # read endpoint (venues, world model, operations, search), not a 500.
+    @app.exception_handler(Neo4jError)
+    @app.exception_handler(DriverError)
+    async def _neo4j(request: Request, exc: Exception) -> JSONResponse:
+        reason = neo4j_failure_reason(exc)
+        if reason is not None:
+            return await _overwatch(request, neo4j_unavailable(reason))
+        return await _unexpected(request, exc)
+
+    # Registered for completeness; in practice RequestContextMiddleware
+    # (api/observability.py) catches what no handler above claims, inside the
+    # request context, so the 500 carries X-Request-ID and keeps the connection.
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request.unhandled", error_type=type(exc).__name__)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+        return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """The 500 for an error no handler claims: logged with its trace, body without it."""
+    log.error("request.unhandled", error_type=type(exc).__name__, exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
