@@ -56,12 +56,16 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
     )
     api_s = raw_s = 0.0
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
-        ws = (
+        registered = (
             await client.post("/api/v1/auth/workstations/register", json={"name": "bench"})
-        ).json()["id"]
+        ).json()
+        ws = registered["id"]
+        # Only a workstation's own key pushes (docs/sync.md, "Who may push").
+        ws_headers = {"X-API-Key": registered["api_key"]}
         venue = str(uuid.uuid4())
         await client.post(
             "/api/v1/sync/push",
+            headers=ws_headers,
             json={
                 "workstation_id": ws,
                 "protocol_version": 1,
@@ -114,6 +118,7 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
             started = time.perf_counter()
             r = await client.post(
                 "/api/v1/sync/push",
+                headers=ws_headers,
                 json={"workstation_id": ws, "protocol_version": 1, "mutations": mutations},
             )
             r.raise_for_status()

@@ -397,8 +397,12 @@ async def test_workstations_push_only_for_themselves(client, tenant, other_tenan
     theirs, _ = await register(client, other_tenant, "theirs")
     m = [mutation(1, "venue", uid(), data={"name": "V"})]
     assert (await do_push(client, ws2, h1, m)).status_code == 403
-    assert (await do_push(client, theirs, tenant.headers, m)).status_code == 404
-    assert (await do_push(client, ws1, tenant.headers, m)).status_code == 200  # customer key
+    assert (await do_push(client, theirs, h1, m)).status_code == 403
+    # A customer key pushes as no workstation (docs/sync.md, "Who may push").
+    for ws in (ws1, theirs):
+        refused = await do_push(client, ws, tenant.headers, m)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "workstation_key_required"
 
 
 # ------------------------------------------------------------------ pull

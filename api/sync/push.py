@@ -248,7 +248,17 @@ def _check_request(resources: Resources, request: PushRequest) -> None:
 async def _check_workstation(
     session: AsyncSession, principal: Principal, workstation_id: uuid.UUID
 ) -> None:
-    if principal.workstation_id is not None and principal.workstation_id != workstation_id:
+    # Mutation ids are the workstation's own sequence (its idempotency keys): a
+    # push by any other key could consume them and turn the workstation's own
+    # later mutation into a silently dropped `duplicate`. Only the workstation's
+    # key pushes as it (docs/sync.md, "Who may push").
+    if principal.workstation_id is None:
+        raise Forbidden(
+            "only a workstation's own key pushes; register a workstation "
+            "(POST /auth/workstations/register) and push with its key",
+            code="workstation_key_required",
+        )
+    if principal.workstation_id != workstation_id:
         raise Forbidden("a workstation key pushes for its own workstation only")
     deactivated = (
         await session.execute(_WORKSTATION, {"w": workstation_id, "c": principal.customer_id})
