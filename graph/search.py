@@ -205,16 +205,33 @@ class Hit:
         return str(self.props["id"])
 
 
+# What a caller may see of each strategy. The k tried, and whether the over-fetch
+# had to grow or fall back, depend on the index that every tenant shares: from
+# them a tenant could estimate the platform's size. `exact` vs `ann` and the
+# candidate count depend on the tenant's own nodes only.
+_PUBLIC_STRATEGY = {
+    "exact": "exact",
+    "ann": "ann",
+    "ann_then_exact": "ann",
+    "index": "index",
+    "index_all": "index",
+}
+
+
 @dataclass
 class Plan:
-    """How a tenant-filtered search was answered (returned to callers as-is)."""
+    """How a tenant-filtered search was answered (in full for benchmarks and logs)."""
 
     strategy: str  # exact | ann | ann_then_exact | index | index_all
-    candidates: int | None = None
+    candidates: int | None = None  # the tenant's own matching nodes (vector search)
     k: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "candidates": self.candidates, "k": self.k}
+        """The plan as an API answer shows it: only what the tenant's own data decides."""
+        shown: dict[str, Any] = {"strategy": _PUBLIC_STRATEGY.get(self.strategy, self.strategy)}
+        if self.candidates is not None:
+            shown["candidates"] = self.candidates
+        return shown
 
 
 def _hits(rows: Sequence[Mapping[str, Any]]) -> list[Hit]:

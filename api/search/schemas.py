@@ -34,7 +34,8 @@ class SearchResponse(BaseModel):
     mode: str
     items: list[SearchHit]
     plan: dict[str, Any] = Field(
-        description="How each list was answered under tenant "
-        "filtering: exact search or index over-fetch with the k tried "
-        "(see docs/search.md)."
+        description="How each list was answered under tenant filtering: "
+        "`exact` or `ann` (vector, with the tenant's candidate count) and `index` "
+        "(fulltext). Figures that depend on other tenants' data (the k tried) are "
+        "never shown (see docs/search.md)."
     )
