@@ -39,6 +39,8 @@ FROM python:3.11-slim AS runtime
 
 # PYTHONPATH=/app makes `api`, `graph`, ... import from /app rather than from
 # site-packages, so the code finds alembic.ini, migrations/ and cypher/ next to it.
+# No ENVIRONMENT on purpose: an image runs as production unless told otherwise,
+# so it refuses the repository's default secrets (docker-compose.yml opts in).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \

@@ -17,6 +17,7 @@ from api import health
 from api.auth.service import flush_key_usage
 from api.background import BackgroundLoops, Job
 from api.blobstore import ensure_bucket
+from api.body_limit import RequestBodyLimit
 from api.docs_assets import install_offline_docs
 from api.errors import install_error_handlers
 from api.fleet.liveness import liveness_sweep
@@ -110,6 +111,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Middleware added later wraps what was added before: the request context is
+    # outermost, so the body cap's 413 and every 500 carry X-Request-ID (and CORS).
+    app.add_middleware(RequestBodyLimit, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -27,11 +27,20 @@ app.add_typer(stack_app, name="stack")
 T = TypeVar("T")
 
 
+# Commands that reach no store run without valid service settings; every other
+# command (migrate, reconcile, prune, ...) obeys the server's rule: production
+# unless ENVIRONMENT says otherwise, so the default secrets are refused.
+_WITHOUT_SETTINGS = frozenset({"stack", "export-openapi"})
+
+
 @app.callback()
-def _configure() -> None:
+def _configure(ctx: typer.Context) -> None:
     """Readable log lines at LOG_LEVEL for commands (the server logs JSON)."""
     from api.observability import configure_logging
 
+    if ctx.invoked_subcommand in _WITHOUT_SETTINGS:
+        configure_logging("INFO", json=False)
+        return
     try:
         settings = get_settings()
     except Exception as exc:  # invalid settings: say so, plainly, once
@@ -440,9 +449,13 @@ def export_openapi(
     path: Annotated[Path | None, typer.Argument(help="Output file (stdout if omitted).")] = None,
 ) -> None:
     """Write the OpenAPI schema as JSON."""
+    from api.settings import Settings
     from main import create_app
 
-    schema: dict[str, Any] = create_app().openapi()
+    # The schema serves nothing and opens no store: the environment's settings
+    # shape it (the ontology), but no secret has to be real for that.
+    settings = Settings(environment="development")
+    schema: dict[str, Any] = create_app(settings).openapi()
     text = json.dumps(schema, indent=2, sort_keys=False)
     if path is None:
         sys.stdout.write(text + "\n")

@@ -2,6 +2,10 @@
 
 Every variable is documented in `.env.example` and in the README's
 configuration table; a test keeps the three in agreement.
+
+Fail closed: with no ENVIRONMENT the service is in production, where the
+repository's default secrets are refused at startup. Development is chosen
+explicitly (`make run`, the tests, docker-compose.yml, `.env.example`).
 """
 
 from __future__ import annotations
@@ -79,9 +83,9 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Field(
-        "development",
-        description="development, test, staging or production. Only development "
-        "accepts the repository's default secrets.",
+        "production",
+        description="development, test, staging or production (the default when unset). "
+        "Only development accepts the repository's default secrets.",
     )
     log_level: str = Field("INFO", description="Log level for the JSON logs.")
     log_json: bool = Field(True, description="JSON logs (true) or console-friendly logs.")
@@ -191,6 +195,13 @@ class Settings(BaseSettings):
         16 * 1024 * 1024,
         ge=1024,
         description="Largest push body in bytes (413 above).",
+    )
+    request_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body in bytes of every endpoint but push (which has "
+        "SYNC_MAX_BODY_BYTES); a larger one is answered 413 before it is parsed.",
     )
     tombstone_retention_days: int = Field(
         30,
@@ -337,8 +348,10 @@ class Settings(BaseSettings):
         ]
         if offending:
             raise ValueError(
-                f"default secrets are refused when ENVIRONMENT={self.environment}: "
+                f"default secrets are refused when ENVIRONMENT={self.environment} "
+                "(production is the default when ENVIRONMENT is unset): set "
                 + ", ".join(offending)
+                + ", or choose ENVIRONMENT=development explicitly for a local run"
             )
         if self.db_auto_migrate and self.environment in ("staging", "production"):
             raise ValueError("DB_AUTO_MIGRATE is for development; run `overwatch migrate`")

@@ -181,7 +181,8 @@ class BenchContext:
 
 async def prepare() -> BenchContext:
     """A fresh `<db>_bench` database at head and the Neo4j schema applied."""
-    settings = Settings()
+    # The bench stack runs on the repository's development secrets: say so.
+    settings = Settings(environment="development")
     admin = make_url(settings.database_url)
     name = f"{admin.database}_bench_{os.getpid()}"  # concurrent runs never collide
     conn = await asyncpg.connect(settings.sync_database_url)

@@ -690,7 +690,6 @@ async def test_unknown_or_malformed_ids(client, tenant: Tenant, path: str):
 
 def test_blob_content_types_setting_is_read_from_json(monkeypatch):
     monkeypatch.setenv("ENVIRONMENT", "development")  # accept the default secrets
-    monkeypatch.setenv("ENVIRONMENT", "development")  # the default secrets load
     monkeypatch.setenv("BLOB_CONTENT_TYPES", '{"Image/PNG": 1024, "application/vnd.las": 2048}')
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.blob_content_types == {"image/png": 1024, "application/vnd.las": 2048}

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from api.settings import Settings
@@ -139,6 +140,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+@pytest.fixture
+def dev_env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A clean environment that chooses development, so the default secrets load."""
+    clean_env.setenv("ENVIRONMENT", "development")
+    return clean_env
+
+
 @pytest.fixture(scope="module")
 def services() -> dict[str, dict[str, Any]]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -202,6 +210,23 @@ def test_api_is_built_from_the_dockerfile_and_published_on_8000(services):
     assert (8000, 8000) in published_ports(api)
 
 
+def test_compose_publishes_only_on_loopback_unless_the_user_opts_in(services):
+    # The API runs with the default admin key here: reachable from the network
+    # only when the user says so (API_BIND), never by default.
+    for name, service in services.items():
+        for entry in service.get("ports") or []:
+            assert isinstance(entry, str), f"{name}: use the short port syntax with a host IP"
+            host_ip = resolve(entry).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {entry} beyond loopback"
+    assert "${API_BIND:-127.0.0.1}:8000:8000" in services["api"]["ports"]
+
+
+def test_compose_chooses_development_explicitly(services):
+    raw = services["api"]["environment"]
+    assert "ENVIRONMENT" in raw, "compose must say which environment it runs"
+    assert resolve(raw["ENVIRONMENT"]) == "development"
+
+
 def test_api_environment_names_are_settings_fields(api_env):
     unknown = set(api_env) - SETTINGS_ENV
     assert not unknown, f"not a Settings field (typo?): {sorted(unknown)}"
@@ -263,6 +288,30 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root():
     assert users[-1].split(":")[0] not in ("root", "0")
 
 
+def test_dockerfile_sets_no_environment_so_an_image_is_production():
+    for keyword, args in dockerfile_instructions():
+        if keyword in ("ENV", "ARG"):
+            assert not re.search(r"(^|\s)ENVIRONMENT[=\s]", args), f"{keyword} {args}"
+
+
+def test_without_environment_the_default_secrets_are_refused(clean_env):
+    # No variable and no .env: production, which refuses to start on defaults.
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert "ENVIRONMENT=production" in message
+    for name in ("API_KEY_PEPPER", "ADMIN_API_KEY", "NEO4J_PASSWORD", "BLOB_SECRET_ACCESS_KEY"):
+        assert name in message
+
+
+def test_make_run_and_migrate_choose_development_explicitly():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    commands = re.findall(r"^\t(.*\boverwatch (?:migrate|serve)\b.*)$", makefile, re.M)
+    assert commands, "make run/migrate no longer call overwatch?"
+    for command in commands:
+        assert "ENVIRONMENT=development" in command, command
+
+
 def test_dockerfile_serves_the_api_on_8000_with_a_healthcheck():
     stage = final_stage(dockerfile_instructions())
     exposed = {port for keyword, args in stage if keyword == "EXPOSE" for port in args.split()}
@@ -317,16 +366,16 @@ def test_env_example_explains_every_variable():
         )
 
 
-def test_env_example_commented_out_examples_are_valid(clean_env):
+def test_env_example_commented_out_examples_are_valid(dev_env):
     lines = (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     for index, match in env_example():
         if not match.group("commented"):
             continue
         name = match.group("name")
-        clean_env.setenv(name, match.group("value"))
+        dev_env.setenv(name, match.group("value"))
         example = Settings(_env_file=None)  # type: ignore[call-arg]
-        clean_env.delenv(name)
+        dev_env.delenv(name)
         if "default" in lines[index - 1]:
             field = name.lower()
             assert getattr(example, field) == getattr(defaults, field), f"{name} example"
@@ -334,6 +383,9 @@ def test_env_example_commented_out_examples_are_valid(clean_env):
 
 def test_env_example_values_are_the_local_stack_defaults(clean_env):
     from_example = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    # The one value .env.example does not share with the code: it chooses development.
+    assert from_example.environment == "development"
+    clean_env.setenv("ENVIRONMENT", "development")
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     assert from_example.model_dump() == defaults.model_dump()
     db = make_url(from_example.database_url)
@@ -355,15 +407,18 @@ def test_readme_configuration_table_lists_every_setting():
     assert SETTINGS_ENV - set(rows) == set(), "README's configuration table misses settings"
 
 
-def test_readme_defaults_match_settings(clean_env):
+def test_readme_defaults_match_settings(dev_env):
     # Each documented default, fed back as the variable, must give the real default.
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    for name, cell in readme_configuration_rows().items():
+    rows = readme_configuration_rows()
+    # ENVIRONMENT's default (production) refuses the default secrets: compare it as text.
+    assert rows.pop("ENVIRONMENT") == f"`{Settings.model_fields['environment'].default}`"
+    for name, cell in rows.items():
         field = name.lower()
         if cell == "*(unset)*":
             assert getattr(defaults, field) is None, f"README says {name} has no default"
             continue
-        clean_env.setenv(name, "" if cell == "*(empty)*" else cell.strip("`"))
+        dev_env.setenv(name, "" if cell == "*(empty)*" else cell.strip("`"))
         documented = Settings(_env_file=None)  # type: ignore[call-arg]
-        clean_env.delenv(name)
+        dev_env.delenv(name)
         assert getattr(documented, field) == getattr(defaults, field), f"README default of {name}"

@@ -1093,7 +1093,12 @@ async def test_prune_command_reports_what_it_removed(test_database_url, pg):
         "SELECT count(*) FROM heartbeats WHERE received_at < now() - interval '7 days'"
     )
     assert old >= 2
-    env = {**os.environ, "DATABASE_URL": test_database_url, "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",  # production (the default) refuses the default secrets
+        "DATABASE_URL": test_database_url,
+        "LOG_LEVEL": "WARNING",
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
