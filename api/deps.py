@@ -1,4 +1,12 @@
-"""Request dependencies: the process resources and a per-request unit of work."""
+"""Request dependencies: the process resources and a per-request unit of work.
+
+Who owns the transaction: the request-scoped session below, and it commits
+before the response is sent. Since FastAPI 0.118 a yield dependency's teardown
+runs after the response by default, so a 201 could reach the client before its
+commit (a fresh key refused on the next request, a revoked key still accepted).
+`scope="function"` ends the dependency when the endpoint returns, before the
+response starts: a 2xx means it happened.
+"""
 
 from __future__ import annotations
 
@@ -41,4 +49,4 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

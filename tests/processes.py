@@ -94,3 +94,32 @@ async def running_api(env: dict[str, str], log_dir: Path, name: str) -> AsyncIte
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+
+
+# Raw HTTP/1.1 on one keep-alive connection, for what a client library hides:
+# pipelining, header bytes sent as-is, and whether the server kept the connection.
+def raw_request(
+    method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    """One request's bytes; header values are sent exactly as given."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: test"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method in ("POST", "PUT", "PATCH", "DELETE"):
+        lines.append(f"Content-Length: {len(body)}")
+        if body:
+            lines.append("Content-Type: application/json")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """The next response on the connection: (status, lower-cased headers, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
