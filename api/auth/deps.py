@@ -31,6 +31,10 @@ async def current_principal(
     request: Request,
     presented: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
+    # Whitespace around a header value is not part of it (RFC 9110 §5.5), and
+    # HTTP servers differ in what they strip: strip spaces and tabs on both
+    # sides here, so a key is accepted or refused the same way on any server.
+    presented = (presented or "").strip(" \t")
     if not presented:
         raise Unauthorized("missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
     # A short session of its own: the connection goes back to the pool before

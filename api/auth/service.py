@@ -67,8 +67,10 @@ async def authenticate(
     """Resolve an `X-API-Key` value to a principal, or raise 401.
 
     Checks revocation, expiry, a disabled customer and a deactivated workstation
-    on every call, so revoking any of them takes effect at once.
+    on every call, so revoking any of them takes effect at once. Spaces and tabs
+    around the value are not part of it (HTTP strips them; so does this).
     """
+    presented = presented.strip(" \t")
     pepper = settings.api_key_pepper.get_secret_value()
     admin_digest = key_digest(pepper, settings.admin_api_key.get_secret_value())
     if digests_match(admin_digest, pepper, presented):
