@@ -262,14 +262,22 @@ s3_up() {
   "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 EOF
+  # Every bucket is a SeaweedFS collection with volumes of its own, and by
+  # default a new collection grows 7 volumes at once; with test sessions each
+  # making a bucket, the volume slots ran out ("no free volumes left", a 500 to
+  # every upload). One volume per growth, small volumes (sparse files until
+  # written) and a generous slot count keep a long-lived local stack writable.
+  # weed reads master.toml from its working directory.
+  printf '[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n' \
+    >"$dir/master.toml"
   local p=$S3_PORT
-  nohup "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+  (cd "$dir" && exec nohup "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
     -master.port=$((p + 1)) -master.port.grpc=$((p + 10001)) -master.telemetry=false \
-    -master.volumeSizeLimitMB=256 -volume.max=0 \
+    -master.volumeSizeLimitMB=64 -volume.max=2000 \
     -volume.port=$((p + 2)) -volume.port.grpc=$((p + 10002)) \
     -filer.port=$((p + 3)) -filer.port.grpc=$((p + 10003)) \
     -s3 -s3.port="$p" -s3.port.grpc=$((p + 10000)) -s3.port.iceberg=0 -s3.port.lance=0 \
-    -s3.config="$dir/identities.json" >"$log" 2>&1 &
+    -s3.config="$dir/identities.json") >"$log" 2>&1 &
   echo $! >"$pidfile"
   wait_port "$S3_PORT" 90 "$pidfile" "$log" "s3 (seaweedfs)"
   # The gateway opens its port before the filer behind it answers; wait for a

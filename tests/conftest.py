@@ -210,6 +210,20 @@ async def app(settings: Settings, graph: GraphClient) -> AsyncIterator[FastAPI]:
     application = create_app(settings, background=False)
     async with application.router.lifespan_context(application):
         yield application
+        _drop_bucket(application.state.resources.s3, settings.blob_bucket)
+
+
+def _drop_bucket(s3: Any, bucket: str) -> None:
+    """Remove the session's bucket: on SeaweedFS every bucket is a collection
+    holding volume slots of its own, which a long-lived test stack would use up."""
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=bucket)
+    except Exception as exc:  # cleanup only: never fail the session for it
+        print(f"could not remove test bucket {bucket}: {exc}")
 
 
 @pytest.fixture

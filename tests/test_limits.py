@@ -171,7 +171,10 @@ async def test_complete_hashes_the_object_without_holding_the_blob_row(
 ):
     """A declared SHA-256 the store did not keep is checked by reading the object,
     up to 2 GiB: a delete or another complete must not queue behind that read."""
-    data = secrets.token_bytes(256 * 1024)
+    # Large enough that reading and hashing it takes far longer than a woken
+    # Postgres waiter needs to take the row: the lock is not handed over in
+    # queue order, so with a tiny object `complete` could re-lock first.
+    data = secrets.token_bytes(8 * 1024 * 1024)
     r = await client.post(
         f"{V1}/blobs/upload-url",
         headers=tenant.headers,
