@@ -23,7 +23,8 @@ class _BodyTooLarge(Exception):
 
 
 class RequestBodyLimit:
-    """Pure ASGI middleware: 413 `payload_too_large` for a body above the path's cap."""
+    """Pure ASGI middleware: 413 `payload_too_large` (`body_too_large` on the push)
+    for a body above the path's cap."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -81,8 +82,12 @@ class RequestBodyLimit:
     async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         from fastapi.responses import JSONResponse
 
+        # The push keeps the code the sync protocol documents (docs/sync.md).
+        push = scope["path"].rstrip("/") == PUSH_PATH
         error = PayloadTooLarge(
-            "request body too large; nothing was recorded", details={"max_bytes": limit}
+            "request body too large; nothing was recorded",
+            code="body_too_large" if push else None,
+            details={"max_bytes": limit},
         )
         response = JSONResponse(
             error_body(error.code, error.message, error.details),

@@ -185,6 +185,20 @@ def install_error_handlers(app: FastAPI) -> None:
             return await _overwatch(request, neo4j_unavailable(reason))
         return await _unexpected(request, exc)
 
+    # A database statement that ran past its time (asyncpg's command timeout,
+    # e.g. a writer queued on a tenant's counter row): the transaction is rolled
+    # back, nothing was recorded; the client may retry.
+    @app.exception_handler(TimeoutError)
+    async def _timeout(request: Request, exc: Exception) -> JSONResponse:
+        return await _overwatch(
+            request,
+            DependencyUnavailable(
+                "the database did not answer in time; nothing was recorded",
+                code="timeout",
+                details={"dependency": "postgres"},
+            ),
+        )
+
     # Registered for completeness; in practice RequestContextMiddleware
     # (api/observability.py) catches what no handler above claims, inside the
     # request context, so the 500 carries X-Request-ID and keeps the connection.

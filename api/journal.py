@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from api.entities import EntityType
 from api.observability import error_text
 from api.resources import Resources
 from api.tenant_gate import tenant_connection
-from graph.driver import OpenWrite
+from graph.driver import GraphClient, OpenWrite
 from graph.projection import (
     GraphChange,
     apply_changes,
@@ -279,7 +281,10 @@ _MARK_FAILED = text(
 )
 # The tenant's apply lock: held by whoever applies its journal to Neo4j.
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))")
-_HOLD = text("SELECT pg_advisory_lock(hashtextextended(CAST(:customer_id AS text), 7))")
+_TRY_LOCK = text(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))"
+)
+_TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id AS text), 7))")
 _UNHOLD = text("SELECT pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))")
 # Inside a new transaction: take the lock at transaction level (the session
 # holds it, so this cannot wait), then drop the session-level hold.
@@ -367,8 +372,38 @@ async def _settle(session: AsyncSession, customer_id: uuid.UUID, outcome: Applie
         await session.execute(_MARK_APPLIED, {"customer_id": customer_id, "upto": outcome.through})
 
 
+BUSY = -1  # apply_pending(wait=False): another applier holds the tenant's lock
+
+
+async def _poll_lock(
+    resources: Resources, session: AsyncSession, attempt: Any, params: dict[str, Any]
+) -> bool:
+    """Take a lock with `attempt` (a `pg_try_advisory_*lock`), retrying briefly.
+
+    The usual holder is the tenant's previous writer, marking its rows while
+    Neo4j commits: a few milliseconds. An applier stuck on an unreachable
+    Neo4j could hold it far longer, and a blocking wait there would hold this
+    writer's counter row (and every writer queued behind it): give up after
+    `OVERLAP_TIMEOUT`, or as soon as Neo4j is known to be failing.
+    """
+    deadline = time.monotonic() + OVERLAP_TIMEOUT
+    pause = 0.001
+    health = graph_health(resources)
+    while True:
+        if (await session.execute(attempt, params)).scalar():
+            return True
+        if health.suspect() or time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
 async def apply_pending(
-    resources: Resources, customer_id: uuid.UUID, known: dict[int, GraphChange] | None = None
+    resources: Resources,
+    customer_id: uuid.UUID,
+    known: dict[int, GraphChange] | None = None,
+    *,
+    wait: bool = True,
 ) -> int:
     """Apply every pending change of a tenant to Neo4j in version order.
 
@@ -378,7 +413,9 @@ async def apply_pending(
     unavailable: what was applied before is marked, the rest stays pending.
     `known` holds changes the caller just journaled: when the pending rows are
     exactly those, their payloads are not read back from Postgres.
-    Returns how many rows were applied.
+    Returns how many rows were applied. `wait=False`: if another applier holds
+    the tenant's lock, return `BUSY` at once (it, or the reconciler, applies
+    the rows).
     """
     total = 0
     while True:
@@ -387,7 +424,12 @@ async def apply_pending(
         async with unit_of_work(resources.sessions) as session:
             # The lock is its own statement on purpose: the next statement's
             # snapshot then includes rows another applier marked while we waited.
-            await session.execute(_LOCK, {"customer_id": str(customer_id)})
+            if wait:
+                await session.execute(_LOCK, {"customer_id": str(customer_id)})
+            elif not await _poll_lock(
+                resources, session, _TRY_LOCK, {"customer_id": str(customer_id)}
+            ):
+                return BUSY
             params = {"customer_id": customer_id, "limit": APPLY_BATCH}
             changes: list[GraphChange] = []
             if known:
@@ -416,6 +458,8 @@ async def apply_pending(
                 outage = exc
             await _settle(session, customer_id, outcome)
         total += outcome.applied
+        if outage is None:
+            graph_health(resources).ok()
         JOURNAL_APPLIED.inc(outcome.applied)
         _report_failed(customer_id, outcome.failed)
         if outage is not None:
@@ -462,17 +506,66 @@ def as_graph_changes(
 async def try_apply(
     resources: Resources, customer_id: uuid.UUID, known: dict[int, GraphChange] | None = None
 ) -> bool:
-    """Apply pending changes now; on failure log and leave them to the reconciler."""
+    """Apply pending changes now, if Neo4j is expected to answer and no other
+    applier is at work; on failure log and leave them to the reconciler."""
+    health = graph_health(resources)
+    if health.suspect():
+        return False
     try:
-        await apply_pending(resources, customer_id, known)
+        applied = await asyncio.wait_for(
+            apply_pending(resources, customer_id, known, wait=False), OVERLAP_TIMEOUT * 2
+        )
     except Exception as exc:
+        if isinstance(exc, ServiceUnavailable | TimeoutError):
+            health.failed()
         log.warning(
             "journal.apply_deferred",
             customer_id=str(customer_id),
             error=error_text(exc),
         )
         return False
-    return True
+    return applied != BUSY
+
+
+class GraphHealth:
+    """Whether this process should expect Neo4j to take a write right now.
+
+    A write never waits on Neo4j for long (DESIGN.md §4: sync never waits for
+    the projection): its in-request apply gives up after `OVERLAP_TIMEOUT`
+    seconds, and after any such failure (unreachable, frozen, timed out) the
+    writes of the next `COOLDOWN` seconds do not try at all. Their rows stay
+    `pending` and the reconciler, which retries on its own timer, applies
+    them once Neo4j answers; its first success closes the circuit again.
+    """
+
+    COOLDOWN = 5.0
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def suspect(self) -> bool:
+        return time.monotonic() < self._until
+
+    def failed(self) -> None:
+        self._until = time.monotonic() + self.COOLDOWN
+
+    def ok(self) -> None:
+        self._until = 0.0
+
+
+_HEALTH: weakref.WeakKeyDictionary[GraphClient, GraphHealth] = weakref.WeakKeyDictionary()
+
+
+def graph_health(resources: Resources) -> GraphHealth:
+    """The circuit of this process's Neo4j client (one per app)."""
+    health = _HEALTH.get(resources.graph)
+    if health is None:
+        health = _HEALTH[resources.graph] = GraphHealth()
+    return health
+
+
+# Seconds a write waits, inside its request, for Neo4j to take its changes.
+OVERLAP_TIMEOUT = 5.0
 
 
 class TenantTransaction:
@@ -524,13 +617,24 @@ class TenantTransaction:
 
     async def start(self) -> None:
         """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
+        if graph_health(self.resources).suspect():
+            # Neo4j just failed a write: journal only; the reconciler applies.
+            self._unreachable = True
+            self.next_version = await lock_tenant(self.session, self.customer_id) + 1
+            return
         # Opening a Neo4j transaction takes a round trip: start it first, let it
         # proceed while Postgres locks and the caller validates.
         self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
         self.next_version = await lock_tenant(self.session, self.customer_id) + 1
         params = {"customer_id": str(self.customer_id)}
-        self._holding = True
-        await self.session.execute(_HOLD, params)
+        # Never wait for the apply lock: its holder may be an applier stuck on
+        # an unreachable Neo4j, and this transaction holds the counter row that
+        # every other writer of the tenant is queued on.
+        self._holding = await _poll_lock(self.resources, self.session, _TRY_HOLD, params)
+        if not self._holding:
+            await self._discard()
+            self._opening = None
+            return
         # A new statement, so a new snapshot: it sees rows marked while we waited.
         if (await self.session.execute(_ANY_PENDING, params)).scalar_one():
             await self.session.execute(_UNHOLD, params)  # older rows first: try_apply
@@ -604,13 +708,18 @@ class TenantTransaction:
             log.warning("journal.mark_applied_failed", error=error_text(exc))
             marking = False
         try:
-            await graph_commit
+            await asyncio.wait_for(graph_commit, OVERLAP_TIMEOUT)
         except Exception as exc:
-            self._unreachable = isinstance(exc, ServiceUnavailable)
-            log.info("journal.overlap_failed", error=error_text(exc))
+            # Unreachable or frozen (timed out): the reconciler applies these
+            # rows; a refusal is isolated by `try_apply`.
+            self._unreachable = isinstance(exc, ServiceUnavailable | TimeoutError)
+            if self._unreachable:
+                graph_health(self.resources).failed()
+            log.info("journal.overlap_failed", error=error_text(exc) or type(exc).__name__)
             await self._end_marking(commit=False)
             await self._discard()
             return False
+        graph_health(self.resources).ok()
         JOURNAL_APPLIED.inc(len(self._known))
         await self._end_marking(commit=marking)
         return True
@@ -647,7 +756,12 @@ class TenantTransaction:
         if self._opening is not None:
             opened = (await asyncio.gather(self._opening, return_exceptions=True))[0]
             if isinstance(opened, OpenWrite):
-                await opened.rollback()
+                # A frozen Neo4j never answers the rollback; the server drops the
+                # transaction with the connection.
+                try:
+                    await asyncio.wait_for(opened.rollback(), OVERLAP_TIMEOUT)
+                except Exception as exc:
+                    log.info("journal.rollback_abandoned", error=error_text(exc) or "timeout")
 
     async def _release(self) -> None:
         """Give the apply lock back, outside the journal transaction."""

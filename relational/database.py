@@ -98,7 +98,16 @@ def is_unreachable(exc: BaseException) -> bool:
     """
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, OSError)):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # A server shutting down, starting up or gone mid-query answers with SQLSTATE
+    # class 57 (operator intervention: 57P01 admin shutdown, 57P03 cannot connect
+    # now, ...) or 08 (connection exception); asyncpg raises them as plain errors.
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(state, str) and state[:2] in ("57", "08"):
+            return True
+    return False
 
 
 PRUNE_BATCH = 10_000
