@@ -66,7 +66,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -101,7 +102,7 @@ class BenchContext:
     @contextlib.asynccontextmanager
     async def server(self, workers: int = 1) -> AsyncIterator[str]:
         """A real uvicorn server on loopback; yields its base URL."""
-        port = _free_port()
+        port = free_port()
         log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")
         proc = subprocess.Popen(
             [

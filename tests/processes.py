@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from api.settings import Settings
+from bench.harness import free_port
 from tests.conftest import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +38,6 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
         "EMBEDDING_WORKER": "false",
         **extra,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

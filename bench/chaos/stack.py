@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from bench.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = str(ROOT / "scripts" / "stack.sh")
@@ -58,12 +59,6 @@ async def stack_command(*args: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"stack.sh {' '.join(args)} failed: {text[-2000:]}")
     return text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
