@@ -372,11 +372,21 @@ async def _settle(session: AsyncSession, customer_id: uuid.UUID, outcome: Applie
         await session.execute(_MARK_APPLIED, {"customer_id": customer_id, "upto": outcome.through})
 
 
+# Seconds a write waits, inside its request, for Neo4j to take its changes.
+OVERLAP_TIMEOUT = 5.0
+# Seconds a writer holding the tenant's counter row polls for the apply lock
+# (its usual holder, the previous writer, needs milliseconds); past that it
+# journals without the overlap rather than keep the tenant's writers queued.
+LOCK_WAIT = 0.5
 BUSY = -1  # apply_pending(wait=False): another applier holds the tenant's lock
 
 
 async def _poll_lock(
-    resources: Resources, session: AsyncSession, attempt: Any, params: dict[str, Any]
+    resources: Resources,
+    session: AsyncSession,
+    attempt: Any,
+    params: dict[str, Any],
+    within: float = OVERLAP_TIMEOUT,
 ) -> bool:
     """Take a lock with `attempt` (a `pg_try_advisory_*lock`), retrying briefly.
 
@@ -384,9 +394,9 @@ async def _poll_lock(
     Neo4j commits: a few milliseconds. An applier stuck on an unreachable
     Neo4j could hold it far longer, and a blocking wait there would hold this
     writer's counter row (and every writer queued behind it): give up after
-    `OVERLAP_TIMEOUT`, or as soon as Neo4j is known to be failing.
+    `within` seconds, or as soon as Neo4j is known to be failing.
     """
-    deadline = time.monotonic() + OVERLAP_TIMEOUT
+    deadline = time.monotonic() + within
     pause = 0.001
     health = graph_health(resources)
     while True:
@@ -564,10 +574,6 @@ def graph_health(resources: Resources) -> GraphHealth:
     return health
 
 
-# Seconds a write waits, inside its request, for Neo4j to take its changes.
-OVERLAP_TIMEOUT = 5.0
-
-
 class TenantTransaction:
     """One tenant's write: counter row locked, changes journaled, then applied.
 
@@ -630,7 +636,9 @@ class TenantTransaction:
         # Never wait for the apply lock: its holder may be an applier stuck on
         # an unreachable Neo4j, and this transaction holds the counter row that
         # every other writer of the tenant is queued on.
-        self._holding = await _poll_lock(self.resources, self.session, _TRY_HOLD, params)
+        self._holding = await _poll_lock(
+            self.resources, self.session, _TRY_HOLD, params, within=LOCK_WAIT
+        )
         if not self._holding:
             await self._discard()
             self._opening = None
