@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the local stack needs, only if missing:
-# PostgreSQL server (initdb/pg_ctl), a JDK 17 for Neo4j, and Maven to fetch
-# Neo4j's artifacts. Uses apt-get (Debian/Ubuntu); other systems: install
-# the same three by hand, or use docker-compose.yml.
+# PostgreSQL server (initdb/pg_ctl), a JDK 17 for Neo4j, Maven to fetch
+# Neo4j's artifacts, and wrk, the HTTP load generator the benchmarks drive the
+# server with (bench/heartbeat.py; a small C program, so in the default list
+# rather than a mode of its own). Uses apt-get (Debian/Ubuntu); other systems:
+# install the same by hand, or use docker-compose.yml.
 # `--browser` (make test): also Debian's chromium, which the docs test drives
 # headless (tests/test_docs_offline.py); without apt-get that test is skipped.
 set -euo pipefail
@@ -16,6 +18,7 @@ if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/init
 fi
 if ! command -v java >/dev/null 2>&1; then need+=(openjdk-17-jre-headless); fi
 if ! command -v mvn >/dev/null 2>&1; then need+=(maven); fi
+if ! command -v wrk >/dev/null 2>&1; then need+=(wrk); fi
 if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
 if $browser && ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
