@@ -8,10 +8,10 @@ re-encoded; this cache also spares the model identical texts across nodes
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 from embeddings.base import Embedder, Vectors, content_hash
 
@@ -22,7 +22,8 @@ class CachedEmbedder:
     def __init__(self, inner: Embedder, max_entries: int = 20_000) -> None:
         self.inner = inner
         self.max_entries = max_entries
-        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
+        # cachetools' LRU is not thread-safe on its own: every access holds the lock.
+        self._vectors: LRUCache[str, Vectors] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -43,9 +44,8 @@ class CachedEmbedder:
         found: dict[str, Vectors] = {}
         with self._lock:
             for key in keys:
-                vector = self._vectors.get(key)
+                vector = self._vectors.get(key)  # a hit marks the entry recently used
                 if vector is not None:
-                    self._vectors.move_to_end(key)
                     found[key] = vector
         # Each distinct missing text is encoded once, in one batched call.
         missing: dict[str, str] = {}
@@ -59,10 +59,7 @@ class CachedEmbedder:
             with self._lock:
                 for key, vector in zip(missing, encoded, strict=True):
                     found[key] = vector
-                    self._vectors[key] = vector
-                    self._vectors.move_to_end(key)
-                while len(self._vectors) > self.max_entries:
-                    self._vectors.popitem(last=False)
+                    self._vectors[key] = vector  # evicts the least recently used
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
