@@ -73,6 +73,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# uvicorn's options for every bench server (the API's and any reference app's).
+UVICORN_OPTIONS = ("--no-access-log", "--log-level", "warning")
+
+
 @dataclass
 class BenchContext:
     settings: Settings
@@ -100,8 +104,11 @@ class BenchContext:
         }
 
     @contextlib.asynccontextmanager
-    async def server(self, workers: int = 1) -> AsyncIterator[str]:
-        """A real uvicorn server on loopback; yields its base URL."""
+    async def server(
+        self, workers: int = 1, app: str = "main:create_app", env: dict[str, str] | None = None
+    ) -> AsyncIterator[str]:
+        """A real uvicorn server on loopback; yields its base URL. `app` (a
+        factory) and `env` serve a benchmark's reference app the same way."""
         port = free_port()
         log = open(ROOT / ".local" / f"bench-server-{port}.log", "w")
         proc = subprocess.Popen(
@@ -109,7 +116,7 @@ class BenchContext:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "main:create_app",
+                app,
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -117,12 +124,10 @@ class BenchContext:
                 str(port),
                 "--workers",
                 str(workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *UVICORN_OPTIONS,
             ],
             cwd=ROOT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
