@@ -88,6 +88,17 @@ ORDER BY v.id
 LIMIT $limit
 """
 
+# Merge candidates: the tenant's other live venues, with their great-circle
+# distance (metres, WGS-84) from venue $id, null where either lacks a location.
+# No row at all: $id is not a venue of the tenant; one row of nulls: it is the only one.
+VENUE_NEIGHBOURS: LiteralString = """
+MATCH (t:Venue {id: $id}) WHERE t.customer_id = $customer_id AND t.version >= 0
+OPTIONAL MATCH (v:Venue) WHERE v.customer_id = $customer_id AND v.version >= 0 AND v.id <> t.id
+RETURN t.name AS venue_name, v.id AS id, v.name AS name,
+       point.distance(t.location, v.location) AS distance_m
+ORDER BY v.id
+"""
+
 VENUE_GRAPH: LiteralString = """
 MATCH (v:Venue {id: $id}) WHERE v.customer_id = $customer_id
 CALL (v) {
@@ -190,6 +201,24 @@ async def list_venues(
             item["distance_m"] = round(float(r["distance_m"]), 1)
         out.append(item)
     return out
+
+
+async def venue_neighbours(
+    graph: GraphClient, customer_id: str, venue_id: str
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The venue's name and the tenant's other venues (id, name, distance_m), or None
+    if `venue_id` is not one of its venues."""
+    rows = await graph.read(
+        "venue.neighbours", VENUE_NEIGHBOURS, {"customer_id": customer_id, "id": venue_id}
+    )
+    if not rows:
+        return None
+    others = [
+        {"id": r["id"], "name": r["name"], "distance_m": r["distance_m"]}
+        for r in rows
+        if r["id"] is not None
+    ]
+    return rows[0]["venue_name"], others
 
 
 async def venue_graph(
