@@ -18,7 +18,7 @@ TEST_STACK := OVERWATCH_STACK_INSTANCE=test bash scripts/stack.sh
 CHAOS_STACK := OVERWATCH_STACK_INSTANCE=chaos bash scripts/stack.sh
 
 .PHONY: install uv lock deps stack-up stack-down stack-status test-stack-up test-stack-down \
-	run test chaos lint typecheck bench migrate openapi clean
+	run test chaos lint typecheck bench bench-scale migrate openapi clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
@@ -83,6 +83,14 @@ typecheck: install
 bench: deps install
 	OVERWATCH_STACK_INSTANCE=bench $(STACK) up
 	eval "$$(OVERWATCH_STACK_INSTANCE=bench $(STACK) env)" && $(PY) -m bench $(BENCH_ARGS)
+
+# Search at 1M world nodes on a stack instance of its own (`scale`); the loaded data
+# is kept in .local/scale-stack and reused (SCALE_DROP=1 reloads). Neo4j memory:
+# SCALE_HEAP / SCALE_PAGECACHE (a running instance keeps the memory it started with).
+bench-scale: deps install
+	OVERWATCH_STACK_INSTANCE=scale OVERWATCH_NEO4J_HEAP=$(or $(SCALE_HEAP),4g) \
+	  OVERWATCH_NEO4J_PAGECACHE=$(or $(SCALE_PAGECACHE),4g) $(STACK) up
+	eval "$$(OVERWATCH_STACK_INSTANCE=scale $(STACK) env)" && $(PY) -m bench search_scale
 
 openapi: install
 	$(BIN)/overwatch export-openapi docs/openapi.json

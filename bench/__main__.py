@@ -1,5 +1,5 @@
 """`python -m bench [name ...]`: run the benchmarks and print a table of ratios
-(`chaos` only when named: see bench/chaos)."""
+(`chaos` and `search_scale` only when named: see bench/chaos, bench/search_scale.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from bench.harness import Result, dispose, prepare, print_results
 
 # Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
 # `chaos` runs on a stack instance of its own and takes minutes: only by name.
-BENCHMARKS = ["graph_write", "heartbeat", "sync", "search", "streams", "chaos"]
-BY_DEFAULT = [name for name in BENCHMARKS if name != "chaos"]
+# `search_scale` loads 1M nodes into the `scale` instance (`make bench-scale`): only by name.
+BENCHMARKS = ["graph_write", "heartbeat", "sync", "search", "streams", "chaos", "search_scale"]
+ONLY_BY_NAME = {"chaos", "search_scale"}
+BY_DEFAULT = [name for name in BENCHMARKS if name not in ONLY_BY_NAME]
 
 
 async def main(names: list[str]) -> None:

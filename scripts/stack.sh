@@ -11,6 +11,9 @@
 #   test            .local/test-stack,  postgres 55442, bolt 7697, http 7484, s3 9010
 #   chaos           .local/chaos-stack, postgres 55452, bolt 7707, http 7494, s3 9020
 #   bench           .local/bench-stack, postgres 55462, bolt 7717, http 7504, s3 9030
+#   scale           .local/scale-stack, postgres 55472, bolt 7727, http 7514, s3 9040
+#                   (the 1M-node search bench: `make bench-scale`; give Neo4j more
+#                   memory with OVERWATCH_NEO4J_HEAP / OVERWATCH_NEO4J_PAGECACHE)
 # Each port can still be set on its own (OVERWATCH_PG_PORT and friends below).
 # `env` prints the instance's URLs as shell assignments (TEST_* for pytest).
 #
@@ -24,7 +27,8 @@ case "$INSTANCE" in
   test) OFFSET=10; DEFAULT_DIR="$ROOT/.local/test-stack" ;;
   chaos) OFFSET=20; DEFAULT_DIR="$ROOT/.local/chaos-stack" ;;
   bench) OFFSET=30; DEFAULT_DIR="$ROOT/.local/bench-stack" ;;
-  *) printf '[stack] ERROR: unknown OVERWATCH_STACK_INSTANCE %s (dev, test, chaos, bench)\n' "$INSTANCE" >&2; exit 1 ;;
+  scale) OFFSET=40; DEFAULT_DIR="$ROOT/.local/scale-stack" ;;
+  *) printf '[stack] ERROR: unknown OVERWATCH_STACK_INSTANCE %s (dev, test, chaos, bench, scale)\n' "$INSTANCE" >&2; exit 1 ;;
 esac
 STACK_DIR="${OVERWATCH_STACK_DIR:-$DEFAULT_DIR}"
 CACHE_DIR="${OVERWATCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/overwatch}"

@@ -1,0 +1,433 @@
+"""Search at scale: 1,000,000 world nodes shared by 10 tenants (only when named).
+
+`python -m bench search_scale` on a stack instance of its own (`make bench-scale`,
+instance `scale`: the load is ~1.5 GB of vectors and an HNSW index of the same
+size, which the shared `bench` instance must not carry).
+
+1. Load (once): SCALE_NODES world nodes (default 1,000,000) for SCALE_TENANTS
+   tenants (default 10), 384-d unit vectors that are mixtures of the labelled
+   set's real embeddings plus noise (as bench/search.py part 3), written in
+   UNWIND batches with the vector index dropped, then the index is re-created
+   and the bench waits for it to be ONLINE. A marker node records what was
+   loaded (seed, size, base vectors, timings): a second run reuses the data.
+   SCALE_DROP=1 deletes it first; SCALE_LOAD_ONLY=1 stops after the load.
+2. Recall: tenant-filtered vector recall@10 (graph/search.py's path) for every
+   tenant over the labelled set's world-node queries and more, against exact
+   search computed in numpy over the same vectors (regenerated from the seed).
+3. Latency: p50/p95 of the graph query alone, and of vector and hybrid search
+   through a real uvicorn server (query embedding included). One synthetic
+   tenant is handed to a real customer for the HTTP part (its nodes are
+   relabelled; the marker remembers who owns them now).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from bench.harness import BenchContext, Result, percentile
+from bench.search import DATA
+from embeddings import embedding_text, load_embedder
+from graph import search as graph_search
+from graph.driver import GraphClient
+
+NODES = int(os.environ.get("SCALE_NODES", "1000000"))
+TENANTS = int(os.environ.get("SCALE_TENANTS", "10"))
+QUERIES = int(os.environ.get("SCALE_QUERIES", "50"))
+SEED = 15
+BATCH = 4_000
+DIMS = 384
+K = 10
+LATENCY_ROUNDS = 2
+KINDS = ["Zone", "Room", "Corridor", "PerchPoint", "Asset", "Camera", "Hazard", "Landmark"]
+
+MARKER_GET = "MATCH (m:BenchScaleMarker) RETURN m {.*} AS m"
+MARKER_SET = "MERGE (m:BenchScaleMarker {key: 'search_scale'}) SET m += $props"
+COUNT_LOADED = (
+    "MATCH (n:WorldNode) WHERE n.customer_id STARTS WITH 'bench-scale-' RETURN count(n) AS n"
+)
+INSERT = """
+UNWIND $rows AS row
+CREATE (n:WorldNode {id: row.id, customer_id: row.customer_id, venue_id: row.venue_id,
+                     kind: row.kind, name: row.name, version: 1})
+WITH n, row CALL db.create.setNodeVectorProperty(n, 'embedding', row.vector)
+"""
+DROP_INDEX = "DROP INDEX world_node_embedding IF EXISTS"
+# The same definition as cypher/migrations/0001_baseline.cypher.
+CREATE_INDEX = """
+CREATE VECTOR INDEX world_node_embedding IF NOT EXISTS FOR (n:WorldNode) ON (n.embedding)
+OPTIONS {indexConfig: {`vector.dimensions`: 384, `vector.similarity_function`: 'cosine'}}
+"""
+INDEX_STATE = """
+SHOW INDEXES YIELD name, state, populationPercent WHERE name = 'world_node_embedding'
+RETURN state, populationPercent
+"""
+DELETE_BATCH = """
+MATCH (n:WorldNode) WHERE n.customer_id = $c
+WITH n LIMIT 20000 DETACH DELETE n RETURN count(*) AS deleted
+"""
+RELABEL = """
+MATCH (n:WorldNode) WHERE n.customer_id = $old AND n.version >= 0
+WITH n LIMIT 20000 SET n.customer_id = $new RETURN count(*) AS moved
+"""
+
+
+def tenant_id(t: int) -> str:
+    return f"bench-scale-{t}"
+
+
+def node_id(t: int, i: int) -> str:
+    return str(uuid.UUID(int=(0xB5CA1E << 104) | (t << 40) | i))
+
+
+def venue_of(t: int) -> str:
+    return str(uuid.UUID(int=(0xB5CA1F << 104) | t))
+
+
+def tenant_vectors(base: NDArray[np.float32], t: int, count: int) -> NDArray[np.float32]:
+    """Tenant t's vectors, the same on every run: a real vector, half of another, noise."""
+    rng = np.random.default_rng([SEED, t])
+    first = rng.integers(0, len(base), count)
+    second = rng.integers(0, len(base), count)
+    noise = rng.standard_normal((count, base.shape[1]), dtype=np.float32)
+    noise *= 0.9 / math.sqrt(base.shape[1])
+    mixed = base[first] + 0.5 * base[second] + noise
+    mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+    return mixed.astype(np.float32)
+
+
+def tenant_names(
+    t: int, count: int, base_names: list[str], base_kinds: list[str]
+) -> list[tuple[str, str]]:
+    rng = np.random.default_rng([SEED, t])
+    first = rng.integers(0, len(base_names), count)  # same draw as tenant_vectors' first
+    return [(f"{base_names[j]} {i}", base_kinds[j]) for i, j in enumerate(first.tolist())]
+
+
+async def _index_online(graph: GraphClient, started: float) -> float:
+    last = -1.0
+    while True:
+        rows = await graph.read("bench.scale.index_state", INDEX_STATE)
+        state, pct = rows[0]["state"], float(rows[0]["populationPercent"])
+        if state == "ONLINE":
+            return time.perf_counter() - started
+        if state == "FAILED":
+            raise RuntimeError("world_node_embedding population FAILED; see neo4j.log")
+        if pct - last >= 5:
+            print(
+                f"[bench] scale: index {state} {pct:.0f}% after "
+                f"{time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
+            last = pct
+        await _sleep(5)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+async def _drop(graph: GraphClient, marker: dict[str, Any] | None) -> None:
+    owners = [tenant_id(t) for t in range(TENANTS)]
+    if marker and marker.get("relabelled"):
+        owners.append(str(marker["relabelled"]))
+    for owner in owners:
+        while (await graph.write("bench.scale.drop", DELETE_BATCH, {"c": owner}))[0]["deleted"]:
+            pass
+    await graph.write("bench.scale.marker_drop", "MATCH (m:BenchScaleMarker) DETACH DELETE m", {})
+
+
+async def _load(
+    graph: GraphClient, base: NDArray[np.float32], names: list[str], kinds: list[str]
+) -> dict[str, Any]:
+    per_tenant = NODES // TENANTS
+    await graph.run_schema("bench.scale.drop_index", DROP_INDEX)
+    started = time.perf_counter()
+    written = 0
+    for t in range(TENANTS):
+        vectors = tenant_vectors(base, t, per_tenant)
+        labels = tenant_names(t, per_tenant, names, kinds)
+        for start in range(0, per_tenant, BATCH):
+            end = min(per_tenant, start + BATCH)
+            chunk = vectors[start:end].tolist()
+            rows = [
+                {
+                    "id": node_id(t, i),
+                    "customer_id": tenant_id(t),
+                    "venue_id": venue_of(t),
+                    "kind": labels[i][1],
+                    "name": labels[i][0],
+                    "vector": chunk[i - start],
+                }
+                for i in range(start, end)
+            ]
+            await graph.write("bench.scale.insert", INSERT, {"rows": rows})
+            written += len(rows)
+            if written % 50_000 < BATCH:
+                elapsed = time.perf_counter() - started
+                print(
+                    f"[bench] scale: {written:,} nodes in {elapsed:.0f}s "
+                    f"({written / elapsed:,.0f}/s)",
+                    flush=True,
+                )
+    load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    await graph.run_schema("bench.scale.create_index", CREATE_INDEX)
+    index_seconds = await _index_online(graph, started)
+    print(
+        f"[bench] scale: loaded in {load_seconds:.0f}s, index online in {index_seconds:.0f}s",
+        flush=True,
+    )
+    return {"load_seconds": load_seconds, "index_seconds": index_seconds}
+
+
+def _disk(ctx_dir: str | None) -> dict[str, int]:
+    if not ctx_dir:
+        return {}
+    data = Path(ctx_dir) / "neo4j" / "data" / "databases" / "neo4j"
+    if not data.exists():
+        return {}
+    sizes: dict[str, int] = {"store": 0, "vector_index": 0, "other_indexes": 0}
+    for path in data.rglob("*"):
+        if not path.is_file():
+            continue
+        size = path.stat().st_blocks * 512
+        rel = path.relative_to(data).parts
+        if rel[0] == "schema":
+            sizes["vector_index" if "vector" in str(path) else "other_indexes"] += size
+        else:
+            sizes["store"] += size
+    return sizes
+
+
+def _exact_top(
+    vectors: NDArray[np.float32], queries: NDArray[np.float32], t: int
+) -> list[list[str]]:
+    scores = queries @ vectors.T
+    top = np.argpartition(-scores, K, axis=1)[:, :K]
+    out = []
+    for q, idx in enumerate(top):
+        ordered = idx[np.argsort(-scores[q, idx])]
+        out.append([node_id(t, int(i)) for i in ordered])
+    return out
+
+
+def _recall(found: list[str], exact: list[str]) -> float:
+    return len(set(found[:K]) & set(exact[:K])) / K
+
+
+async def _graph_recall(
+    graph: GraphClient,
+    base: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    owners: dict[int, str],
+) -> dict[str, Any]:
+    per_tenant = NODES // TENANTS
+    by_tenant: dict[int, float] = {}
+    times: list[float] = []
+    ks: list[int] = []
+    strategies: dict[str, int] = {}
+    for t in range(TENANTS):
+        exact = _exact_top(tenant_vectors(base, t, per_tenant), queries, t)
+        recalls = []
+        for q, vector in enumerate(queries.tolist()):
+            started = time.perf_counter()
+            hits, plan = await graph_search.vector_search(graph, "world_node", owners[t], vector, K)
+            times.append((time.perf_counter() - started) * 1000)
+            strategies[plan.strategy] = strategies.get(plan.strategy, 0) + 1
+            ks += plan.k
+            recalls.append(_recall([h.id for h in hits], exact[q]))
+        by_tenant[t] = sum(recalls) / len(recalls)
+        print(
+            f"[bench] scale: tenant {t} recall@10 {by_tenant[t]:.3f} "
+            f"p50 {percentile(times[-len(recalls) :], 50):.0f} ms",
+            flush=True,
+        )
+    return {
+        "min": min(by_tenant.values()),
+        "mean": sum(by_tenant.values()) / len(by_tenant),
+        "graph_ms": times,
+        "strategies": strategies,
+        "k_median": int(np.median(ks)) if ks else 0,
+    }
+
+
+async def _http(client: httpx.AsyncClient, texts: list[str], mode: str) -> list[float]:
+    times: list[float] = []
+    for _ in range(LATENCY_ROUNDS):
+        for text in texts:
+            started = time.perf_counter()
+            response = await client.get(
+                "/api/v1/world-model/search", params={"q": text, "limit": K, "mode": mode}
+            )
+            response.raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _query_texts(data: dict[str, Any]) -> list[str]:
+    """The labelled world-node queries, then node descriptions as queries, QUERIES in all."""
+    texts = [q["text"] for q in data["queries"] if q["target"] == "world_node"]
+    extra = [n["description"] for n in data["nodes"][:: max(1, len(data["nodes"]) // QUERIES)]]
+    return (texts + extra)[:QUERIES]
+
+
+async def run(ctx: BenchContext) -> list[Result]:
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    graph = ctx.graph()
+    stack_dir = os.environ.get("OVERWATCH_STACK_DIR")
+    try:
+        rows = await graph.read("bench.scale.marker", MARKER_GET)
+        marker = rows[0]["m"] if rows else None
+        if os.environ.get("SCALE_DROP") == "1" or (
+            marker
+            and (
+                marker.get("nodes") != NODES
+                or marker.get("tenants") != TENANTS
+                or not marker.get("complete")
+            )
+        ):
+            print("[bench] scale: dropping the loaded data", flush=True)
+            started = time.perf_counter()
+            await _drop(graph, marker)
+            print(f"[bench] scale: dropped in {time.perf_counter() - started:.0f}s", flush=True)
+            marker = None
+        embedder = load_embedder(
+            ctx.settings.embedding_model, batch_size=ctx.settings.embedding_batch_size
+        )
+        reused = marker is not None
+        if marker is None:
+            base = np.asarray(
+                embedder.encode([embedding_text("world_node", n) for n in data["nodes"]]),
+                dtype=np.float32,
+            )
+            if (await graph.read("bench.scale.count", COUNT_LOADED))[0]["n"]:
+                await _drop(graph, None)  # an interrupted load
+            await graph.write(
+                "bench.scale.marker",
+                MARKER_SET,
+                {
+                    "props": {
+                        "nodes": NODES,
+                        "tenants": TENANTS,
+                        "seed": SEED,
+                        "complete": False,
+                        "base": base.reshape(-1).tolist(),
+                        "base_rows": len(base),
+                    }
+                },
+            )
+            timings = await _load(
+                graph, base, [n["name"] for n in data["nodes"]], [n["kind"] for n in data["nodes"]]
+            )
+            await graph.write(
+                "bench.scale.marker", MARKER_SET, {"props": timings | {"complete": True}}
+            )
+            rows = await graph.read("bench.scale.marker", MARKER_GET)
+            marker = rows[0]["m"]
+        assert marker is not None
+        base = np.asarray(marker["base"], dtype=np.float32).reshape(int(marker["base_rows"]), DIMS)
+        await graph.run_schema("bench.scale.create_index", CREATE_INDEX)
+        await _index_online(graph, time.perf_counter())
+        disk = _disk(stack_dir)
+        print(f"[bench] scale: disk {json.dumps(disk)}", flush=True)
+        if os.environ.get("SCALE_LOAD_ONLY") == "1":
+            return []
+
+        texts = _query_texts(data)
+        queries = np.asarray(embedder.encode(texts), dtype=np.float32)
+        owners = {t: tenant_id(t) for t in range(TENANTS)}
+        if marker.get("relabelled"):
+            owners[0] = str(marker["relabelled"])
+        # Warm the page cache and the index once (not measured).
+        for vector in queries[:5].tolist():
+            await graph_search.vector_search(graph, "world_node", owners[1], vector, K)
+        recall = await _graph_recall(graph, base, queries, owners)
+
+        async with ctx.server() as server:
+            customer, key = await ctx.new_tenant(server, "search-scale")
+            started = time.perf_counter()
+            while (
+                await graph.write(
+                    "bench.scale.relabel", RELABEL, {"old": owners[0], "new": customer}
+                )
+            )[0]["moved"]:
+                pass
+            await graph.write("bench.scale.marker", MARKER_SET, {"props": {"relabelled": customer}})
+            print(
+                f"[bench] scale: tenant 0 handed to {customer} in "
+                f"{time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
+            async with httpx.AsyncClient(
+                base_url=server, headers={"X-API-Key": key}, timeout=120
+            ) as client:
+                await _http(client, texts[:5], "hybrid")  # warm the server's model
+                hybrid_ms = await _http(client, texts, "hybrid")
+                vector_ms = await _http(client, texts, "vector")
+    finally:
+        await graph.close()
+
+    size = f"{NODES:,} nodes, {TENANTS} tenants"
+    notes_run = {"reused_data": reused}
+    results = []
+    if not reused:
+        results.append(
+            Result(
+                f"scale load, {size}",
+                "s",
+                api=float(marker["load_seconds"]),
+                notes={"nodes_per_s": round(NODES / float(marker["load_seconds"]))},
+            )
+        )
+        results.append(
+            Result("scale vector index population", "s", api=float(marker["index_seconds"]))
+        )
+    results.append(
+        Result(
+            "scale neo4j disk",
+            "MiB",
+            api=sum(disk.values()) / 2**20,
+            notes={k: f"{v / 2**20:.0f}MiB" for k, v in disk.items()},
+        )
+    )
+    results.append(
+        Result(
+            f"scale tenant-filtered recall@10 vs exact, {size}",
+            "% (min over tenants)",
+            api=100 * recall["min"],
+            notes={
+                "mean": round(100 * recall["mean"], 2),
+                "target": ">=95",
+                "queries_per_tenant": len(texts),
+                "strategies": "/".join(f"{k}:{v}" for k, v in recall["strategies"].items()),
+                "median_k": recall["k_median"],
+            }
+            | notes_run,
+        )
+    )
+    for label, times in (
+        ("graph query only", recall["graph_ms"]),
+        ("vector, HTTP", vector_ms),
+        ("hybrid, HTTP", hybrid_ms),
+    ):
+        results.append(
+            Result(
+                f"scale search latency p50, {label}",
+                "ms",
+                api=percentile(times, 50),
+                notes={"p95_ms": round(percentile(times, 95), 1), "requests": len(times)},
+            )
+        )
+    return results
