@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -59,18 +59,32 @@ def _instrument(engine: AsyncEngine) -> None:
             stack.pop()
 
 
+def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool `checkout`: a connection asyncpg already knows is closed is replaced.
+
+    This is what makes a restarted or failed-over server survivable without
+    `pool_pre_ping` (a round trip before every checkout, three with its
+    BEGIN/ROLLBACK): the server closes its sessions on the way down, asyncpg
+    sees the socket close while the connection idles, and the pool opens a new
+    one instead. One that dies unseen fails on first use; SQLAlchemy then treats
+    it as a disconnect and invalidates the pool's older connections too.
+    """
+    if record.driver_connection.is_closed():
+        raise DisconnectionError("the connection was closed while in the pool")
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An instrumented async engine; `pool_pre_ping` so a restarted server is survived."""
+    """An instrumented async engine whose pool replaces connections closed by the server."""
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=30,
         echo=echo,
         connect_args={"timeout": 5, "command_timeout": 60},
     )
     _instrument(engine)
+    event.listen(engine.sync_engine.pool, "checkout", _discard_closed)
     return engine
 
 
