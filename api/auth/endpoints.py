@@ -6,8 +6,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service
+from api.auth.cache import revocation_barrier
 from api.auth.deps import AdminPrincipal, CurrentPrincipal, KeyManager, tenant_of
 from api.auth.principal import Scope
 from api.auth.schemas import (
@@ -23,10 +25,18 @@ from api.auth.schemas import (
     WorkstationOut,
     WorkstationRegister,
 )
-from api.deps import SessionDep
+from api.deps import ResourcesDep, SessionDep
 from api.errors import Invalid
+from api.resources import Resources
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+async def _committed_everywhere(session: AsyncSession, resources: Resources) -> None:
+    """Commit a revocation, then wait until every API process enforces it
+    (api/auth/cache.py): its 2xx means the key is refused everywhere."""
+    await session.commit()
+    await revocation_barrier(resources)
 
 
 @router.post(
@@ -77,11 +87,11 @@ async def get_customer(
     summary="Disable a customer (admin); its keys stop working at once",
 )
 async def disable_customer(
-    customer_id: uuid.UUID, session: SessionDep, _: AdminPrincipal
+    customer_id: uuid.UUID, session: SessionDep, resources: ResourcesDep, _: AdminPrincipal
 ) -> CustomerOut:
-    return CustomerOut.model_validate(
-        await service.set_customer_disabled(session, customer_id, True)
-    )
+    customer = await service.set_customer_disabled(session, customer_id, True)
+    await _committed_everywhere(session, resources)
+    return CustomerOut.model_validate(customer)
 
 
 @router.post(
@@ -126,9 +136,10 @@ async def list_workstations(session: SessionDep, principal: KeyManager) -> list[
     summary="Deactivate a workstation; its key stops working at once",
 )
 async def deactivate_workstation(
-    workstation_id: uuid.UUID, session: SessionDep, principal: KeyManager
+    workstation_id: uuid.UUID, session: SessionDep, resources: ResourcesDep, principal: KeyManager
 ) -> WorkstationOut:
     row = await service.deactivate_workstation(session, tenant_of(principal), workstation_id)
+    await _committed_everywhere(session, resources)
     return WorkstationOut.model_validate(row)
 
 
@@ -161,10 +172,13 @@ async def list_keys(session: SessionDep, principal: KeyManager) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_uuid}", response_model=KeyOut, summary="Revoke a key at once")
-async def revoke_key(key_uuid: uuid.UUID, session: SessionDep, principal: KeyManager) -> KeyOut:
+async def revoke_key(
+    key_uuid: uuid.UUID, session: SessionDep, resources: ResourcesDep, principal: KeyManager
+) -> KeyOut:
     row = await service.revoke_key(
         session, tenant_of(principal), key_uuid, caller=principal.key_uuid
     )
+    await _committed_everywhere(session, resources)
     return KeyOut.model_validate(row)
 
 
@@ -180,6 +194,7 @@ async def rotate_key(
     row, key = await service.rotate_key(
         session, request.app.state.settings, tenant_of(principal), key_uuid
     )
+    await _committed_everywhere(session, request.app.state.resources)
     return KeyCreated(**KeyOut.model_validate(row).model_dump(), api_key=key.plaintext)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -61,24 +62,22 @@ _AUTHENTICATE = text(
 )
 
 
-async def authenticate(
-    conn: AsyncConnection | AsyncSession, settings: Settings, presented: str
-) -> Principal:
-    """Resolve an `X-API-Key` value to a principal, or raise 401.
-
-    Checks revocation, expiry, a disabled customer and a deactivated workstation
-    on every call, so revoking any of them takes effect at once. Spaces and tabs
-    around the value are not part of it (HTTP strips them; so does this).
-    """
-    presented = presented.strip(" \t")
+def admin_principal(settings: Settings, presented: str) -> Principal | None:
+    """The admin principal if `presented` is the configured admin key (no database)."""
     pepper = settings.api_key_pepper.get_secret_value()
     admin_digest = key_digest(pepper, settings.admin_api_key.get_secret_value())
     if digests_match(admin_digest, pepper, presented):
         return Principal(key_uuid=None, scopes=frozenset({Scope.admin}), customer_id=None)
-    key_id = parse_key_id(presented)
-    if key_id is None:
-        raise Unauthorized(INVALID_KEY)
-    row = (await conn.execute(_AUTHENTICATE, {"key_id": key_id})).first()
+    return None
+
+
+async def fetch_key(conn: AsyncConnection | AsyncSession, key_id: str) -> Any:
+    """The key's row with its customer's and workstation's state, or None."""
+    return (await conn.execute(_AUTHENTICATE, {"key_id": key_id})).first()
+
+
+def verify_key(row: Any, pepper: str, presented: str) -> Principal:
+    """The principal of a looked-up key if `presented` is it and it may be used, else 401."""
     if row is None:
         raise Unauthorized(INVALID_KEY)
     if (
@@ -96,6 +95,26 @@ async def authenticate(
         workstation_id=row.workstation_id,
         device_serial=row.device_serial,
     )
+
+
+async def authenticate(
+    conn: AsyncConnection | AsyncSession, settings: Settings, presented: str
+) -> Principal:
+    """Resolve an `X-API-Key` value to a principal, or raise 401, from the database.
+
+    Checks revocation, expiry, a disabled customer and a deactivated workstation.
+    Spaces and tabs around the value are not part of it (HTTP strips them; so
+    does this). Requests go through the per-process cache (api/auth/cache.py).
+    """
+    presented = presented.strip(" \t")
+    admin = admin_principal(settings, presented)
+    if admin is not None:
+        return admin
+    key_id = parse_key_id(presented)
+    if key_id is None:
+        raise Unauthorized(INVALID_KEY)
+    row = await fetch_key(conn, key_id)
+    return verify_key(row, settings.api_key_pepper.get_secret_value(), presented)
 
 
 async def _store_key(

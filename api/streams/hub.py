@@ -24,6 +24,11 @@ A notifying transaction takes Postgres's notification queue lock at commit,
 so such commits serialise for an instant; bench/streams.py measures the whole
 path at several thousand frames/s.
 
+Other parts of the process may use the same connection through a listener
+hook (`add_hook`): channels of their own, told when the connection comes up
+(with a way to run a statement on it) and when it is lost. The key cache
+(api/auth/cache.py) is one: its cache may be used only while LISTEN is up.
+
 Each subscriber has a bounded queue. The dispatcher never waits for a
 subscriber: one whose queue is full is closed with 4008 `too slow`, and
 everyone else carries on.
@@ -38,15 +43,16 @@ import json
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
+from api.auth.cache import auth_cache
 from api.journal import CHANGES_CHANNEL
 from api.observability import error_text
 from api.resources import Resources
@@ -122,8 +128,18 @@ _PRESENCE_OTHERS = text(
 )
 
 
-def _set_event(event: asyncio.Event, *_: object) -> None:
-    event.set()
+class ListenerHook(Protocol):
+    """Something else riding on the hub's LISTEN connection."""
+
+    channels: tuple[str, ...]
+
+    def listener_connected(self, execute: Callable[..., Awaitable[Any]]) -> None:
+        """LISTEN is in place on every channel; `execute(query, *args)` runs on it."""
+
+    def listener_notified(self, channel: str, payload: str) -> None: ...
+
+    def listener_lost(self) -> None:
+        """The connection is gone (notifications may be missed until the next connect)."""
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -197,6 +213,13 @@ class StreamHub:
         self._catch_up_all = False
         self._presence_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._hooks: list[ListenerHook] = [auth_cache(resources)]
+        self._hooks_connected = False
+        self._listener_lock = asyncio.Lock()  # one statement at a time on the LISTEN connection
+
+    def add_hook(self, hook: ListenerHook) -> None:
+        """Ride on the LISTEN connection from its next (re)connect on."""
+        self._hooks.append(hook)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -305,6 +328,29 @@ class StreamHub:
             STREAM_NOTIFICATIONS_DROPPED.inc()
             self._catch_up_all = True
 
+    def _on_hook_notification(
+        self, hook: ListenerHook, _conn: object, _pid: int, channel: str, payload: str
+    ) -> None:
+        try:
+            hook.listener_notified(channel, payload)
+        except Exception as exc:
+            log.warning("stream.hook_failed", channel=channel, error=error_text(exc))
+
+    def _on_lost(self, lost: asyncio.Event, *_: object) -> None:
+        lost.set()
+        self._hooks_lost()
+
+    def _hooks_lost(self) -> None:
+        # At once, not when the loop wakes up: a hook must not trust a dead connection.
+        if self._hooks_connected:
+            self._hooks_connected = False
+            for hook in self._hooks:
+                hook.listener_lost()
+
+    async def _listener_execute(self, conn: asyncpg.Connection, query: str, *args: Any) -> Any:
+        async with self._listener_lock:
+            return await asyncio.wait_for(conn.execute(query, *args), 5)
+
     async def _listen_loop(self) -> None:
         backoff = 0.2
         while True:
@@ -316,11 +362,21 @@ class StreamHub:
                     server_settings={"application_name": LISTENER_NAME},
                 )
                 lost = asyncio.Event()
-                conn.add_termination_listener(functools.partial(_set_event, lost))
+                conn.add_termination_listener(functools.partial(self._on_lost, lost))
                 for channel in CHANNELS:
                     await conn.add_listener(channel, self._on_notification)
+                for hook in self._hooks:
+                    for channel in hook.channels:
+                        await conn.add_listener(
+                            channel, functools.partial(self._on_hook_notification, hook)
+                        )
                 STREAM_LISTEN_CONNECTS.inc()
                 self.listening.set()
+                if not lost.is_set():
+                    self._hooks_connected = True
+                    execute = functools.partial(self._listener_execute, conn)
+                    for hook in self._hooks:
+                        hook.listener_connected(execute)
                 # Whatever was committed while nobody listened is read now.
                 self._catch_up_all = True
                 with contextlib.suppress(asyncio.QueueFull):
@@ -331,7 +387,8 @@ class StreamHub:
                         await asyncio.wait_for(lost.wait(), PROBE_SECONDS)
                         break
                     # A half-open TCP connection only shows when we ask.
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+                    async with self._listener_lock:
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
                 log.warning("stream.listen_lost")
             except asyncio.CancelledError:
                 raise
@@ -339,6 +396,7 @@ class StreamHub:
                 log.warning("stream.listen_failed", error=error_text(exc))
             finally:
                 self.listening.clear()
+                self._hooks_lost()
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)

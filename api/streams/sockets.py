@@ -2,8 +2,10 @@
 
 A socket authenticates with the `X-API-Key` header, or, for clients that
 cannot set headers (browsers), with a first message `{"api_key": "…"}`. The key
-is checked again every REAUTH_SECONDS, so revoking it (or disabling the
-customer) ends its streams within that time. Failures are an error message
+is checked again whenever this process hears that keys changed (api/auth/cache.py:
+one query for all its open sockets), so revoking it (disabling the customer,
+deactivating the workstation) ends its streams at once; and every
+REAUTH_SECONDS in any case, should that notification be missed. Failures are an error message
 `{"event": "error", "error": {"code", "message"}}` followed by a close with a
 code and a reason; they never reach the process.
 
@@ -37,8 +39,9 @@ from fastapi import WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 
+from api.auth.cache import KeyWatch, auth_cache
 from api.auth.principal import Permission, Principal
-from api.auth.service import KeyUsage, authenticate
+from api.auth.service import KeyUsage
 from api.errors import Unauthorized
 from api.resources import Resources
 from api.streams.hub import STREAM_DROPPED, encode
@@ -49,6 +52,8 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 HEARTBEAT_TIMEOUT = (4000, "heartbeat timeout")
 POLICY = 1008  # bad key, missing permission, unusable first message
 TRY_AGAIN = 1013  # a store is down
+INVALID_KEY = "invalid or inactive API key"
+KEY_REVOKED = (POLICY, INVALID_KEY)
 
 
 class SocketClosed(Exception):
@@ -104,6 +109,7 @@ class SocketSession:
     principal: Principal
     last_heard: float
     listen_only: bool = False  # never spoke: not held to the heartbeat silence rule
+    auth_generation: int = 0  # the key cache's generation when the key was checked
 
     @property
     def customer_id(self) -> str:
@@ -116,10 +122,9 @@ class SocketSession:
 async def check_key(resources: Resources, key: str, permission: Permission) -> Principal:
     """The key's principal if it may use a stream needing `permission`, else SocketClosed."""
     try:
-        async with resources.engine.connect() as conn:
-            principal = await authenticate(conn, resources.settings, key)
+        principal = await auth_cache(resources).authenticate(key)
     except Unauthorized as exc:
-        raise SocketClosed(POLICY, "invalid or inactive API key", "unauthorized") from exc
+        raise SocketClosed(POLICY, INVALID_KEY, "unauthorized") from exc
     except (OperationalError, InterfaceError, OSError, SQLTimeoutError) as exc:
         raise SocketClosed(
             TRY_AGAIN, "postgres is unavailable; try again later", "unavailable"
@@ -157,8 +162,11 @@ async def open_session(
             )
         key = first.pop("api_key")
         rest = first or None
+    generation = auth_cache(resources).generation
     principal = await check_key(resources, key, permission)
-    return SocketSession(ws, resources, key, principal, time.monotonic()), rest
+    session = SocketSession(ws, resources, key, principal, time.monotonic())
+    session.auth_generation = generation
+    return session, rest
 
 
 async def first_request(
@@ -196,8 +204,33 @@ async def keep_alive(
     """Ping every interval; returns why the socket must close (silence, a dead key)."""
     interval = session.resources.settings.stream_heartbeat_seconds
     checked = time.monotonic()
+    cache = auth_cache(session.resources)
+    key_uuid = session.principal.key_uuid
+    watch = cache.watch(key_uuid, session.auth_generation) if key_uuid is not None else None
+    try:
+        return await _keep_alive(session, permission, ping, interval, checked, watch)
+    finally:
+        if watch is not None:
+            cache.unwatch(watch)
+
+
+async def _keep_alive(
+    session: SocketSession,
+    permission: Permission,
+    ping: Callable[[], None],
+    interval: float,
+    checked: float,
+    watch: KeyWatch | None,
+) -> tuple[int, str]:
     while True:
-        await asyncio.sleep(interval)
+        if watch is None:
+            await asyncio.sleep(interval)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.revoked.wait(), interval)
+            if watch.revoked.is_set():  # keys changed and this one is no longer valid
+                STREAM_DROPPED.labels(reason="key").inc()
+                return KEY_REVOKED
         now = time.monotonic()
         if not session.listen_only and now - session.last_heard > 2 * interval:
             STREAM_DROPPED.labels(reason="heartbeat").inc()
