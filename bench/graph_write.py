@@ -97,6 +97,6 @@ async def run(ctx: BenchContext) -> list[Result]:
             "entities/s (higher is better)",
             api=total / api_seconds,
             raw=total / raw_seconds,
-            notes={"entities": total, "target_ratio": ">=0.5"},
+            notes={"entities": total, "target_ratio": ">=0.7"},
         )
     ]
