@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from neo4j.exceptions import ClientError, Neo4jError, ServiceUnavailable, SessionExpired
 
 from api.errors import DependencyUnavailable, Invalid, NotFound, OverwatchError
+from api.graphs import readonly
 from api.resources import Resources
 from graph import named_queries, traversal
 from graph.named_queries import NamedQuery, ParamError, Rows
@@ -71,6 +72,18 @@ async def guarded(work: Awaitable[T]) -> T:
         raise
 
 
+async def refuse_writes(resources: Resources, cypher: str) -> None:
+    """Refuse (400 `write_refused`) a statement Neo4j's EXPLAIN does not type read-only."""
+    verdict = await guarded(readonly.classify(resources.graph, cypher))
+    if not verdict.read_only:
+        clauses = list(verdict.found)
+        raise QueryRefused(
+            f"read-only Cypher only; found {', '.join(clauses)}",
+            code="write_refused",
+            details={"clauses": clauses, "query_type": verdict.query_type},
+        )
+
+
 def _rows_body(rows: Rows, started: float) -> dict[str, Any]:
     return {
         "columns": rows.columns,
@@ -103,6 +116,7 @@ async def run_named(
             f"parameters of {name} do not fit: {exc}", code="invalid_parameters", details=exc.errors
         ) from exc
     started = time.perf_counter()
+    await refuse_writes(resources, query.cypher)
     rows = await guarded(
         named_queries.run_read_only(
             resources.graph,
@@ -124,14 +138,9 @@ async def run_admin_cypher(
     timeout_seconds: float,
     max_rows: int,
 ) -> dict[str, Any]:
-    """An admin's read-only Cypher: obvious writes refused here, the rest by the server."""
-    if clauses := named_queries.write_clauses(cypher):
-        raise QueryRefused(
-            f"read-only Cypher only; found {', '.join(clauses)}",
-            code="write_refused",
-            details={"clauses": clauses},
-        )
+    """An admin's read-only Cypher: anything Neo4j does not plan as a read is refused."""
     started = time.perf_counter()
+    await refuse_writes(resources, cypher)
     rows = await guarded(
         named_queries.run_read_only(
             resources.graph,
