@@ -21,7 +21,9 @@ from api.resources import Resources
 from relational.database import is_unreachable
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # `async def` although it never awaits: FastAPI runs a plain `def`
+    # dependency in its threadpool, a thread hop on every request.
     resources: Resources = request.app.state.resources
     return resources
 

@@ -221,11 +221,13 @@ def check_cypher_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def refuse_unstorable_parameters(connection: HTTPConnection) -> None:
+async def refuse_unstorable_parameters(connection: HTTPConnection) -> None:
     """A router dependency: query and path parameters hold no NUL or lone surrogate.
 
     They end up in Postgres statements (filters, cursors, serials), which
-    cannot carry them; refused with 422 before any endpoint runs.
+    cannot carry them; refused with 422 before any endpoint runs. `async def`
+    though it never awaits: a plain `def` dependency runs in FastAPI's
+    threadpool, a thread hop on every /api/v1 request.
     """
     if connection.scope["type"] != "http":
         return

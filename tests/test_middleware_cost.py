@@ -1,0 +1,192 @@
+"""What every request pays for, kept small without changing what it does.
+
+No timings here (the benchmark measures them: bench/heartbeat.py); these tests
+pin the mechanisms: no threadpool hop for a dependency or an endpoint, one
+pooled connection and one statement (no BEGIN/COMMIT/ROLLBACK) per
+heartbeat, and the request middleware's metrics and access log line intact
+with its cached metric children.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from sqlalchemy import event
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from api.auth.principal import Principal, Scope
+from api.fleet import service
+from api.fleet.schemas import HeartbeatIn
+from api.observability import RequestContextMiddleware
+from tests.conftest import Tenant
+from tests.test_registry import beat, claimed_kit
+
+
+def _api_routes(routes: list[Any]) -> Iterator[Any]:
+    """Every endpoint as the app serves it: its full path and its dependencies,
+    the including routers' included (FastAPI's included routers resolve them
+    in `effective_candidates()`; a plain route carries them itself)."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from _api_routes(route.effective_candidates())
+        elif getattr(route, "dependant", None) is not None:
+            yield route
+
+
+def _is_async(call: Any) -> bool:
+    return (
+        inspect.iscoroutinefunction(call)
+        or inspect.isasyncgenfunction(call)
+        or inspect.iscoroutinefunction(type(call).__call__)  # e.g. APIKeyHeader
+    )
+
+
+def _sync_dependencies(dependant: Any) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        if not _is_async(dependency.call):
+            yield dependency.call
+        yield from _sync_dependencies(dependency)
+
+
+def test_no_dependency_or_endpoint_runs_in_the_threadpool(app: FastAPI):
+    """FastAPI runs a plain `def` dependency or endpoint in its threadpool: a
+    thread hop (and GIL contention) on every request that uses it."""
+    api_routes = list(_api_routes(app.routes))
+    assert any(r.path == "/api/v1/drones/{serial}/heartbeat" for r in api_routes)
+    offenders = {
+        f"{route.path}: {getattr(call, '__qualname__', call)}"
+        for route in api_routes
+        for call in [
+            *_sync_dependencies(route.dependant),
+            *([] if _is_async(route.endpoint) else [route.endpoint]),
+        ]
+    }
+    assert not offenders, sorted(offenders)
+
+
+async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(
+    app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], tenant: Tenant
+):
+    _, drones = await claimed_kit(client, admin_headers, tenant)
+    resources = app.state.resources
+    statements: list[str] = []  # what SQLAlchemy executes (prepared statements included)
+    protocol: list[str] = []  # what asyncpg runs as plain queries (BEGIN, ROLLBACK, ...)
+    checkouts = 0
+
+    def log_query(record: Any) -> None:
+        protocol.append(record.query)
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        nonlocal checkouts
+        checkouts += 1
+        driver = record.driver_connection
+        driver.remove_query_logger(log_query)
+        driver.add_query_logger(log_query)
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    pool, sync_engine = resources.engine.sync_engine.pool, resources.engine.sync_engine
+    event.listen(pool, "checkout", on_checkout)
+    event.listen(sync_engine, "before_cursor_execute", on_execute)
+    principal = Principal(
+        key_uuid=uuid.uuid4(),
+        scopes=frozenset({Scope.device}),
+        customer_id=uuid.UUID(tenant.id),
+        device_serial=drones[0],
+    )
+    try:
+        accepted = await service.record_heartbeat(
+            resources, principal, drones[0], HeartbeatIn.model_validate(beat())
+        )
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+        event.remove(sync_engine, "before_cursor_execute", on_execute)
+    assert accepted.serial == drones[0]
+    assert checkouts == 1
+    assert len(statements) == 1, statements
+    assert statements[0].lstrip().startswith("WITH d AS MATERIALIZED")
+    assert protocol == [], protocol  # no BEGIN, COMMIT or ROLLBACK around it
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_request_metrics_and_access_log_per_route_and_status():
+    """Metric children are cached per (method, route, status): a second status
+    on the same route is its own series, and each request counts once."""
+
+    async def item(request: Request) -> PlainTextResponse:
+        found = request.path_params["item_id"] == "1"
+        return PlainTextResponse("ok" if found else "no", status_code=200 if found else 404)
+
+    app = RequestContextMiddleware(Starlette(routes=[Route("/cost-test/{item_id}", item)]))
+    route = "/cost-test/{item_id}"
+    ok = {"method": "GET", "route": route, "status": "200"}
+    missing = {"method": "GET", "route": route, "status": "404"}
+    before_ok = _sample("overwatch_http_requests_total", **ok)
+    before_missing = _sample("overwatch_http_requests_total", **missing)
+    before_seconds = _sample("overwatch_http_request_duration_seconds_count", **missing)
+    transport = httpx.ASGITransport(app=app)
+    config = structlog.get_config()
+    # The access log is at INFO, which the test settings' level may filter out.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                responses = [
+                    await c.get("/cost-test/1"),
+                    await c.get("/cost-test/1"),
+                    await c.get("/cost-test/2", headers={"X-Request-ID": "cost-test.1"}),
+                ]
+    finally:
+        structlog.configure(**config)
+    assert [r.status_code for r in responses] == [200, 200, 404]
+    assert responses[2].headers["x-request-id"] == "cost-test.1"
+    assert len(responses[0].headers["x-request-id"]) == 32
+    assert _sample("overwatch_http_requests_total", **ok) == before_ok + 2
+    assert _sample("overwatch_http_requests_total", **missing) == before_missing + 1
+    assert _sample("overwatch_http_request_duration_seconds_count", **missing) == (
+        before_seconds + 1
+    )
+    access = [entry for entry in logs if entry["event"] == "http.request"]
+    assert [(e["route"], e["path"], e["status"]) for e in access] == [
+        (route, "/cost-test/1", 200),
+        (route, "/cost-test/1", 200),
+        (route, "/cost-test/2", 404),
+    ]
+    assert all(e["method"] == "GET" and e["ms"] >= 0 for e in access)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_the_body_cap_still_counts_a_body_without_a_declared_length(
+    client: httpx.AsyncClient, tenant: Tenant, settings: Any, declared: bool
+):
+    """Declared lengths within the cap pass straight through; a chunked body is
+    still counted, and refused once past the cap."""
+    body = b'{"name": "' + b"x" * (settings.request_max_body_bytes + 10) + b'"}'
+
+    async def chunks() -> Any:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = await client.post(
+        "/api/v1/auth/keys",
+        headers={**tenant.headers, "Content-Type": "application/json"},
+        content=body if declared else chunks(),
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
