@@ -108,6 +108,40 @@ def _route_template(scope: Scope) -> str:
     return "unmatched"
 
 
+_ACCESS_LOG_SKIPPED = frozenset(("/metrics", "/healthz", "/health"))
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    """One request header's value (b"" if absent): a scan of the few raw headers,
+    cheaper than building a dict of all of them on every request."""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+class _HttpMetrics:
+    """The labelled children of the HTTP histogram and counter, one pair per
+    (method, route, status), looked up once: `labels()` validates and joins the
+    label values under a lock on every call."""
+
+    def __init__(self) -> None:
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self.children.get(key)
+        if children is None:
+            labels = {"method": method, "route": route, "status": str(status)}
+            children = (HTTP_REQUEST_SECONDS.labels(**labels), HTTP_REQUESTS.labels(**labels))
+            self.children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
+
+
+HTTP_METRICS = _HttpMetrics()
+
+
 class RequestContextMiddleware:
     """Request id (taken from X-Request-ID if sane, else new), access log, metrics.
 
@@ -117,6 +151,9 @@ class RequestContextMiddleware:
     own catch-all runs outside every middleware and re-raises, which made the
     server drop the connection.) An error after the response started can only
     end the connection: it is re-raised for the server to do so.
+
+    It runs on every request, so it does little: one scan of the raw headers,
+    cached metric children, and the access log line (a no-op below INFO).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -127,9 +164,10 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        incoming = _header(scope, b"x-request-id").decode("latin-1")
         request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        request_id_header = (b"x-request-id", request_id.encode())
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -141,9 +179,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
         try:
@@ -157,10 +193,8 @@ class RequestContextMiddleware:
             if scope["type"] == "http":
                 elapsed = time.perf_counter() - started
                 route = _route_template(scope)
-                labels = {"method": scope["method"], "route": route, "status": str(status)}
-                HTTP_REQUEST_SECONDS.labels(**labels).observe(elapsed)
-                HTTP_REQUESTS.labels(**labels).inc()
-                if route not in ("/metrics", "/healthz", "/health"):
+                HTTP_METRICS.observe(scope["method"], route, status, elapsed)
+                if route not in _ACCESS_LOG_SKIPPED:
                     self.log.info(
                         "http.request",
                         method=scope["method"],
