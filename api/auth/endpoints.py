@@ -26,7 +26,7 @@ from api.auth.schemas import (
     WorkstationRegister,
 )
 from api.deps import ResourcesDep, SessionDep
-from api.errors import Invalid
+from api.pagination import Cursor, after_uuid, id_cursor
 from api.resources import Resources
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -57,19 +57,13 @@ async def list_customers(
     session: SessionDep,
     _: AdminPrincipal,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Cursor = None,
 ) -> CustomerPage:
-    after = None
-    if cursor is not None:
-        try:
-            after = uuid.UUID(cursor)
-        except ValueError as exc:
-            raise Invalid(
-                "malformed cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
-            ) from exc
-    rows = await service.list_customers(session, limit, after)
+    rows = await service.list_customers(session, limit, after_uuid(cursor))
     items = [CustomerOut.model_validate(r) for r in rows]
-    return CustomerPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+    return CustomerPage(
+        items=items, next_cursor=id_cursor(rows[-1].id) if len(rows) == limit else None
+    )
 
 
 @router.get(

@@ -30,6 +30,7 @@ from api.blobs import repository
 from api.blobs.schemas import BlobOut, DownloadTicket, PresignedPost, UploadRequest, UploadTicket
 from api.blobstore import copy_client
 from api.errors import Conflict, DependencyUnavailable, Invalid, NotFound
+from api.pagination import decode_cursor, encode_cursor
 from api.resources import Resources
 from api.sync.envelopes import note_blobs
 from relational.models import Blob
@@ -379,22 +380,6 @@ async def issue_download(
     )
 
 
-def encode_cursor(blob: Blob) -> str:
-    raw = f"{blob.created_at.isoformat()}|{blob.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, blob_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(blob_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise Invalid(
-            "malformed cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
-        ) from exc
-
-
 async def list_blobs(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -406,7 +391,7 @@ async def list_blobs(
     state: str | None = None,
 ) -> tuple[Sequence[Blob], str | None]:
     """A page of the tenant's blobs, newest first, and the cursor of the next page."""
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = decode_cursor(cursor, datetime, uuid.UUID) if cursor is not None else None
     rows = await repository.page(
         session,
         customer_id,
@@ -418,7 +403,7 @@ async def list_blobs(
     )
     if len(rows) > limit:
         rows = rows[:limit]
-        return rows, encode_cursor(rows[-1])
+        return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
     return rows, None
 
 

@@ -7,8 +7,6 @@ where the caller must see unclaimed hardware; their callers check ownership.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,40 +15,13 @@ from typing import Any
 from sqlalchemy import Row, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import Invalid
+from api import pagination
 from relational.models import DeviceEvent, Drone, Heartbeat, Kit, UpdateRecord
 
-
 # ------------------------------------------------------------------ cursors
-def encode_cursor(*values: Any) -> str:
-    """An opaque keyset cursor (the sort key of the last row of a page)."""
-    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
-    """The values `encode_cursor` packed, checked against `types`; 422 if malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values = json.loads(raw)
-        if not isinstance(values, list) or len(values) != len(types):
-            raise ValueError("wrong arity")
-        out: list[Any] = []
-        for value, kind in zip(values, types, strict=True):
-            if kind is datetime:
-                moment = datetime.fromisoformat(value)
-                if moment.tzinfo is None:
-                    raise ValueError("naive time")
-                out.append(moment)
-            elif isinstance(value, kind) and not isinstance(value, bool):
-                out.append(value)
-            else:
-                raise ValueError("wrong type")
-        return tuple(out)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise Invalid(
-            "malformed cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
-        ) from exc
+# The one cursor codec (api/pagination.py), under the names this module's callers use.
+encode_cursor = pagination.encode_cursor
+decode_cursor = pagination.decode_cursor
 
 
 # ------------------------------------------------------------------ kits

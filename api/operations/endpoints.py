@@ -11,6 +11,7 @@ from pydantic import Field
 from api.auth.deps import Reader, Writer, tenant_of
 from api.entities import EntityData, EntityType, OperationData, OperationStatus, Properties
 from api.errors import NotFound
+from api.pagination import Cursor, after_id
 from api.storable import FilterDatetime, StorableDatetime
 from api.world.schemas import Page, Written, page
 from api.world.service import create_entity, patch_entity
@@ -79,13 +80,13 @@ async def list_operations(
     started_after: Annotated[FilterDatetime | None, Query()] = None,
     started_before: Annotated[FilterDatetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: uuid.UUID | None = None,
+    cursor: Cursor = None,
 ) -> Page:
     items = await reads.list_operations(
         request.app.state.resources.graph,
         str(tenant_of(principal)),
         limit=limit,
-        after=str(cursor) if cursor else None,
+        after=after_id(cursor),
         venue_id=str(venue_id) if venue_id else None,
         kit_id=str(kit_id) if kit_id else None,
         drone_id=str(drone_id) if drone_id else None,

@@ -11,6 +11,7 @@ from pydantic import Field
 from api.auth.deps import Reader, Writer, tenant_of
 from api.entities import EntityData, EntityType, Location, Properties, Tag, Text200, VenueData
 from api.errors import Invalid, NotFound
+from api.pagination import Cursor, after_id
 from api.world.schemas import Deleted, Page, Written, page
 from api.world.service import create_entity, delete_entity, patch_entity
 from graph import reads
@@ -72,7 +73,7 @@ async def list_venues(
     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_m: Annotated[float | None, Query(gt=0, le=20_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[uuid.UUID | None, Query()] = None,
+    cursor: Cursor = None,
 ) -> Page:
     given = [v is not None for v in (lat, lon, radius_m)]
     if any(given) and not all(given):
@@ -87,7 +88,7 @@ async def list_venues(
         _resources(request).graph,
         str(tenant_of(principal)),
         limit=limit,
-        after=str(cursor) if cursor else None,
+        after=after_id(cursor),
         tag=tag,
         text=q,
         near=near,

@@ -21,6 +21,7 @@ from api.entities import (
     WorldNodeData,
 )
 from api.errors import NotFound
+from api.pagination import Cursor, after_id
 from api.storable import FilterDatetime, StorableDatetime
 from api.world.changes import ChangeRejected, ChangeSet, references
 from api.world.schemas import BatchResult, Deleted, Page, Written, page
@@ -180,7 +181,7 @@ async def list_nodes(
     venue_id: uuid.UUID,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    cursor: uuid.UUID | None = None,
+    cursor: Cursor = None,
 ) -> Page:
     items = await reads.list_nodes(
         _resources(request).graph,
@@ -188,7 +189,7 @@ async def list_nodes(
         str(venue_id),
         kind=kind,
         limit=limit,
-        after=str(cursor) if cursor else None,
+        after=after_id(cursor),
     )
     return page(items, limit)
 
@@ -264,7 +265,7 @@ async def list_edges(
         Query(description="Only facts valid at this time (zone-less: UTC)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    cursor: uuid.UUID | None = None,
+    cursor: Cursor = None,
 ) -> Page:
     items = await reads.list_edges(
         _resources(request).graph,
@@ -274,7 +275,7 @@ async def list_edges(
         node_id=str(node_id) if node_id else None,
         as_of=as_of,
         limit=limit,
-        after=str(cursor) if cursor else None,
+        after=after_id(cursor),
     )
     return page(items, limit)
 

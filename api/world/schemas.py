@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.pagination import id_cursor
+
 
 class Written(BaseModel):
     """What a write returns: the entity's id, its new version and its state."""
@@ -40,4 +42,6 @@ class BatchResult(BaseModel):
 
 
 def page(items: list[dict[str, Any]], limit: int) -> Page:
-    return Page(items=items, next_cursor=str(items[-1]["id"]) if len(items) == limit else None)
+    return Page(
+        items=items, next_cursor=id_cursor(items[-1]["id"]) if len(items) == limit else None
+    )
