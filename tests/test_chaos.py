@@ -21,7 +21,7 @@ import uuid
 import httpx
 import pytest
 
-from api.sync.client import SyncClient
+from api.client import SyncClient
 from tests.conftest import Tenant
 from tests.processes import ROOT
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from api.sync.client import SyncClient
+from api.client import SyncClient
 from tests.conftest import Tenant
 
 V1 = "/api/v1"

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from api.sync.client import SyncClient
+from api.client import SyncClient
 from bench.chaos.stack import ChaosStack
 from bench.chaos.workload import Tracker
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from api.sync.client import SyncClient
+from api.client import SyncClient
 from bench.chaos import checks
 from bench.chaos.faults import FAULT_KINDS, POISON, Schedule
 from bench.chaos.stack import ROOT, ChaosStack, stack_command, start_stack

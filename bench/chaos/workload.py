@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from api.sync.client import SyncClient
+from api.client import SyncClient
 
 NODE_KINDS = ("Zone", "Room", "Level", "PerchPoint", "Corridor")
 EDGE_TYPES = ("CONNECTS_TO", "ADJACENT_TO", "NEAR")
