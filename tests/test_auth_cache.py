@@ -22,9 +22,10 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import event
 
-from api.auth.cache import auth_cache
+from api.auth.cache import ACK_CHANNEL, AUTH_CHANNEL, auth_cache
 from api.settings import Settings
 from api.streams import streams_of
 from api.streams.hub import LISTENER_NAME
@@ -244,7 +245,8 @@ async def test_without_its_listener_a_process_does_not_trust_its_cache(
         "WHERE application_name = $1 AND datname = current_database()",
         LISTENER_NAME,
     )
-    await _until(lambda: not cache.active)
+    hub = streams_of(app).hub
+    await _until(lambda: not hub.listening.is_set())  # the hub saw it go
     await pg.execute("UPDATE customers SET disabled_at = now() WHERE id = $1", uuid.UUID(tenant.id))
     assert (await client.get(ME, headers=tenant.headers)).status_code == 401
     assert cache.hits == hits + 1
@@ -269,3 +271,44 @@ async def test_pool_connections_killed_server_side_are_replaced_without_errors(
     for _ in range(12):  # more than the pool holds: every dead connection is met
         response = await client.get(f"{V1}/auth/keys", headers=tenant.headers)
         assert response.status_code == 200, response.text
+
+
+async def test_a_revocation_is_answered_only_once_every_process_has_cleared_its_cache(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, settings: Settings
+) -> None:
+    """A stand-in for another API process: a listener connection that the test
+    makes acknowledge the revocation's barrier only when it chooses."""
+    await _listening(app)
+    key = await _key(client, tenant)
+    other = await asyncpg.connect(
+        settings.sync_database_url, server_settings={"application_name": LISTENER_NAME}
+    )
+    try:
+        barriers: asyncio.Queue[str] = asyncio.Queue()
+
+        def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if payload.startswith("barrier:"):
+                barriers.put_nowait(payload.removeprefix("barrier:"))
+
+        await other.add_listener(AUTH_CHANNEL, heard)
+        timeouts = REGISTRY.get_sample_value("overwatch_auth_barrier_timeouts_total") or 0.0
+        revoke = asyncio.create_task(
+            client.delete(f"{V1}/auth/keys/{key['id']}", headers=tenant.headers)
+        )
+        token = await asyncio.wait_for(barriers.get(), 30)
+        # Every other process (this one included) has acknowledged; the stand-in not yet.
+        listeners = await other.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
+            LISTENER_NAME,
+        )
+        barrier = auth_cache(app.state.resources)._barriers.get(token)
+        assert barrier is not None, "answered before every process acknowledged"
+        await _until(lambda: len(barrier.acks) >= listeners - 1)
+        assert not barrier.done.is_set() and not revoke.done(), "answered too early"
+        await other.execute("SELECT pg_notify($1, $2)", ACK_CHANNEL, f"{token}:stand-in")
+        response = await revoke
+        assert response.status_code == 200, response.text
+        assert REGISTRY.get_sample_value("overwatch_auth_barrier_timeouts_total") == timeouts
+    finally:
+        await other.close()
