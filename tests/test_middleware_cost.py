@@ -26,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from api.auth.deps import current_principal
 from api.auth.principal import Principal, Scope
+from api.deps import get_session
 from api.fleet import service
 from api.fleet.schemas import HeartbeatIn
 from api.observability import RequestContextMiddleware
@@ -74,6 +76,31 @@ def test_no_dependency_or_endpoint_runs_in_the_threadpool(app: FastAPI):
         ]
     }
     assert not offenders, sorted(offenders)
+
+
+def _uses(dependency: Any, call: Any) -> bool:
+    return dependency.call is call or any(_uses(d, call) for d in dependency.dependencies)
+
+
+def test_fleet_endpoints_authenticate_before_they_open_a_session(app: FastAPI):
+    """Dependencies resolve in declaration order: with the principal first, a
+    refused caller (401/403) costs no session. (Fleet endpoints: the hot ones.)"""
+    checked = 0
+    for route in _api_routes(app.routes):
+        if route.endpoint.__module__ != "api.fleet.endpoints":
+            continue
+        dependencies = route.dependant.dependencies
+        session = [i for i, d in enumerate(dependencies) if d.call is get_session]
+        auth = [
+            i
+            for i, d in enumerate(dependencies)
+            if d.call is not get_session and _uses(d, current_principal)
+        ]
+        assert auth, route.path
+        if session:
+            checked += 1
+            assert auth[0] < session[0], f"{route.path}: the session opens before authentication"
+    assert checked >= 10
 
 
 async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(

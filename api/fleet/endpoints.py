@@ -52,7 +52,10 @@ drones_router = APIRouter(prefix="/drones", tags=["drones"])
     summary="Preregister a kit, and the drones packed in it, by serial (admin)",
 )
 async def preregister_kit(
-    body: KitPreregister, session: SessionDep, resources: ResourcesDep, _: AdminPrincipal
+    body: KitPreregister,
+    _: AdminPrincipal,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> AdminKitOut:
     return await registry.preregister_kit(
         session, body, resources.settings.heartbeat_interval_seconds
@@ -65,7 +68,10 @@ async def preregister_kit(
     summary="Any kit by serial, with its owner (admin)",
 )
 async def admin_get_kit(
-    serial: SerialPath, session: SessionDep, resources: ResourcesDep, _: AdminPrincipal
+    serial: SerialPath,
+    _: AdminPrincipal,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> AdminKitOut:
     return await registry.admin_kit(session, serial, resources.settings.heartbeat_interval_seconds)
 
@@ -77,7 +83,10 @@ async def admin_get_kit(
     summary="Preregister a drone, alone or in an unclaimed kit (admin)",
 )
 async def preregister_drone(
-    body: DronePreregister, session: SessionDep, resources: ResourcesDep, _: AdminPrincipal
+    body: DronePreregister,
+    _: AdminPrincipal,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> DroneOut:
     return await registry.preregister_drone(
         session, body, resources.settings.heartbeat_interval_seconds
@@ -87,9 +96,9 @@ async def preregister_drone(
 # ------------------------------------------------------------------ kits
 @kits_router.get("", response_model=KitPage, summary="The tenant's kits with their drones")
 async def list_kits(
+    principal: Reader,
     session: SessionDep,
     resources: ResourcesDep,
-    principal: Reader,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> KitPage:
@@ -108,7 +117,10 @@ async def list_kits(
     summary="Look a kit up by exact serial: yours, or unclaimed (to confirm it)",
 )
 async def get_kit(
-    serial: SerialPath, session: SessionDep, resources: ResourcesDep, principal: Reader
+    serial: SerialPath,
+    principal: Reader,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> KitOut:
     return await registry.lookup_kit(
         session, tenant_of(principal), serial, resources.settings.heartbeat_interval_seconds
@@ -170,9 +182,9 @@ async def heartbeat(
     "", response_model=DronePage, summary="The tenant's drones, filtered, by serial (keyset pages)"
 )
 async def list_drones(
+    principal: Reader,
     session: SessionDep,
     resources: ResourcesDep,
-    principal: Reader,
     status_: Annotated[
         DroneStatus | None, Query(alias="status", description="Operator status")
     ] = None,
@@ -207,7 +219,10 @@ async def list_drones(
     summary="One drone with its latest heartbeat and computed liveness",
 )
 async def get_drone(
-    serial: SerialPath, session: SessionDep, resources: ResourcesDep, principal: Reader
+    serial: SerialPath,
+    principal: Reader,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> DroneOut:
     return await service.get_drone(
         session,
@@ -232,9 +247,9 @@ async def patch_drone(
 async def set_status(
     serial: SerialPath,
     body: StatusChange,
+    principal: Writer,
     session: SessionDep,
     resources: ResourcesDep,
-    principal: Writer,
 ) -> DroneOut:
     return await service.set_status(
         session, principal, serial, body, interval=resources.settings.heartbeat_interval_seconds
@@ -246,8 +261,8 @@ async def set_status(
 )
 async def list_events(
     serial: SerialPath,
-    session: SessionDep,
     principal: Reader,
+    session: SessionDep,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -264,8 +279,8 @@ async def list_events(
 )
 async def list_heartbeats(
     serial: SerialPath,
-    session: SessionDep,
     principal: Reader,
+    session: SessionDep,
     since: Annotated[FilterDatetime | None, Query()] = None,
     until: Annotated[FilterDatetime | None, Query()] = None,
     limit: Limit = 100,
@@ -283,7 +298,10 @@ async def list_heartbeats(
     summary="Record a firmware update attempt",
 )
 async def record_update(
-    serial: SerialPath, body: UpdateIn, session: SessionDep, principal: Writer
+    serial: SerialPath,
+    body: UpdateIn,
+    principal: Writer,
+    session: SessionDep,
 ) -> UpdateOut:
     return await service.record_update(session, principal, serial, body)
 
@@ -295,8 +313,8 @@ async def record_update(
 )
 async def list_updates(
     serial: SerialPath,
-    session: SessionDep,
     principal: Reader,
+    session: SessionDep,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> UpdatePage:
