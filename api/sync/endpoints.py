@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.auth.deps import Reader, Syncer, Writer
 from api.errors import Invalid, PayloadTooLarge
+from api.json_body import parse_json
 from api.storable import MAX_DEPTH, printable
 from api.sync import merge as merging
 from api.sync.pull import (
@@ -72,7 +73,7 @@ async def push_endpoint(request: Request, principal: Syncer) -> PushResponse:
                 details={"max_bytes": settings.sync_max_body_bytes},
             )
     try:
-        parsed = PushRequest.model_validate(json.loads(body))
+        parsed = PushRequest.model_validate(parse_json(body))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid("the body is not JSON", code="malformed_request") from exc
     except RecursionError as exc:

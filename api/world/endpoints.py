@@ -21,6 +21,7 @@ from api.entities import (
     WorldNodeData,
 )
 from api.errors import NotFound
+from api.json_body import OrjsonRoute
 from api.pagination import Cursor, after_id
 from api.storable import FilterDatetime, StorableDatetime
 from api.world.changes import ChangeRejected, ChangeSet, references
@@ -28,7 +29,8 @@ from api.world.schemas import BatchResult, Deleted, Page, Written, page
 from api.world.service import create_entity, current_data, delete_entity, patch_entity, write
 from graph import reads
 
-router = APIRouter(prefix="/world-model", tags=["world model"])
+# Batches of up to 1,000 entities: their bodies are parsed with orjson.
+router = APIRouter(prefix="/world-model", tags=["world model"], route_class=OrjsonRoute)
 
 MAX_BATCH = 1000
 
