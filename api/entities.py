@@ -276,10 +276,21 @@ def canonical(model: EntityData) -> dict[str, Any]:
     Only the fields of the entity's own schema: request models that extend it
     (with a client-chosen `id`, say) dump the same canonical shape.
     """
-    for schema in type(model).__mro__:
+    fields = _CANONICAL_FIELDS.get(type(model))
+    if fields is None:
+        fields = _CANONICAL_FIELDS[type(model)] = _canonical_fields(type(model))
+    return model.model_dump(mode="json", include=fields)
+
+
+# The fields `canonical` keeps, per model class (computed once; never mutated).
+_CANONICAL_FIELDS: dict[type[EntityData], set[str] | None] = {}
+
+
+def _canonical_fields(model: type[EntityData]) -> set[str] | None:
+    for schema in model.__mro__:
         if schema in _SCHEMA_TYPES:
-            return model.model_dump(mode="json", include=set(schema.model_fields))
-    return model.model_dump(mode="json")
+            return set(schema.model_fields)
+    return None
 
 
 ChangeOp = Literal["upsert", "delete"]

@@ -285,11 +285,25 @@ _TRY_LOCK = text(
     "SELECT pg_try_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7))"
 )
 _TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id AS text), 7))")
+# `lock_tenant`, then one `_TRY_HOLD`: the outer SELECT runs on the row the
+# materialised CTE returns, so the try happens only once the row is locked.
+_LOCK_TRY_HOLD = text(
+    "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
+    "WHERE customer_id = :customer_id FOR UPDATE) "
+    "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held "
+    "FROM counter"
+)
 _UNHOLD = text("SELECT pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))")
 # Inside a new transaction: take the lock at transaction level (the session
-# holds it, so this cannot wait), then drop the session-level hold.
+# holds it, so this cannot wait), then drop the session-level hold. The
+# transaction only marks rows applied, so its commit does not wait for the WAL
+# flush (`synchronous_commit` off for it alone): a mark lost in a crash leaves
+# its rows pending and the reconciler applies them again, a no-op (version
+# guards). WAL order keeps lost marks a suffix of each tenant's: the next
+# writer's journal commit, synchronous, flushes every mark before it.
 _HAND_OVER = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7)), "
+    "SELECT set_config('synchronous_commit', 'off', true), "
+    "pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7)), "
     "pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))"
 )
 _ANY_PENDING = text(
@@ -631,12 +645,21 @@ class TenantTransaction:
         # Opening a Neo4j transaction takes a round trip: start it first, let it
         # proceed while Postgres locks and the caller validates.
         self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
-        self.next_version = await lock_tenant(self.session, self.customer_id) + 1
         params = {"customer_id": str(self.customer_id)}
+        # The counter row and a first try for the apply lock in one round trip
+        # (`_LOCK_TRY_HOLD`: the try comes after the row lock, in lock order).
+        locked = (
+            await self.session.execute(
+                _LOCK_TRY_HOLD, {"customer_id": self.customer_id, "key": params["customer_id"]}
+            )
+        ).first()
+        if locked is None:
+            raise LookupError(f"customer {self.customer_id} has no version counter")
+        self.next_version = int(locked.version) + 1
         # Never wait for the apply lock: its holder may be an applier stuck on
         # an unreachable Neo4j, and this transaction holds the counter row that
         # every other writer of the tenant is queued on.
-        self._holding = await _poll_lock(
+        self._holding = bool(locked.held) or await _poll_lock(
             self.resources, self.session, _TRY_HOLD, params, within=LOCK_WAIT
         )
         if not self._holding:
@@ -654,14 +677,17 @@ class TenantTransaction:
         """Journal `changes` in this transaction (see `record`) and start applying them."""
         if not changes:
             return []
-        versions = await _allocate(self.session, self.customer_id, len(changes))
-        assert versions[0] == self.next_version, "versions allocated outside this transaction"
-        self.next_version = versions[-1] + 1
+        # The counter row is locked: the versions are known before `_allocate`
+        # returns them, so Neo4j gets its statement a round trip earlier.
+        versions = list(range(self.next_version, self.next_version + len(changes)))
         known = as_graph_changes(self.customer_id, changes, versions)
         self._known.update(known)
         if self._opening is not None:
             self._running = asyncio.create_task(self._run(self._running, list(known.values())))
             await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
+        allocated = await _allocate(self.session, self.customer_id, len(changes))
+        assert allocated == versions, "versions allocated outside this transaction"
+        self.next_version = versions[-1] + 1
         await _insert(self.session, self.customer_id, changes, versions, origin)
         return versions
 
