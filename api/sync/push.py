@@ -26,6 +26,7 @@ import uuid
 from itertools import pairwise
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +47,7 @@ from api.resources import Resources
 from api.storable import printable
 from api.sync.envelopes import current_envelopes
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
-from api.sync.workstations import last_mutation_id, write_checkpoint
+from api.sync.workstations import CHECKPOINT_SQL, LAST_MUTATION_SQL
 from api.world.changes import ChangeRejected, ChangeSet
 
 _HELD = text(
@@ -63,7 +64,13 @@ _BASE_STATE = text(
     "SELECT payload FROM sync_journal WHERE customer_id = :c AND entity_id = :i "
     "AND version = :v AND op = 'upsert'"
 )
-_WORKSTATION = text("SELECT deactivated_at FROM workstations WHERE id = :w AND customer_id = :c")
+# The workstation, its last mutation id and its write checkpoint in one round trip.
+_WORKSTATION = text(
+    "SELECT w.deactivated_at,"  # noqa: S608 (constant SQL)
+    f" COALESCE(({LAST_MUTATION_SQL}), 0) AS last_mutation,"
+    f" COALESCE(({CHECKPOINT_SQL}), 0) AS checkpoint"
+    " FROM workstations w WHERE w.id = :w AND w.customer_id = :c"
+)
 
 
 def _rejected(mutation: Mutation, code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -247,7 +254,10 @@ def _check_request(resources: Resources, request: PushRequest) -> None:
 
 async def _check_workstation(
     session: AsyncSession, principal: Principal, workstation_id: uuid.UUID
-) -> None:
+) -> tuple[int, int]:
+    """Refuse anyone but the workstation's own key; return its last mutation id
+    and write checkpoint (read under the tenant's counter lock, which every
+    push of the workstation takes)."""
     # Mutation ids are the workstation's own sequence (its idempotency keys): a
     # push by any other key could consume them and turn the workstation's own
     # later mutation into a silently dropped `duplicate`. Only the workstation's
@@ -265,8 +275,9 @@ async def _check_workstation(
     ).first()
     if deactivated is None:
         raise NotFound("workstation not found")
-    if deactivated[0] is not None:
+    if deactivated.deactivated_at is not None:
         raise Forbidden("the workstation is deactivated", code="workstation_deactivated")
+    return int(deactivated.last_mutation), int(deactivated.checkpoint)
 
 
 async def push(resources: Resources, principal: Principal, request: PushRequest) -> PushResponse:
@@ -301,12 +312,17 @@ async def _push_once(
     ids = [m.mutation_id for m in request.mutations]
     async with tenant_transaction(resources, customer_id) as tx:
         session = tx.session
-        await _check_workstation(session, principal, workstation_id)
-        held = {
-            r.mutation_id: r
-            for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
-        }
-        last = await last_mutation_id(session, workstation_id)
+        last, checkpoint = await _check_workstation(session, principal, workstation_id)
+        # Outcomes are held only for mutation ids up to `last`; the usual push
+        # carries only newer ones and needs no lookup.
+        held = (
+            {
+                r.mutation_id: r
+                for r in (await session.execute(_HELD, {"w": workstation_id, "ids": ids})).all()
+            }
+            if ids and ids[0] <= last
+            else {}
+        )
         judge = PushJudge(session, resources, customer_id, tx.next_version)
         refs = [m.id for m in request.mutations]
         for m in request.mutations:
@@ -349,10 +365,12 @@ async def _push_once(
                     "mutation_ids": [r["mutation_id"] for r in fresh],
                     "statuses": [r["status"] for r in fresh],
                     "versions": [r.get("version") for r in fresh],
-                    "results": [json.dumps(r, default=str) for r in fresh],
+                    "results": [_outcome_json(r) for r in fresh],
                 },
             )
-        checkpoint = await write_checkpoint(session, workstation_id)
+        # The checkpoint is the highest version of an applied outcome: the one
+        # read above, or one stored just now.
+        checkpoint = max([checkpoint, *(r["version"] for r in fresh if r["status"] == "applied")])
     return PushResponse.model_validate(
         {
             "results": results,
@@ -360,6 +378,19 @@ async def _push_once(
             "write_checkpoint": checkpoint,
         }
     )
+
+
+def _outcome_json(result: dict[str, Any]) -> str:
+    """`json.dumps(result, default=str)`, through orjson when it can (stored as
+    jsonb, so only the values matter; datetimes still go through `str`)."""
+    try:
+        return orjson.dumps(
+            result,
+            default=str,
+            option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS,
+        ).decode()
+    except TypeError:  # an integer beyond 64 bits, say
+        return json.dumps(result, default=str)
 
 
 def _is_uuid(value: Any) -> bool:

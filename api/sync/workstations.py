@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # Also spliced into pull's head statement (api/sync/pull.py).
 LAST_MUTATION_SQL = "SELECT max(mutation_id) FROM sync_mutations WHERE workstation_id = :w"
 _LAST_MUTATION = text(LAST_MUTATION_SQL)
-_CHECKPOINT = text(
+CHECKPOINT_SQL = (
     "SELECT max(version) FROM sync_mutations WHERE workstation_id = :w AND status = 'applied'"
 )
+_CHECKPOINT = text(CHECKPOINT_SQL)
 
 
 async def last_mutation_id(session: AsyncSession, workstation_id: uuid.UUID | None) -> int:
