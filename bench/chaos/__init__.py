@@ -4,7 +4,7 @@
 chaos`) starts the `chaos` stack instance (.local/chaos-stack; postgres 55452,
 bolt 7707, s3 9020) and two API processes of its own, registers a fresh
 customer, and lets W workstations built on the reference client
-(api/sync/client.py) edit, push and pull while a seeded schedule kills and
+(api/client/sync.py) edit, push and pull while a seeded schedule kills and
 hangs Neo4j, kills an API process, restarts Postgres mid-push and sends
 values Neo4j cannot store. Then it checks the protocol's invariants and
 prints them as a table; the exit code is 1 if any failed.
