@@ -13,6 +13,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -29,9 +30,11 @@ from starlette.routing import Route
 from api.auth.deps import current_principal
 from api.auth.principal import Principal, Scope
 from api.deps import get_session
+from api.errors import DependencyUnavailable
 from api.fleet import service
 from api.fleet.schemas import HeartbeatIn
 from api.observability import RequestContextMiddleware
+from relational.database import create_engine
 from tests.conftest import Tenant
 from tests.test_registry import beat, claimed_kit
 
@@ -108,8 +111,8 @@ async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(
 ):
     _, drones = await claimed_kit(client, admin_headers, tenant)
     resources = app.state.resources
-    statements: list[str] = []  # what SQLAlchemy executes (prepared statements included)
-    protocol: list[str] = []  # what asyncpg runs as plain queries (BEGIN, ROLLBACK, ...)
+    statements: list[str] = []  # what SQLAlchemy executes (its prepared statements included)
+    protocol: list[str] = []  # what asyncpg's own API runs (BEGIN, ROLLBACK, fetchrow, ...)
     checkouts = 0
 
     def log_query(record: Any) -> None:
@@ -143,9 +146,31 @@ async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(
         event.remove(sync_engine, "before_cursor_execute", on_execute)
     assert accepted.serial == drones[0]
     assert checkouts == 1
-    assert len(statements) == 1, statements
-    assert statements[0].lstrip().startswith("WITH d AS MATERIALIZED")
-    assert protocol == [], protocol  # no BEGIN, COMMIT or ROLLBACK around it
+    # Through SQLAlchemy or on the driver itself: one statement, and no BEGIN,
+    # COMMIT or ROLLBACK around it.
+    executed = statements + protocol
+    assert len(executed) == 1, executed
+    assert executed[0].lstrip().startswith("WITH d AS MATERIALIZED")
+
+
+async def test_a_heartbeat_without_postgres_is_a_503_naming_it(settings: Any):
+    """The driver-level path keeps the outage answer: nothing recorded, 503."""
+    engine = create_engine("postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none")
+    resources = SimpleNamespace(engine=engine, settings=settings)
+    principal = Principal(
+        key_uuid=None, scopes=frozenset({Scope.customer}), customer_id=uuid.uuid4()
+    )
+    try:
+        with pytest.raises(DependencyUnavailable) as refused:
+            await service.record_heartbeat(
+                resources,  # type: ignore[arg-type]
+                principal,
+                "D-NOWHERE",
+                HeartbeatIn.model_validate(beat()),
+            )
+    finally:
+        await engine.dispose()
+    assert refused.value.details == {"dependency": "postgres"}
 
 
 def _sample(name: str, **labels: str) -> float:
