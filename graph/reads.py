@@ -14,6 +14,7 @@ from neo4j.time import DateTime as Neo4jDateTime
 
 from graph.driver import GraphClient
 from graph.projection import USER_PROPERTY_PREFIX
+from graph.tenant import Tenant
 
 SYSTEM_KEYS = frozenset(
     {"id", "customer_id", "version", "embedding", "embedding_hash", "location", "x", "y", "z"}
@@ -168,7 +169,7 @@ ORDER BY o.id LIMIT $limit
 
 
 async def get_venue(graph: GraphClient, customer_id: str, venue_id: str) -> dict[str, Any] | None:
-    rows = await graph.read("venue.get", GET_VENUE, {"customer_id": customer_id, "id": venue_id})
+    rows = await Tenant(graph, customer_id).read("venue.get", GET_VENUE, {"id": venue_id})
     return entity("venue", rows[0]["props"], rows[0]["location"]) if rows else None
 
 
@@ -182,11 +183,10 @@ async def list_venues(
     text: str | None,
     near: dict[str, float] | None,
 ) -> list[dict[str, Any]]:
-    rows = await graph.read(
+    rows = await Tenant(graph, customer_id).read(
         "venue.list",
         LIST_VENUES,
         {
-            "customer_id": customer_id,
             "limit": limit,
             "after": after,
             "tag": tag,
@@ -208,8 +208,8 @@ async def venue_neighbours(
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """The venue's name and the tenant's other venues (id, name, distance_m), or None
     if `venue_id` is not one of its venues."""
-    rows = await graph.read(
-        "venue.neighbours", VENUE_NEIGHBOURS, {"customer_id": customer_id, "id": venue_id}
+    rows = await Tenant(graph, customer_id).read(
+        "venue.neighbours", VENUE_NEIGHBOURS, {"id": venue_id}
     )
     if not rows:
         return None
@@ -224,8 +224,8 @@ async def venue_neighbours(
 async def venue_graph(
     graph: GraphClient, customer_id: str, venue_id: str, limit: int
 ) -> dict[str, Any] | None:
-    rows = await graph.read(
-        "venue.graph", VENUE_GRAPH, {"customer_id": customer_id, "id": venue_id, "limit": limit}
+    rows = await Tenant(graph, customer_id).read(
+        "venue.graph", VENUE_GRAPH, {"id": venue_id, "limit": limit}
     )
     if not rows:
         return None
@@ -243,7 +243,7 @@ async def venue_graph(
 
 
 async def get_node(graph: GraphClient, customer_id: str, node_id: str) -> dict[str, Any] | None:
-    rows = await graph.read("node.get", GET_NODE, {"customer_id": customer_id, "id": node_id})
+    rows = await Tenant(graph, customer_id).read("node.get", GET_NODE, {"id": node_id})
     return entity("world_node", rows[0]["props"]) if rows else None
 
 
@@ -256,11 +256,10 @@ async def list_nodes(
     limit: int,
     after: str | None,
 ) -> list[dict[str, Any]]:
-    rows = await graph.read(
+    rows = await Tenant(graph, customer_id).read(
         "node.list",
         LIST_NODES,
         {
-            "customer_id": customer_id,
             "venue_id": venue_id,
             "kind": kind,
             "limit": limit,
@@ -273,8 +272,8 @@ async def list_nodes(
 async def get_edge(
     graph: GraphClient, customer_id: str, edge_id: str, from_id: str
 ) -> dict[str, Any] | None:
-    rows = await graph.read(
-        "edge.get", GET_EDGE, {"customer_id": customer_id, "id": edge_id, "from_id": from_id}
+    rows = await Tenant(graph, customer_id).read(
+        "edge.get", GET_EDGE, {"id": edge_id, "from_id": from_id}
     )
     return entity("world_edge", rows[0]["props"]) if rows else None
 
@@ -290,11 +289,10 @@ async def list_edges(
     limit: int,
     after: str | None,
 ) -> list[dict[str, Any]]:
-    rows = await graph.read(
+    rows = await Tenant(graph, customer_id).read(
         "edge.list",
         LIST_EDGES,
         {
-            "customer_id": customer_id,
             "venue_id": venue_id,
             "type": edge_type,
             "node_id": node_id,
@@ -309,8 +307,8 @@ async def list_edges(
 async def get_operation(
     graph: GraphClient, customer_id: str, operation_id: str
 ) -> dict[str, Any] | None:
-    rows = await graph.read(
-        "operation.get", GET_OPERATION, {"customer_id": customer_id, "id": operation_id}
+    rows = await Tenant(graph, customer_id).read(
+        "operation.get", GET_OPERATION, {"id": operation_id}
     )
     return entity("operation", rows[0]["props"]) if rows else None
 
@@ -318,6 +316,6 @@ async def get_operation(
 async def list_operations(
     graph: GraphClient, customer_id: str, *, limit: int, after: str | None, **filters: Any
 ) -> list[dict[str, Any]]:
-    params = {"customer_id": customer_id, "limit": limit, "after": after} | filters
-    rows = await graph.read("operation.list", LIST_OPERATIONS, params)
+    params = {"limit": limit, "after": after} | filters
+    rows = await Tenant(graph, customer_id).read("operation.list", LIST_OPERATIONS, params)
     return [entity("operation", r["props"]) for r in rows]

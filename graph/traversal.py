@@ -17,6 +17,7 @@ from neo4j import AsyncManagedTransaction
 
 from graph.driver import GraphClient
 from graph.reads import entity
+from graph.tenant import Tenant
 
 _CURRENT = "($current_only = false OR r.valid_to IS NULL OR r.valid_to > datetime())"
 
@@ -117,8 +118,8 @@ class Subgraph:
 async def existing_nodes(
     graph: GraphClient, customer_id: str, ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    rows = await graph.read(
-        "graph.nodes_exist", NODE_EXISTS, {"customer_id": customer_id, "ids": list(ids)}
+    rows = await Tenant(graph, customer_id).read(
+        "graph.nodes_exist", NODE_EXISTS, {"ids": list(ids)}
     )
     return {r["props"]["id"]: r["props"] for r in rows}
 
@@ -142,10 +143,10 @@ async def neighbourhood(
     """
     per_node = edges_per_node(max_nodes)
 
+    tenant = Tenant(graph, customer_id)
+
     async def work(tx: AsyncManagedTransaction) -> Subgraph | None:
-        start = await (
-            await tx.run(NODE_EXISTS, {"customer_id": customer_id, "ids": [node_id]})
-        ).data()
+        start = await (await tenant.run(tx, NODE_EXISTS, {"ids": [node_id]})).data()
         if not start:
             return None
         found: dict[str, dict[str, Any]] = {node_id: start[0]["props"] | {"_hop": 0}}
@@ -156,10 +157,10 @@ async def neighbourhood(
             if not frontier:
                 break
             rows = await (
-                await tx.run(
+                await tenant.run(
+                    tx,
                     NEIGHBOURS,
                     {
-                        "customer_id": customer_id,
                         "frontier": frontier,
                         "types": list(types),
                         "current_only": current_only,
@@ -208,11 +209,10 @@ async def shortest_path(
     current_only: bool = True,
 ) -> Subgraph | None:
     """The shortest path over allowed edge types, or None when there is none."""
-    rows = await graph.read(
+    rows = await Tenant(graph, customer_id).read(
         "graph.shortest_path",
         SHORTEST_PATH,
         {
-            "customer_id": customer_id,
             "from_id": from_id,
             "to_id": to_id,
             "types": list(types),
@@ -236,19 +236,25 @@ async def export_venue(
     them (the first by id); `truncated` / `edges_truncated` say when more exist.
     """
 
+    tenant = Tenant(graph, customer_id)
+
     async def work(tx: AsyncManagedTransaction) -> dict[str, Any] | None:
-        params = {"customer_id": customer_id, "venue_id": venue_id}
-        venue = await (await tx.run(EXPORT_VENUE, params)).data()
+        params = {"venue_id": venue_id}
+        venue = await (await tenant.run(tx, EXPORT_VENUE, params)).data()
         if not venue:
             return None
-        nodes = await (await tx.run(EXPORT_NODES, params | {"limit": max_nodes})).data()
+        nodes = await (await tenant.run(tx, EXPORT_NODES, params | {"limit": max_nodes})).data()
         edges: list[dict[str, Any]] = []
         if nodes:
             last_id = nodes[-1]["props"]["id"]
             edges = await (
-                await tx.run(EXPORT_EDGES, params | {"last_id": last_id, "limit": max_edges + 1})
+                await tenant.run(
+                    tx, EXPORT_EDGES, params | {"last_id": last_id, "limit": max_edges + 1}
+                )
             ).data()
-        operations = await (await tx.run(EXPORT_OPERATIONS, params | {"limit": 100_000})).data()
+        operations = await (
+            await tenant.run(tx, EXPORT_OPERATIONS, params | {"limit": 100_000})
+        ).data()
         return {
             "venue": entity("venue", venue[0]["props"], venue[0]["location"]),
             "nodes": [entity("world_node", r["props"]) for r in nodes],

@@ -311,3 +311,20 @@ def test_unbound_statements_are_found(text: str, complaint: str):
 )
 def test_bound_statements_pass(text: str):
     assert problems(Statement("example", text)) == []
+
+
+# --- the runtime helper (graph/tenant.py) -------------------------------------
+
+
+def test_the_tenant_helper_refuses_a_statement_without_the_filter() -> None:
+    from graph.tenant import Tenant, UnboundStatement
+
+    tenant = Tenant(object(), "t-1")  # type: ignore[arg-type]  # bind() never touches the client
+    assert tenant.bind("MATCH (v:Venue) WHERE v.customer_id = $customer_id RETURN v", {"a": 1}) == {
+        "a": 1,
+        "customer_id": "t-1",
+    }
+    with pytest.raises(UnboundStatement):
+        tenant.bind("MATCH (v:Venue) RETURN v")
+    with pytest.raises(UnboundStatement):  # the caller cannot smuggle another tenant in
+        tenant.bind("MATCH (v:Venue {customer_id: $customer_id}) RETURN v", {"customer_id": "t-2"})
