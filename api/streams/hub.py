@@ -240,6 +240,8 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._hooks_lost()
+        await auth_cache(self.resources).close()
         with contextlib.suppress(Exception):
             async with self.resources.engine.begin() as conn:
                 await conn.execute(_PRESENCE_DROP, {"p": self.process_id, "cs": []})
