@@ -707,3 +707,52 @@ async def test_venue_search_route_is_not_taken_for_a_venue_id(
 async def test_search_needs_a_key(client):
     response = await client.get(f"{V1}/world-model/search?q=dock")
     assert response.status_code == 401
+
+
+async def test_large_tenant_count_is_reused_and_a_stale_one_still_answers_exactly(
+    make_tenant, graph, monkeypatch
+):
+    # Counting a large tenant's nodes costs more than its search (100k nodes: ~300 ms):
+    # the count and the index size are kept for a while. Here "large" is > 20.
+    monkeypatch.setattr(graph_search, "EXACT_MAX_CANDIDATES", 20)
+    monkeypatch.setattr(graph_search, "_SIZES", graph_search.TTLCache(maxsize=10, ttl=600))
+    tenant = await make_tenant("cached-count")
+    await _random_nodes(graph, tenant.id, 60, seed=6)
+    asked: list[str] = []
+    read = graph.read
+
+    async def counting_read(name: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        return await read(name, *args, **kwargs)
+
+    monkeypatch.setattr(graph, "read", counting_read)
+    rng = np.random.default_rng(7)
+    query = rng.standard_normal(384)
+    query = (query / np.linalg.norm(query)).tolist()
+    _, plan = await graph_search.vector_search(
+        graph, "world_node", tenant.id, query, 10, exact_max=20
+    )
+    assert plan.strategy == "ann" and plan.candidates == 60
+    assert asked.count("search.world_node.count") == 1
+    # The tenant now has 560 nodes; the kept count says 60 (k sized for fewer),
+    # and the answer is still the exact top 10.
+    await _random_nodes(graph, tenant.id, 500, seed=8)
+    found = 0
+    for _ in range(3):
+        query = rng.standard_normal(384)
+        query = (query / np.linalg.norm(query)).tolist()
+        exact = [
+            h.id
+            for h in await graph_search.exact_vector_search(
+                graph, "world_node", tenant.id, query, 10
+            )
+        ]
+        hits, plan = await graph_search.vector_search(
+            graph, "world_node", tenant.id, query, 10, exact_max=20, max_k=10**7
+        )
+        assert plan.candidates == 60  # the kept count: no second count query
+        assert len(hits) == 10
+        found += len(set(h.id for h in hits) & set(exact))
+    assert found >= 21  # HNSW on random vectors: see the test above
+    assert asked.count("search.world_node.count") == 1
+    assert asked.count("search.world_node.index_size") == 1
