@@ -26,7 +26,7 @@ from api.migrate import migrate_all
 from api.observability import RequestContextMiddleware, configure_logging
 from api.openapi import install_openapi
 from api.resources import Resources
-from api.router import v1_router
+from api.router import include_v1
 from api.search.embedding_worker import EMBEDDING_INTERVAL_SECONDS, embedding_job
 from api.settings import Settings, get_settings
 from api.streams import Streams
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    app.include_router(v1_router)
+    include_v1(app)
     install_offline_docs(app)  # /docs and /redoc without a CDN
     install_openapi(app)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI
 
 from api.auth.endpoints import router as auth_router
 from api.blobs.endpoints import router as blobs_router
@@ -19,21 +19,33 @@ from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
 # No endpoint sees a query or path parameter that Postgres could not hold (NUL).
-v1_router = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_unstorable_parameters)])
-# Drones first: the heartbeat is the hottest path, and routes are matched in
-# order, several microseconds each (~260 us to reach it tenth, ~30 us first); no
-# other router serves a `/drones` path, so the order changes no match.
-v1_router.include_router(drones_router)
-# Search before venues: its `/venues/search` must win over `/venues/{venue_id}`.
-v1_router.include_router(search_router)
-v1_router.include_router(auth_router)
-v1_router.include_router(blobs_router)
-v1_router.include_router(venue_merge_router)
-v1_router.include_router(venues_router)
-v1_router.include_router(world_router)
-v1_router.include_router(operations_router)
-v1_router.include_router(fleet_admin_router)
-v1_router.include_router(kits_router)
-v1_router.include_router(sync_router)
-v1_router.include_router(graphs_router)
-v1_router.include_router(streams_router)
+V1_PREFIX = "/api/v1"
+V1_DEPENDENCIES = [Depends(refuse_unstorable_parameters)]
+# Each is included into the app itself under V1_PREFIX (`include_v1`), not
+# through an `/api/v1` router of its own: FastAPI walks nested included
+# routers on every request (matching, route versions), one level less per request.
+V1_ROUTERS: list[APIRouter] = [
+    # Drones first: the heartbeat is the hottest path, and routes are matched in
+    # order, several microseconds each (~260 us to reach it tenth, ~30 us first);
+    # no other router serves a `/drones` path, so the order changes no match.
+    drones_router,
+    # Search before venues: its `/venues/search` must win over `/venues/{venue_id}`.
+    search_router,
+    auth_router,
+    blobs_router,
+    venue_merge_router,
+    venues_router,
+    world_router,
+    operations_router,
+    fleet_admin_router,
+    kits_router,
+    sync_router,
+    graphs_router,
+    streams_router,
+]
+
+
+def include_v1(app: FastAPI) -> None:
+    """Every `/api/v1` router, in V1_ROUTERS' order, with the shared dependencies."""
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix=V1_PREFIX, dependencies=V1_DEPENDENCIES)
