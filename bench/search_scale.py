@@ -192,22 +192,22 @@ async def _load(
     return {"load_seconds": load_seconds, "index_seconds": index_seconds}
 
 
-def _disk(ctx_dir: str | None) -> dict[str, int]:
-    if not ctx_dir:
+def _disk(stack_dir: str | None) -> dict[str, int]:
+    """Bytes on disk: node/property store, vector index, other indexes, transaction logs."""
+    if not stack_dir:
         return {}
-    data = Path(ctx_dir) / "neo4j" / "data" / "databases" / "neo4j"
-    if not data.exists():
-        return {}
-    sizes: dict[str, int] = {"store": 0, "vector_index": 0, "other_indexes": 0}
-    for path in data.rglob("*"):
-        if not path.is_file():
-            continue
-        size = path.stat().st_blocks * 512
-        rel = path.relative_to(data).parts
-        if rel[0] == "schema":
-            sizes["vector_index" if "vector" in str(path) else "other_indexes"] += size
-        else:
-            sizes["store"] += size
+    data = Path(stack_dir) / "neo4j" / "data"
+    sizes: dict[str, int] = {"store": 0, "vector_index": 0, "other_indexes": 0, "tx_logs": 0}
+    for path in (data / "databases" / "neo4j").rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(data / "databases" / "neo4j").parts
+            key = "store" if rel[0] != "schema" else "other_indexes"
+            if len(rel) > 2 and rel[2].startswith("vector"):
+                key = "vector_index"
+            sizes[key] += path.stat().st_blocks * 512
+    for path in (data / "transactions" / "neo4j").rglob("*"):
+        if path.is_file():
+            sizes["tx_logs"] += path.stat().st_blocks * 512
     return sizes
 
 
