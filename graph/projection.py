@@ -234,10 +234,44 @@ def _base(change: GraphChange) -> dict[str, Any]:
     return {"id": change.entity_id, "customer_id": change.customer_id, "version": change.version}
 
 
+def _world_node_row(change: GraphChange, data: dict[str, Any]) -> dict[str, Any]:
+    """`to_row` of a world node upsert (the bulk of graph writes), built in one
+    pass: the same row and props as the general path, fewer dict copies."""
+    position = data.get("position") or {}
+    venue_id = data["venue_id"]
+    kind = data["kind"]
+    props = {
+        "id": change.entity_id,
+        "customer_id": change.customer_id,
+        "version": change.version,
+        "venue_id": venue_id,
+        "kind": kind,
+        "name": data.get("name"),
+        "description": data.get("description"),
+        "x": position.get("x"),
+        "y": position.get("y"),
+        "z": position.get("z"),
+    }
+    user = data.get("properties")
+    if user:
+        for key, value in user.items():
+            props[USER_PROPERTY_PREFIX + key] = value
+    return {
+        "id": change.entity_id,
+        "customer_id": change.customer_id,
+        "version": change.version,
+        "venue_id": venue_id,
+        "kind": kind,
+        "props": {k: v for k, v in props.items() if v is not None},
+    }
+
+
 def to_row(change: GraphChange) -> dict[str, Any]:
     """The `row` a statement above expects for this change."""
-    row = _base(change)
     data = change.data or {}
+    if change.entity_type == "world_node" and change.op == "upsert":
+        return _world_node_row(change, data)
+    row = _base(change)
     if change.op == "delete":
         if change.entity_type == "world_edge":
             row["from_id"] = data.get("from_id")
