@@ -514,14 +514,15 @@ def as_graph_changes(
     customer_id: uuid.UUID, changes: Sequence[Change], versions: Sequence[int]
 ) -> dict[int, GraphChange]:
     """The just-journaled changes keyed by version, for `apply_pending(known=...)`."""
+    customer = str(customer_id)  # once, not per change
     return {
         version: GraphChange(
-            entity_type=change.entity_type.value,
-            entity_id=str(change.entity_id),
-            op=change.op,
-            version=version,
-            customer_id=str(customer_id),
-            data=change.data,
+            change.entity_type.value,
+            str(change.entity_id),
+            change.op,
+            version,
+            customer,
+            change.data,
         )
         for version, change in zip(versions, changes, strict=True)
     }

@@ -223,6 +223,18 @@ class ChangeSet:
         needed = [entity_id, *references(model)]
         if any(i not in self._known for i in needed):
             await self.prefetch(needed)
+        return self.upsert_loaded(entity_type, entity_id, model, mutation_id=mutation_id)
+
+    def upsert_loaded(
+        self,
+        entity_type: EntityType,
+        entity_id: uuid.UUID,
+        model: EntityData,
+        *,
+        mutation_id: int | None = None,
+    ) -> dict[str, Any]:
+        """`upsert` of a validated model whose id and references `prefetch`
+        already loaded (the batch endpoints: one prefetch, then no awaits)."""
         existing = self._own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):

@@ -149,9 +149,10 @@ async def _batch(
         for item in items:
             refs += references(item)
         await changes.prefetch(refs)
+        upsert = changes.upsert_loaded
         for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
             try:
-                await changes.upsert(entity_type, entity_id, item)
+                upsert(entity_type, entity_id, item)
             except ChangeRejected as exc:
                 exc.details = {"index": index, "errors": exc.details}
                 exc.message = f"item {index}: {exc.message}"
