@@ -7,9 +7,11 @@ process-global, so tests and benchmarks can run several apps side by side.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import boto3
 from botocore.config import Config as BotoConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -40,6 +42,14 @@ def create_s3_client(settings: Settings, *, public: bool = False) -> Any:
     )
 
 
+async def _rollback_if_open(connection: asyncpg.Connection) -> None:
+    """The direct pool's reset on return: users run single autocommitted statements
+    and change no session state, so asyncpg's default reset query (a round trip
+    on every release) is needed only if a transaction was left open."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -49,6 +59,8 @@ class Resources:
     s3: Any
     s3_public: Any
     extras: dict[str, Any] = field(default_factory=dict)
+    _direct: asyncpg.Pool | None = None
+    _direct_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
@@ -69,6 +81,33 @@ class Resources:
             s3_public=create_s3_client(settings, public=True),
         )
 
+    async def direct(self) -> asyncpg.Pool:
+        """A plain asyncpg pool for one-statement hot paths (heartbeats), opened on first use.
+
+        Apart from the engine's pool on purpose: it never opens overflow
+        connections (under more concurrent requests than connections a caller
+        waits for one, instead of paying a connect, TLS probe and statement
+        preparation per request as the engine's closed-on-return overflow
+        connections did), and a telemetry storm cannot take the connections
+        the journal needs. asyncpg replaces a connection it finds closed when
+        it hands it out, so a restarted Postgres costs no ping per request.
+        """
+        if self._direct is None:
+            async with self._direct_lock:
+                if self._direct is None:
+                    self._direct = await asyncpg.create_pool(
+                        self.settings.sync_database_url,
+                        min_size=1,
+                        max_size=self.settings.database_pool_size,
+                        timeout=5,
+                        command_timeout=60,
+                        max_inactive_connection_lifetime=300,
+                        reset=_rollback_if_open,
+                    )
+        return self._direct
+
     async def close(self) -> None:
         await self.graph.close()
+        if self._direct is not None:
+            await self._direct.close()
         await self.engine.dispose()

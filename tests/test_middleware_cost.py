@@ -13,9 +13,9 @@ import inspect
 import logging
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import structlog
@@ -34,7 +34,7 @@ from api.errors import DependencyUnavailable
 from api.fleet import service
 from api.fleet.schemas import HeartbeatIn
 from api.observability import RequestContextMiddleware
-from relational.database import create_engine
+from api.resources import Resources, _rollback_if_open
 from tests.conftest import Tenant
 from tests.test_registry import beat, claimed_kit
 
@@ -109,28 +109,37 @@ def test_fleet_endpoints_authenticate_before_they_open_a_session(app: FastAPI):
 async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(
     app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], tenant: Tenant
 ):
+    """One connection from the direct pool, one statement on it, and nothing else:
+    no BEGIN/COMMIT/ROLLBACK around it, no reset query on return, and the
+    engine's pool (the journal's) is not touched."""
     _, drones = await claimed_kit(client, admin_headers, tenant)
     resources = app.state.resources
-    statements: list[str] = []  # what SQLAlchemy executes (its prepared statements included)
-    protocol: list[str] = []  # what asyncpg's own API runs (BEGIN, ROLLBACK, fetchrow, ...)
-    checkouts = 0
+    executed: list[str] = []  # every query the connection runs, the pool's reset included
+    acquired = 0
+    engine_checkouts = 0
 
     def log_query(record: Any) -> None:
-        protocol.append(record.query)
+        executed.append(record.query)
 
-    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        nonlocal checkouts
-        checkouts += 1
-        driver = record.driver_connection
-        driver.remove_query_logger(log_query)
-        driver.add_query_logger(log_query)
+    async def on_acquire(connection: asyncpg.Connection) -> None:
+        nonlocal acquired
+        acquired += 1
+        connection.remove_query_logger(log_query)
+        connection.add_query_logger(log_query)
 
-    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def on_checkout(*_: Any) -> None:
+        nonlocal engine_checkouts
+        engine_checkouts += 1
 
-    pool, sync_engine = resources.engine.sync_engine.pool, resources.engine.sync_engine
-    event.listen(pool, "checkout", on_checkout)
-    event.listen(sync_engine, "before_cursor_execute", on_execute)
+    pool = await asyncpg.create_pool(
+        resources.settings.sync_database_url,
+        min_size=1,
+        max_size=2,
+        setup=on_acquire,
+        reset=_rollback_if_open,
+    )
+    replaced, resources._direct = resources._direct, pool
+    event.listen(resources.engine.sync_engine.pool, "checkout", on_checkout)
     principal = Principal(
         key_uuid=uuid.uuid4(),
         scopes=frozenset({Scope.device}),
@@ -142,34 +151,32 @@ async def test_a_heartbeat_takes_one_connection_and_runs_one_statement(
             resources, principal, drones[0], HeartbeatIn.model_validate(beat())
         )
     finally:
-        event.remove(pool, "checkout", on_checkout)
-        event.remove(sync_engine, "before_cursor_execute", on_execute)
+        event.remove(resources.engine.sync_engine.pool, "checkout", on_checkout)
+        resources._direct = replaced
+        await pool.close()
     assert accepted.serial == drones[0]
-    assert checkouts == 1
-    # Through SQLAlchemy or on the driver itself: one statement, and no BEGIN,
-    # COMMIT or ROLLBACK around it.
-    executed = statements + protocol
+    assert acquired == 1
+    assert engine_checkouts == 0
     assert len(executed) == 1, executed
     assert executed[0].lstrip().startswith("WITH d AS MATERIALIZED")
 
 
 async def test_a_heartbeat_without_postgres_is_a_503_naming_it(settings: Any):
-    """The driver-level path keeps the outage answer: nothing recorded, 503."""
-    engine = create_engine("postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none")
-    resources = SimpleNamespace(engine=engine, settings=settings)
+    """The direct pool keeps the outage answer: nothing recorded, 503."""
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none"}
+    )
+    resources = Resources.open(unreachable)
     principal = Principal(
         key_uuid=None, scopes=frozenset({Scope.customer}), customer_id=uuid.uuid4()
     )
     try:
         with pytest.raises(DependencyUnavailable) as refused:
             await service.record_heartbeat(
-                resources,  # type: ignore[arg-type]
-                principal,
-                "D-NOWHERE",
-                HeartbeatIn.model_validate(beat()),
+                resources, principal, "D-NOWHERE", HeartbeatIn.model_validate(beat())
             )
     finally:
-        await engine.dispose()
+        await resources.close()
     assert refused.value.details == {"dependency": "postgres"}
 
 

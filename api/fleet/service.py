@@ -149,18 +149,12 @@ async def record_heartbeat(
     args = [params[name] for name in _HEARTBEAT_ORDER]
     try:
         # One statement is its own transaction: asyncpg outside a transaction
-        # autocommits it, no BEGIN or COMMIT; nothing began, so the pool's
-        # reset on return sends no ROLLBACK either.
-        async with resources.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
+        # autocommits it, no BEGIN or COMMIT, and the direct pool's reset on
+        # return is local (no round trip for a connection with no transaction).
+        pool = await resources.direct()
+        async with pool.acquire() as driver:
             started = time.perf_counter()
-            try:
-                row = await driver.fetchrow(_HEARTBEAT_SQL, *args)
-            except Exception as exc:
-                if is_unreachable(exc) or isinstance(exc, asyncpg.InterfaceError):
-                    await conn.invalidate()  # never handed out again
-                raise
+            row = await driver.fetchrow(_HEARTBEAT_SQL, *args)
             POSTGRES_QUERY_SECONDS.labels(operation="WITH").observe(time.perf_counter() - started)
     except Exception as exc:
         if not (is_unreachable(exc) or isinstance(exc, asyncpg.InterfaceError)):
