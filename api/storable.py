@@ -25,10 +25,11 @@ and the base model below; nothing else decides these rules.
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, model_validator
+from pydantic import AfterValidator, BaseModel, ValidatorFunctionWrapHandler, model_validator
 from starlette.requests import HTTPConnection
 
 from api.errors import Invalid
@@ -139,12 +140,25 @@ class StorableModel(BaseModel):
     number and nesting level of the raw input is checked (`unstorable`), so a
     refusal never echoes an unstorable value back."""
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _storable(cls, data: Any) -> Any:
-        if isinstance(data, dict) and (problem := unstorable(data)):
+    def _storable(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A model nested in one being validated gets part of the input the
+        # outer one already walked (no validator here transforms input first):
+        # walking it again (a batch's every node's position) only costs time.
+        if not isinstance(data, dict) or _WALKED.get():
+            return handler(data)
+        if problem := unstorable(data):
             raise ValueError(problem)
-        return data
+        token = _WALKED.set(True)
+        try:
+            return handler(data)
+        finally:
+            _WALKED.reset(token)
+
+
+# True while a StorableModel validates the input `unstorable` already walked.
+_WALKED: ContextVar[bool] = ContextVar("storable_walked", default=False)
 
 
 def check_text(value: str) -> str:
