@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import secrets
 import time
 import uuid
@@ -49,9 +50,9 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from api.auth.keys import digests_match, parse_key_id
-from api.auth.principal import Principal
-from api.auth.service import INVALID_KEY, admin_principal, fetch_key, verify_key
+from api.auth.keys import key_digest, parse_key_id
+from api.auth.principal import Principal, Scope
+from api.auth.service import INVALID_KEY, fetch_key, verify_key
 from api.errors import Unauthorized
 from api.resources import Resources
 
@@ -69,6 +70,8 @@ AUTH_CACHE = Counter(
     "the LISTEN connection is down).",
     ["result"],
 )
+_HIT, _MISS, _BYPASS = (AUTH_CACHE.labels(result=r) for r in ("hit", "miss", "bypass"))
+ADMIN = Principal(key_uuid=None, scopes=frozenset({Scope.admin}), customer_id=None)
 AUTH_INVALIDATIONS = Counter(
     "overwatch_auth_cache_invalidations_total",
     "Times this process cleared its key cache (notifications, LISTEN reconnects and losses).",
@@ -149,35 +152,39 @@ class KeyCache:
         self._tasks: set[asyncio.Task[Any]] = set()
         # One statement, no transaction: no BEGIN before it, no ROLLBACK after.
         self._autocommit = resources.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._admin: tuple[Any, str, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
     # ------------------------------------------------------------ authenticate
     async def authenticate(self, presented: str) -> Principal:
-        """`X-API-Key` → principal, or 401; from the cache when it may be used."""
-        settings = self.resources.settings
+        """`X-API-Key` → principal, or 401; from the cache when it may be used.
+
+        The presented key's digest is computed once and compared, in constant
+        time, with the admin key's (computed once per process) and the cached one.
+        """
         presented = presented.strip(" \t")
-        admin = admin_principal(settings, presented)
-        if admin is not None:
-            return admin
+        pepper, admin_digest = self._secrets()
+        digest = key_digest(pepper, presented)
+        if hmac.compare_digest(admin_digest, digest):
+            return ADMIN
         key_id = parse_key_id(presented)
         if key_id is None:
             raise Unauthorized(INVALID_KEY)
-        pepper = settings.api_key_pepper.get_secret_value()
         if self.active:
             entry = self._entries.get(key_id)
             if entry is not None:
-                if not digests_match(entry.digest, pepper, presented) or (
+                if not hmac.compare_digest(entry.digest, digest) or (
                     entry.expires_at is not None and entry.expires_at <= datetime.now(UTC)
                 ):
                     raise Unauthorized(INVALID_KEY)
                 self.hits += 1
-                AUTH_CACHE.labels(result="hit").inc()
+                _HIT.inc()
                 return entry.principal
-            AUTH_CACHE.labels(result="miss").inc()
+            _MISS.inc()
         else:
-            AUTH_CACHE.labels(result="bypass").inc()
+            _BYPASS.inc()
         generation = self.generation
         row = await self._lookup(key_id)
         principal = verify_key(row, pepper, presented)  # raises 401: nothing cached
@@ -187,6 +194,15 @@ class KeyCache:
                 principal, bytes(row.key_hash), row.expires_at, time.monotonic()
             )
         return principal
+
+    def _secrets(self) -> tuple[str, bytes]:
+        """The pepper and the admin key's digest, derived once from the settings."""
+        settings = self.resources.settings
+        if self._admin is None or self._admin[0] is not settings:
+            pepper = settings.api_key_pepper.get_secret_value()
+            admin = key_digest(pepper, settings.admin_api_key.get_secret_value())
+            self._admin = (settings, pepper, admin)
+        return self._admin[1], self._admin[2]
 
     async def _lookup(self, key_id: str) -> Any:
         """The key's row; a connection found dead is replaced and the lookup retried once."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 
 class Scope(StrEnum):
@@ -55,7 +56,7 @@ class Principal:
     workstation_id: uuid.UUID | None = None
     device_serial: str | None = None
 
-    @property
+    @cached_property  # a principal is immutable and may be cached for a minute
     def permissions(self) -> frozenset[Permission]:
         granted: set[Permission] = set()
         for scope in self.scopes:
