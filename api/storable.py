@@ -89,6 +89,8 @@ def unstorable(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
 
     Iterative, so a hostile nesting depth never exhausts the stack.
     """
+    if _clean(value, 0, max_depth):
+        return None
     stack: list[tuple[Any, int, _Path]] = [(value, 0, None)]
     while stack:
         item, depth, path = stack.pop()
@@ -118,6 +120,47 @@ def unstorable(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
 
 
 _JSON_TYPES = frozenset({str, dict, list, int, float, bool, type(None)})
+
+
+def _clean(item: Any, depth: int, max_depth: int) -> bool:
+    """True only if `unstorable`'s walk would find nothing: the common, clean
+    request checked without building paths (leaves checked inline, recursion
+    bounded by `max_depth`). False sends the value through that walk, which
+    names the problem (or finds none, for types JSON parsing never makes)."""
+    kind = type(item)
+    if kind is dict:
+        if depth >= max_depth:
+            return False
+        children: Any = item.values()
+        for key in item:
+            if type(key) is not str or "\x00" in key or not key.isascii():
+                if not isinstance(key, str) or text_problem(key) is None:
+                    continue
+                return False
+    elif kind is list:
+        if depth >= max_depth:
+            return False
+        children = item
+    else:
+        children = (item,)
+        depth -= 1  # a lone scalar: checked below as if it were a child
+    for child in children:
+        kind = type(child)
+        if kind is str:
+            if "\x00" in child or not (child.isascii() or text_problem(child) is None):
+                return False
+        elif kind is float:
+            if not math.isfinite(child):
+                return False
+        elif kind is int:
+            if not INT64_MIN <= child <= INT64_MAX:
+                return False
+        elif kind is dict or kind is list:
+            if not _clean(child, depth + 1, max_depth):
+                return False
+        elif kind is not bool and child is not None:
+            return False
+    return True
 
 
 def _as_json(item: Any) -> Any:
