@@ -145,8 +145,8 @@ CHANGES_CHANNEL = "overwatch_changes"  # LISTENed to by api/streams/hub.py
 # the stream notification (NOTIFY is delivered on commit, in commit order; the
 # payload is small, listeners read the rows back by version range) and, in the
 # main INSERT, the latest state of each entity (its last change in the batch).
-_RECORD = text("""
-WITH r AS (
+_RECORD_CTES = """
+r AS (
   SELECT * FROM unnest(
     CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]),
     CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[]),
@@ -168,7 +168,8 @@ queued AS (
   SELECT :customer_id, entity_type, entity_id, version FROM r
   WHERE op = 'upsert' AND entity_type IN ('venue', 'world_node')
 ),
-notified AS (SELECT pg_notify(:channel, :notify) AS sent)
+notified AS (SELECT pg_notify(:channel, :notify) AS sent)"""
+_RECORD_ENTITIES = """
 INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
                            merged_into, updated_by, updated_at)
 SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::json,
@@ -179,7 +180,16 @@ ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET
   version = excluded.version, deleted = excluded.deleted, payload = excluded.payload,
   merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now()
 WHERE sync_entities.version < excluded.version
-""")
+"""
+_RECORD = text(f"WITH {_RECORD_CTES}{_RECORD_ENTITIES}")
+# `_ALLOCATE` and `_RECORD` in one round trip, for a writer that holds the
+# counter row (TenantTransaction): the same statements as CTEs of one, which
+# returns the counter's new value.
+_ALLOCATE_AND_RECORD = text(
+    "WITH allocated AS (UPDATE customer_versions SET version = version + :n "  # noqa: S608
+    f"WHERE customer_id = :customer_id RETURNING version),{_RECORD_CTES}, "
+    f"entities AS ({_RECORD_ENTITIES}) SELECT version FROM allocated"
+)
 
 
 _LOCK_TENANT = text(
@@ -221,29 +231,30 @@ async def _insert(
     versions: list[int],
     origin: Origin,
 ) -> None:
+    await session.execute(_RECORD, _record_params(customer_id, changes, versions, origin))
+
+
+def _record_params(
+    customer_id: uuid.UUID, changes: Sequence[Change], versions: list[int], origin: Origin
+) -> dict[str, Any]:
     last_change = {(c.entity_type, c.entity_id): i for i, c in enumerate(changes)}
-    await session.execute(
-        _RECORD,
-        {
-            "customer_id": customer_id,
-            "workstation_id": origin.workstation_id,
-            "updated_by": origin.updated_by,
-            "versions": versions,
-            "entity_types": [str(c.entity_type) for c in changes],
-            "entity_ids": [c.entity_id for c in changes],
-            "ops": [c.op for c in changes],
-            "payloads": [_json(c.data) for c in changes],
-            "mutation_ids": [c.mutation_id for c in changes],
-            "merged_into": [c.merged_into for c in changes],
-            "is_last": [
-                last_change[(c.entity_type, c.entity_id)] == i for i, c in enumerate(changes)
-            ],
-            "channel": CHANGES_CHANNEL,
-            "notify": json.dumps(
-                {"customer_id": str(customer_id), "first": versions[0], "last": versions[-1]}
-            ),
-        },
-    )
+    return {
+        "customer_id": customer_id,
+        "workstation_id": origin.workstation_id,
+        "updated_by": origin.updated_by,
+        "versions": versions,
+        "entity_types": [str(c.entity_type) for c in changes],
+        "entity_ids": [c.entity_id for c in changes],
+        "ops": [c.op for c in changes],
+        "payloads": [_json(c.data) for c in changes],
+        "mutation_ids": [c.mutation_id for c in changes],
+        "merged_into": [c.merged_into for c in changes],
+        "is_last": [last_change[(c.entity_type, c.entity_id)] == i for i, c in enumerate(changes)],
+        "channel": CHANGES_CHANNEL,
+        "notify": json.dumps(
+            {"customer_id": str(customer_id), "first": versions[0], "last": versions[-1]}
+        ),
+    }
 
 
 async def record(
@@ -686,10 +697,13 @@ class TenantTransaction:
         if self._opening is not None:
             self._running = asyncio.create_task(self._run(self._running, list(known.values())))
             await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
-        allocated = await _allocate(self.session, self.customer_id, len(changes))
-        assert allocated == versions, "versions allocated outside this transaction"
+        params = _record_params(self.customer_id, changes, versions, origin)
+        params["n"] = len(changes)
+        last = (await self.session.execute(_ALLOCATE_AND_RECORD, params)).scalar_one_or_none()
+        if last is None:
+            raise LookupError(f"customer {self.customer_id} has no version counter")
+        assert last == versions[-1], "versions allocated outside this transaction"
         self.next_version = versions[-1] + 1
-        await _insert(self.session, self.customer_id, changes, versions, origin)
         return versions
 
     async def _run(self, before: asyncio.Task[None] | None, changes: list[GraphChange]) -> None:
