@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from api.resources import Resources
+from api.core.resources import Resources
 from api.search.embedder import EXTRAS_KEY
 from api.search.embedding_worker import embed_queued, queue_depth
 from bench.harness import BenchContext, Result, percentile

@@ -16,8 +16,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import postgres_unavailable
-from api.resources import Resources
+from api.core.errors import postgres_unavailable
+from api.core.resources import Resources
 from relational.database import is_unreachable
 
 
