@@ -12,7 +12,7 @@ from api.core.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import migrate_graph
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # api/core/migrate.py -> the repository
 
 
 def alembic_config(database_url: str) -> Config:

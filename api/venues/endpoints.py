@@ -31,7 +31,10 @@ from api.search.schemas import SearchResponse
 from api.venues import merge as merging
 from graph import reads
 
-router = APIRouter(prefix="/venues", tags=["venues"])
+# Tags per route: the search routes are listed under "search" in the docs, the rest
+# under "venues", each once.
+router = APIRouter(prefix="/venues")
+VENUES = ["venues"]
 
 VENUE_EXAMPLE: dict[str, Any] = {
     "name": "Harbour Mall",
@@ -94,7 +97,11 @@ async def similar_venues(
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=Written, summary="Create a venue"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Written,
+    summary="Create a venue",
+    tags=VENUES,
 )
 async def create_venue(
     body: VenueCreate, resources: ResourcesDep, principal: Writer
@@ -108,7 +115,9 @@ async def create_venue(
     )
 
 
-@router.get("", response_model=Page, summary="List venues (filters: tag, text, near a point)")
+@router.get(
+    "", response_model=Page, summary="List venues (filters: tag, text, near a point)", tags=VENUES
+)
 async def list_venues(
     resources: ResourcesDep,
     principal: Reader,
@@ -143,7 +152,7 @@ async def list_venues(
     return page(items, limit)
 
 
-@router.get("/{venue_id}", summary="Get a venue")
+@router.get("/{venue_id}", summary="Get a venue", tags=VENUES)
 async def get_venue(
     venue_id: uuid.UUID, resources: ResourcesDep, principal: Reader
 ) -> dict[str, Any]:
@@ -153,7 +162,9 @@ async def get_venue(
     return found
 
 
-@router.patch("/{venue_id}", response_model=Written, summary="Change some fields of a venue")
+@router.patch(
+    "/{venue_id}", response_model=Written, summary="Change some fields of a venue", tags=VENUES
+)
 async def patch_venue(
     venue_id: uuid.UUID,
     body: VenuePatch,
@@ -178,12 +189,13 @@ async def patch_venue(
     "/{venue_id}",
     response_model=Deleted,
     summary="Delete a venue with its world model (operations are kept as history)",
+    tags=VENUES,
 )
 async def delete_venue(venue_id: uuid.UUID, resources: ResourcesDep, principal: Writer) -> Deleted:
     return await delete_entity(resources, principal, EntityType.venue, venue_id)
 
 
-@router.get("/{venue_id}/graph", summary="The venue's subgraph for a viewer (capped)")
+@router.get("/{venue_id}/graph", summary="The venue's subgraph for a viewer (capped)", tags=VENUES)
 async def get_venue_graph(
     venue_id: uuid.UUID,
     resources: ResourcesDep,
@@ -211,6 +223,7 @@ class MergeRequest(BaseModel):
 @router.get(
     "/{venue_id}/duplicates",
     summary="Venues that look like the same place (name similarity, distance)",
+    tags=VENUES,
 )
 async def venue_duplicates(
     venue_id: uuid.UUID,
@@ -225,6 +238,7 @@ async def venue_duplicates(
 @router.post(
     "/{venue_id}/merge",
     summary="Fold other venues into this one; they become deletes with merged_into",
+    tags=VENUES,
 )
 async def merge_venues(
     venue_id: uuid.UUID, body: MergeRequest, resources: ResourcesDep, principal: Writer
