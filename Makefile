@@ -76,6 +76,7 @@ chaos: deps install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy main.py api graph relational embeddings

@@ -15,20 +15,20 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import health
 from api.auth.service import flush_key_usage
-from api.background import BackgroundLoops, Job
-from api.blobstore import ensure_bucket
-from api.body_limit import RequestBodyLimit
-from api.docs_assets import install_offline_docs
-from api.errors import install_error_handlers
+from api.core.background import BackgroundLoops, Job
+from api.core.blobstore import ensure_bucket
+from api.core.body_limit import RequestBodyLimit
+from api.core.docs_assets import install_offline_docs
+from api.core.errors import install_error_handlers
+from api.core.migrate import migrate_all
+from api.core.observability import RequestContextMiddleware, configure_logging
+from api.core.resources import Resources
+from api.core.settings import Settings, get_settings
 from api.fleet.liveness import liveness_sweep
-from api.journal import reconcile_all
-from api.migrate import migrate_all
-from api.observability import RequestContextMiddleware, configure_logging
+from api.journal.reconcile import reconcile_all
 from api.openapi import install_openapi
-from api.resources import Resources
 from api.router import include_v1
 from api.search.embedding_worker import EMBEDDING_INTERVAL_SECONDS, embedding_job
-from api.settings import Settings, get_settings
 from api.streams import Streams
 
 log = structlog.get_logger("main")

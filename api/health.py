@@ -11,9 +11,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ResourcesDep
-from api.journal import projection_overview
-from api.resources import Resources
+from api.core.deps import ResourcesDep
+from api.core.resources import Resources
+from api.journal.status import projection_overview
 from relational.database import ping as ping_postgres
 
 router = APIRouter(tags=["health"])

@@ -2,7 +2,7 @@
 
 FastAPI declares its own `{"detail": [...]}` shape for 422 and nothing for
 the other error statuses; this API answers every error as
-`{"error": {"code", "message", "details"}}` (api/errors.py). `openapi_for`
+`{"error": {"code", "message", "details"}}` (api/core/errors.py). `openapi_for`
 builds FastAPI's document, then:
 
 - declares the error shape once (`components/schemas/ErrorResponse`) and, on

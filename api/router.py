@@ -9,12 +9,11 @@ from api.blobs.endpoints import router as blobs_router
 from api.fleet.endpoints import admin_router as fleet_admin_router
 from api.fleet.endpoints import drones_router, kits_router
 from api.graphs.endpoints import router as graphs_router
+from api.journal.storable import refuse_unstorable_parameters
 from api.operations.endpoints import router as operations_router
 from api.search.endpoints import router as search_router
-from api.storable import refuse_unstorable_parameters
 from api.streams.endpoints import router as streams_router
 from api.sync.endpoints import router as sync_router
-from api.sync.endpoints import venue_router as venue_merge_router
 from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
@@ -29,12 +28,10 @@ V1_ROUTERS: list[APIRouter] = [
     # order, several microseconds each (~260 us to reach it tenth, ~30 us first);
     # no other router serves a `/drones` path, so the order changes no match.
     drones_router,
-    # Search before venues: its `/venues/search` must win over `/venues/{venue_id}`.
-    search_router,
     auth_router,
     blobs_router,
-    venue_merge_router,
     venues_router,
+    search_router,
     world_router,
     operations_router,
     fleet_admin_router,

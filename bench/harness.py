@@ -19,8 +19,8 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from api.migrate import migrate_postgres
-from api.settings import Settings
+from api.core.migrate import migrate_postgres
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import migrate_graph
 

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from api.resources import Resources
+from api.core.resources import Resources
 from api.search.embedder import EXTRAS_KEY
 from api.search.embedding_worker import embed_queued, queue_depth
 from bench.harness import BenchContext, Result, percentile
@@ -228,9 +228,12 @@ async def _tenant_recall(
     }
 
 
-async def _latency(client: httpx.AsyncClient, texts: list[str], mode: str) -> list[float]:
+async def latency(
+    client: httpx.AsyncClient, texts: list[str], mode: str, rounds: int = LATENCY_ROUNDS
+) -> list[float]:
+    """Milliseconds per `/world-model/search` call, each text `rounds` times."""
     times: list[float] = []
-    for _ in range(LATENCY_ROUNDS):
+    for _ in range(rounds):
         for text in texts:
             started = time.perf_counter()
             response = await client.get(
@@ -345,9 +348,9 @@ async def run(ctx: BenchContext) -> list[Result]:
                 print(f"[bench] search: tenant recall {json.dumps(recall)}", flush=True)
 
                 node_texts = [q["text"] for q in data["queries"] if q["target"] == "world_node"]
-                await _latency(client_a, node_texts[:5], "hybrid")  # warm the server's model
-                hybrid_ms = await _latency(client_a, node_texts, "hybrid")
-                vector_ms = await _latency(client_a, node_texts, "vector")
+                await latency(client_a, node_texts[:5], "hybrid")  # warm the server's model
+                hybrid_ms = await latency(client_a, node_texts, "hybrid")
+                vector_ms = await latency(client_a, node_texts, "vector")
     finally:
         if previous_worker is None:
             os.environ.pop("EMBEDDING_WORKER", None)

@@ -140,7 +140,7 @@ class GraphClient:
         """Begin an explicit write transaction that commits only when told to.
 
         For work that must run now but may only become visible after something
-        else succeeds (the journal's commit, see api/journal.py). No retries:
+        else succeeds (the journal's commit, see api/journal/). No retries:
         the caller falls back to a managed transaction if this one fails.
         """
         session = self.driver.session(database=self.database)

@@ -140,7 +140,7 @@ CALL (row) {
 """
 
 # Deletes: a node goes with its relationships; edges by their id, found from
-# their start node (edge endpoints never change, see api/entities.py).
+# their start node (edge endpoints never change, see api/journal/entities.py).
 #
 # Each node delete finds its node through the unique `id` index (`USING INDEX`).
 # Left to itself the planner seeks the (customer_id, version) range index with

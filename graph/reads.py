@@ -2,7 +2,7 @@
 
 Every query filters on `$customer_id`, which callers take from the
 authenticated principal, never from request input. Results come back in the
-entities' canonical `data` form (see api/entities.py) plus id and version.
+entities' canonical `data` form (see api/journal/entities.py) plus id and version.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.settings import Settings
+from api.core.settings import Settings
 from relational.models import Base
 
 config = context.config

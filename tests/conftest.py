@@ -30,8 +30,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from api.migrate import migrate_postgres
-from api.settings import Settings
+from api.core.migrate import migrate_postgres
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import migrate_graph
 

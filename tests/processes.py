@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from api.settings import Settings
+from api.core.settings import Settings
 from bench.harness import free_port
 from tests.conftest import ADMIN_KEY
 

@@ -26,9 +26,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event
 
 from api.auth.cache import ACK_CHANNEL, AUTH_CHANNEL, auth_cache
-from api.settings import Settings
+from api.core.resources import LISTENER_NAME
+from api.core.settings import Settings
 from api.streams import streams_of
-from api.streams.hub import LISTENER_NAME
 from tests.conftest import ADMIN_KEY, Tenant
 from tests.processes import api_env, running_api
 from tests.test_streams import subscribe

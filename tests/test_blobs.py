@@ -25,9 +25,9 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from api.blobstore import COPY_READ_TIMEOUT_SECONDS, copy_client
-from api.resources import create_s3_client
-from api.settings import Settings
+from api.core.blobstore import COPY_READ_TIMEOUT_SECONDS, copy_client
+from api.core.resources import create_s3_client
+from api.core.settings import Settings
 from tests.conftest import Tenant
 
 BLOBS = "/api/v1/blobs"

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.processes import api_env, raw_request, read_response, running_api
 

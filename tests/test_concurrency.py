@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from api.tenant_gate import gate_of
+from api.journal.tenant_gate import gate_of
 from tests.conftest import Tenant
 
 V1 = "/api/v1"

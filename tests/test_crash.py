@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.processes import ROOT, api_env, running_api
 
@@ -146,8 +146,8 @@ async def test_sigkill_mid_push_loses_nothing_accepted(settings, tmp_path, pg, g
 
 
 async def test_cli_verify_reports_drift_and_reconcile_repairs_it(settings, app, tenant, graph):
-    from api.entities import EntityType
-    from api.journal import Change, Origin, record
+    from api.journal.entities import EntityType
+    from api.journal.record import Change, Origin, record
     from relational.database import unit_of_work
 
     resources = app.state.resources

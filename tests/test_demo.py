@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from api.demo import seed_demo
-from api.journal import verify
+from api.cli.demo import seed_demo
+from api.journal.reconcile import verify
 
 
 async def test_seed_demo_builds_a_consistent_tenant(app, graph):

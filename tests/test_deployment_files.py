@@ -1,7 +1,7 @@
 """The deployment files agree with the code they deploy.
 
 docker-compose.yml, Dockerfile, .dockerignore, .env.example and the README's
-configuration table are parsed and checked against `api.settings.Settings`,
+configuration table are parsed and checked against `api.core.settings.Settings`,
 so a renamed or new setting, a missing healthcheck or a stale default fails
 here. No Docker engine and no server is needed.
 """
@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from api.settings import Settings
+from api.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}

@@ -1,5 +1,5 @@
 """`/docs` and `/redoc` in a real headless browser with no internet: every asset
-comes from the service itself (api/docs_assets.py).
+comes from the service itself (api/core/docs_assets.py).
 
 FastAPI's own pages load Swagger UI and Redoc from a public CDN: without
 internet they are a blank page. Here Debian's chromium, driven by Playwright

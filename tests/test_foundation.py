@@ -7,8 +7,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from api.migrate import migrate_postgres
-from api.settings import Settings
+from api.core.migrate import migrate_postgres
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import load_migrations, migrate_graph
 from tests.conftest import schema_drift

@@ -18,7 +18,7 @@ import asyncio
 
 import httpx
 
-from api.journal import graph_health
+from api.journal.circuit import graph_health
 from tests.conftest import Tenant
 from tests.test_sync import SYNC, do_push, mutation, register, uid
 

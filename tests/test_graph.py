@@ -579,8 +579,10 @@ async def test_concurrent_writers_on_one_entity_end_at_the_highest_version(
 
 async def test_journal_committed_but_not_applied_is_reconciled(app, client, tenant, graph, pg):
     """A process killed between the journal commit and the Neo4j apply."""
-    from api.entities import EntityType
-    from api.journal import Change, Origin, frontier, reconcile_all, record, verify
+    from api.journal.entities import EntityType
+    from api.journal.reconcile import reconcile_all, verify
+    from api.journal.record import Change, Origin, record
+    from api.journal.status import frontier
     from relational.database import unit_of_work
 
     resources = app.state.resources
@@ -620,7 +622,8 @@ async def test_journal_committed_but_not_applied_is_reconciled(app, client, tena
 async def test_writes_are_accepted_while_neo4j_is_down(settings, app, client, tenant, graph, pg):
     import httpx
 
-    from api.journal import frontier, reconcile_all, verify
+    from api.journal.reconcile import reconcile_all, verify
+    from api.journal.status import frontier
     from main import create_app
 
     down = create_app(

@@ -1,4 +1,4 @@
-"""orjson parses request bodies (api/json_body.py) exactly as json.loads would."""
+"""orjson parses request bodies (api/core/json_body.py) exactly as json.loads would."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from api.json_body import parse_json
+from api.core.json_body import parse_json
 
 SAME_AS_JSON_LOADS = [
     b'{"nodes": [{"name": "a", "position": {"x": 1.5, "y": -0.0}}]}',

@@ -19,7 +19,7 @@ import pytest
 from neo4j import AsyncManagedTransaction
 from neo4j.exceptions import ClientError
 
-from api.settings import Settings
+from api.core.settings import Settings
 from graph import traversal
 from graph.driver import GraphClient
 from tests.conftest import Tenant, _asyncpg_dsn

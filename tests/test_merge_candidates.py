@@ -1,5 +1,5 @@
 """`GET /venues/{id}/duplicates`: candidates by name and by Neo4j's `point.distance`,
-inside the caller's tenant only (api/sync/merge.py, graph/reads.py VENUE_NEIGHBOURS)."""
+inside the caller's tenant only (api/venues/merge.py, graph/reads.py VENUE_NEIGHBOURS)."""
 
 from __future__ import annotations
 

@@ -29,12 +29,12 @@ from starlette.routing import Route
 
 from api.auth.deps import current_principal
 from api.auth.principal import Principal, Scope
-from api.deps import get_session
-from api.errors import DependencyUnavailable
+from api.core.deps import get_session
+from api.core.errors import DependencyUnavailable
+from api.core.observability import RequestContextMiddleware
+from api.core.resources import Resources, _rollback_if_open
 from api.fleet import service
 from api.fleet.schemas import HeartbeatIn
-from api.observability import RequestContextMiddleware
-from api.resources import Resources, _rollback_if_open
 from tests.conftest import Tenant
 from tests.test_registry import beat, claimed_kit
 

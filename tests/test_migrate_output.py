@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from api.migrate import alembic_config
+from api.core.migrate import alembic_config
 from tests.conftest import ROOT, Servers, _asyncpg_dsn
 from tests.processes import api_env
 

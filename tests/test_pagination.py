@@ -1,4 +1,4 @@
-"""One cursor codec (api/pagination.py) behind every paginated list, and one error
+"""One cursor codec (api/core/pagination.py) behind every paginated list, and one error
 for a cursor that is not one of ours."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.errors import Invalid
-from api.pagination import after_id, decode_cursor, encode_cursor, id_cursor
+from api.core.errors import Invalid
+from api.core.pagination import after_id, decode_cursor, encode_cursor, id_cursor
 from tests.conftest import Tenant
 from tests.test_registry import claimed_kit
 

@@ -1,4 +1,4 @@
-"""Values a store cannot hold are refused at the door (api/storable.py).
+"""Values a store cannot hold are refused at the door (api/journal/storable.py).
 
 Each poison value gets a clear 4xx (REST) or a per-mutation `rejected`
 (push), never a 500 and never an `applied` that would later wedge the

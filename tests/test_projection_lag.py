@@ -23,10 +23,11 @@ import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
-from api.entities import EntityType
-from api.journal import Change, Origin, record, verify
-from api.resources import Resources
-from api.settings import Settings
+from api.core.resources import Resources
+from api.core.settings import Settings
+from api.journal.entities import EntityType
+from api.journal.reconcile import verify
+from api.journal.record import Change, Origin, record
 from relational.database import unit_of_work
 from tests.conftest import Tenant
 from tests.test_sync import SYNC, do_push, mutation, register, uid
@@ -65,16 +66,16 @@ class Ran:
 def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[Ran]]:
     """Run an `overwatch` command in this process (a subprocess spends most of
     its time importing), with the test settings; `neo4j_uri=` overrides."""
-    import api.cli
-    import api.observability
+    import api.cli.app
+    import api.core.observability
 
-    monkeypatch.setattr(api.observability, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(api.core.observability, "configure_logging", lambda *a, **k: None)
 
     async def run(*args: str, neo4j_uri: str | None = None) -> Ran:
         chosen = settings.model_copy(update={"neo4j_uri": neo4j_uri or settings.neo4j_uri})
-        monkeypatch.setattr(api.cli, "get_settings", lambda: chosen)
+        monkeypatch.setattr(api.cli.app, "get_settings", lambda: chosen)
         # The command runs its own event loop (asyncio.run): give it a thread.
-        result = await asyncio.to_thread(CliRunner().invoke, api.cli.app, list(args))
+        result = await asyncio.to_thread(CliRunner().invoke, api.cli.app.app, list(args))
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Ran(result.exit_code, result.output)
@@ -93,7 +94,7 @@ async def states(pg, tenant: Tenant) -> dict[int, tuple[str, str | None]]:
 async def test_sync_answers_everything_committed_while_neo4j_is_unreachable(
     settings, app, client, tenant
 ):
-    from api.journal import reconcile_all
+    from api.journal.reconcile import reconcile_all
     from main import create_app
 
     ws, h = await register(client, tenant)
@@ -240,7 +241,7 @@ async def test_a_row_neo4j_refuses_is_isolated_and_later_rows_flow(app, client, 
 async def test_a_failed_row_superseded_by_a_later_change_is_not_replayed(
     app, client, tenant, pg, graph
 ):
-    from api.journal import reconcile
+    from api.journal.reconcile import reconcile
 
     resources = app.state.resources
     customer = uuid.UUID(tenant.id)
@@ -322,7 +323,7 @@ async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant):
 
 
 async def test_bisection_isolates_each_refused_row_of_a_large_batch(app, tenant, pg):
-    from api.journal import apply_pending
+    from api.journal.apply import apply_pending
 
     resources = app.state.resources
     rows = [(uuid.uuid4(), venue(f"V{i}")) for i in range(30)]

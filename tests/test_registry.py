@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from api.fleet.liveness import Liveness, assess, liveness_sweep
-from api.journal import verify
+from api.journal.reconcile import verify
 from graph.driver import GraphClient
 from tests.conftest import Tenant, make_key, schema_drift
 
@@ -513,7 +513,7 @@ async def test_revoked_rotated_and_disabled_device_keys_fail_at_once(
 async def test_keys_are_never_logged_in_clear(
     client, admin_headers, tenant: Tenant, settings, capfd, pg
 ):
-    from api.observability import configure_logging
+    from api.core.observability import configure_logging
 
     _, drones = await claimed_kit(client, admin_headers, tenant)
     configure_logging("INFO", json=True)  # the session runs at WARNING

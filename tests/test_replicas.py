@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import Settings
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from tests.conftest import ADMIN_KEY
 from tests.processes import ApiProcess, api_env, running_api

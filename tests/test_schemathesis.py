@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.processes import api_env, running_api
 

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.conftest import Tenant
 from tests.processes import free_port, raw_request, read_response
 

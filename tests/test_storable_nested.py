@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api import storable
-from api.entities import Position, WorldNodeData
+from api.journal import storable
+from api.journal.entities import Position, WorldNodeData
 
 VENUE = str(uuid.uuid4())
 

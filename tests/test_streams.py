@@ -28,7 +28,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.conftest import ADMIN_KEY, Tenant, schema_drift
 from tests.processes import ROOT, api_env, running_api
 

@@ -678,7 +678,7 @@ async def test_random_offline_edits_converge(client, tenant, pg, app):
     interleavings with retried requests; all end equal to the server."""
     import random
 
-    from api.journal import verify
+    from api.journal.reconcile import verify
 
     rng = random.Random(20261122)
     clients = []
@@ -853,7 +853,7 @@ async def test_pushes_accepted_while_neo4j_is_down_and_pull_keeps_working(
 ):
     """Pull is bounded by the committed head, not by Neo4j: a change journaled
     while Neo4j is down is pulled at once; only the projection lags."""
-    from api.journal import reconcile_all, verify
+    from api.journal.reconcile import reconcile_all, verify
     from main import create_app
 
     ws, h = await register(client, tenant)

@@ -42,10 +42,10 @@ ALLOWED: dict[str, str] = {
     "graph/search.py:INDEX_SIZE[world_node]": "counts the shared index's nodes, returns a number",
     # `$customer_id IS NULL` means every tenant: `overwatch reembed` (operators' CLI)
     # re-embeds one tenant or all; no API request reaches these.
-    "graph/search.py:ALL_SOURCES[venue]": "reembed CLI, one tenant or all (null)",
-    "graph/search.py:ALL_SOURCES[world_node]": "reembed CLI, one tenant or all (null)",
-    "graph/search.py:COUNT_ALL[venue]": "reembed CLI's progress count, one tenant or all",
-    "graph/search.py:COUNT_ALL[world_node]": "reembed CLI's progress count, one tenant or all",
+    "graph/embedding_store.py:ALL_SOURCES[venue]": "reembed CLI, one tenant or all (null)",
+    "graph/embedding_store.py:ALL_SOURCES[world_node]": "reembed CLI, one tenant or all (null)",
+    "graph/embedding_store.py:COUNT_ALL[venue]": "reembed CLI's progress count, one tenant or all",
+    "graph/embedding_store.py:COUNT_ALL[world_node]": "reembed CLI progress count, any tenant",
     # Health check: touches no data.
     "graph/driver.py:92": "`RETURN 1` ping",
 }

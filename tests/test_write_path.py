@@ -1,4 +1,4 @@
-"""The overlapped write path (api/journal.py `TenantTransaction`).
+"""The overlapped write path (api/journal/ `TenantTransaction`).
 
 Neo4j runs a write's statements while Postgres commits the journal rows; these
 tests pin down that Neo4j still only ever commits what the journal committed,
@@ -13,8 +13,11 @@ import uuid
 
 import pytest
 
-from api.entities import EntityType
-from api.journal import Change, Origin, frontier, tenant_transaction, verify
+from api.journal.entities import EntityType
+from api.journal.reconcile import verify
+from api.journal.record import Change, Origin
+from api.journal.status import frontier
+from api.journal.transaction import tenant_transaction
 from tests.test_graph import V1, journal_count, make_venue
 
 VENUE_BY_NAME = "MATCH (v:Venue {name: $name}) WHERE v.customer_id = $c RETURN v.id AS id"

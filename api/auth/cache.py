@@ -53,8 +53,8 @@ from sqlalchemy.exc import DBAPIError
 from api.auth.keys import key_digest, parse_key_id
 from api.auth.principal import Principal, Scope
 from api.auth.service import INVALID_KEY, fetch_key, verify_key
-from api.errors import Unauthorized
-from api.resources import Resources
+from api.core.errors import Unauthorized
+from api.core.resources import LISTENER_NAME, Resources
 
 log = structlog.get_logger("api.auth")
 
@@ -264,7 +264,6 @@ class KeyCache:
     async def barrier(self, wait_seconds: float = BARRIER_TIMEOUT_SECONDS) -> bool:
         """After a committed revocation: wait until every API process has cleared
         its cache (True), or `wait_seconds` passed (False, logged). Never raises."""
-        from api.streams.hub import LISTENER_NAME  # the hub imports this module
 
         token = secrets.token_hex(12)
         barrier = _Barrier()

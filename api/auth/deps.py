@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader
 from api.auth.cache import auth_cache
 from api.auth.principal import Permission, Principal
 from api.auth.service import KeyUsage
-from api.errors import Forbidden, Unauthorized, postgres_unavailable
+from api.core.errors import Forbidden, Unauthorized, postgres_unavailable
 from relational.database import is_unreachable
 
 api_key_header = APIKeyHeader(

@@ -25,9 +25,9 @@ from api.auth.schemas import (
     WorkstationOut,
     WorkstationRegister,
 )
-from api.deps import ResourcesDep, SessionDep
-from api.pagination import Cursor, after_uuid, id_cursor
-from api.resources import Resources
+from api.core.deps import ResourcesDep, SessionDep
+from api.core.pagination import Cursor, after_uuid, id_cursor
+from api.core.resources import Resources
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
+from api.journal.record import Origin
+
 
 class Scope(StrEnum):
     admin = "admin"
@@ -65,3 +67,12 @@ class Principal:
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+    def origin(self) -> Origin:
+        """Who a write is by: the workstation of a workstation key, else the key."""
+        if self.workstation_id is not None:
+            return Origin(
+                updated_by=f"workstation:{self.workstation_id}",
+                workstation_id=self.workstation_id,
+            )
+        return Origin(updated_by=f"key:{self.key_uuid}")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.storable import StorableDatetime, StorableModel
+from api.journal.storable import StorableDatetime, StorableModel
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Serial = Annotated[
@@ -23,7 +23,7 @@ Serial = Annotated[
 
 
 class Strict(StorableModel):
-    """A request body: unknown fields refused, every value storable (api/storable.py)."""
+    """A request body: unknown fields refused, every value storable (api/journal/storable.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

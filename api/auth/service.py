@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.auth.keys import NewKey, digests_match, generate_key, key_digest, parse_key_id
 from api.auth.principal import Principal, Scope
-from api.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from api.resources import Resources
-from api.settings import Settings
+from api.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from api.core.resources import Resources
+from api.core.settings import Settings
 from relational.database import unit_of_work
 from relational.models import ApiKey, Customer, CustomerVersion, Workstation
 

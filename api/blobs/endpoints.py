@@ -18,7 +18,7 @@ from api.blobs.schemas import (
     UploadRequest,
     UploadTicket,
 )
-from api.deps import ResourcesDep, SessionDep
+from api.core.deps import ResourcesDep, SessionDep
 
 router = APIRouter(prefix="/blobs", tags=["blobs"])
 

@@ -26,6 +26,8 @@ asyncpg or the Neo4j driver (tests/test_client_package.py checks it).
   mutations at the surviving venue.
 - After a reinstall, `resume_mutation_ids()` continues after the last id the
   server holds.
+
+May import: the standard library and httpx; nothing of the server.
 """
 
 from api.client.sync import PendingMutation, SyncClient, new_id

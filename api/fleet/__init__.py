@@ -1,1 +1,4 @@
-"""The fleet: kits and drones (registry, journaled into the graph) and their telemetry."""
+"""The fleet: kits and drones (registry, journaled into the graph) and their telemetry.
+
+May import: `api.core`, `api.journal`, `api.auth`.
+"""

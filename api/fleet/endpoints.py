@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from api.auth.deps import AdminPrincipal, Reader, Telemetry, Writer, tenant_of
-from api.deps import ResourcesDep, SessionDep
+from api.core.deps import ResourcesDep, SessionDep
 from api.fleet import registry, service
 from api.fleet.liveness import Liveness
 from api.fleet.schemas import (
@@ -31,7 +31,7 @@ from api.fleet.schemas import (
     UpdateOut,
     UpdatePage,
 )
-from api.storable import FilterDatetime
+from api.journal.storable import FilterDatetime
 
 SerialPath = Annotated[str, Path(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=500)]

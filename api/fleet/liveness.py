@@ -27,7 +27,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy import ColumnElement, Float, case, cast, or_, text
 
-from api.resources import Resources
+from api.core.resources import Resources
 from relational.models import Drone
 
 log = structlog.get_logger("api.fleet.liveness")

@@ -1,10 +1,10 @@
 """Kits and drones: preregistration (admin), claiming, assignment, renames.
 
 Every change a customer can see goes through the journal in the same
-transaction as the row change (`TenantTransaction.record`, api/journal.py), so
+transaction as the row change (`TenantTransaction.record`, api/journal/), so
 the `:Kit`/`:Drone` projections in Neo4j follow and sync pulls hand them out.
 A tenant's writers are serialised by taking its counter row first, like
-`api.world.service.write`.
+`api.journal.writes.write`.
 Preregistered hardware belongs to no tenant and is not journaled until claimed.
 """
 
@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.entities import EntityType
-from api.errors import Conflict, NotFound
+from api.core.errors import Conflict, NotFound
+from api.core.resources import Resources
 from api.fleet import repository as repo
 from api.fleet.schemas import (
     AdminKitOut,
@@ -33,8 +33,9 @@ from api.fleet.schemas import (
     KitPreregister,
 )
 from api.fleet.views import admin_kit_out, drone_data, drone_out, kit_data, kit_out
-from api.journal import Change, Origin, TenantTransaction, origin_of, tenant_transaction
-from api.resources import Resources
+from api.journal.entities import EntityType
+from api.journal.record import Change, Origin
+from api.journal.transaction import TenantTransaction, tenant_transaction
 from relational.models import Drone, Kit
 
 log = structlog.get_logger("api.fleet.registry")
@@ -90,7 +91,7 @@ async def tenant_write(resources: Resources, principal: Principal) -> AsyncItera
     """
     assert principal.customer_id is not None
     async with tenant_transaction(resources, principal.customer_id) as tx:
-        yield TenantWrite(tx, origin_of(principal))
+        yield TenantWrite(tx, principal.origin())
 
 
 async def _kit_view(

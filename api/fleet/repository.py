@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Row, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import pagination
+from api.core import pagination
 from relational.models import DeviceEvent, Drone, Heartbeat, Kit, UpdateRecord
 
 # ------------------------------------------------------------------ cursors
-# The one cursor codec (api/pagination.py), under the names this module's callers use.
+# The one cursor codec (api/core/pagination.py), under the names this module's callers use.
 encode_cursor = pagination.encode_cursor
 decode_cursor = pagination.decode_cursor
 

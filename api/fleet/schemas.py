@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.storable import StorableDatetime, StorableModel
+from api.journal.storable import StorableDatetime, StorableModel
 
 SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 Serial = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
@@ -41,7 +41,7 @@ AwareDatetime = StorableDatetime
 
 
 class Strict(StorableModel):
-    """A request body: unknown fields refused, every value storable (api/storable.py)."""
+    """A request body: unknown fields refused, every value storable (api/journal/storable.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.errors import DependencyUnavailable, Forbidden, NotFound
+from api.core.errors import DependencyUnavailable, Forbidden, NotFound
+from api.core.resources import Resources
 from api.fleet import repository as repo
 from api.fleet.liveness import Liveness, assess, liveness_expression
 from api.fleet.registry import DRONE_NOT_FOUND
@@ -40,8 +41,6 @@ from api.fleet.schemas import (
     UpdatePage,
 )
 from api.fleet.views import drone_out
-from api.journal import origin_of
-from api.resources import Resources
 from relational.database import POSTGRES_QUERY_SECONDS, delete_in_batches, is_unreachable
 from relational.models import Drone, Kit, UpdateRecord
 
@@ -282,7 +281,7 @@ async def set_status(
                 "from": previous,
                 "to": change.status,
                 "reason": change.reason,
-                "by": origin_of(principal).updated_by,
+                "by": principal.origin().updated_by,
             },
         )
         await session.flush()
@@ -362,7 +361,7 @@ async def record_update(
     entry = UpdateRecord(
         customer_id=principal.customer_id,
         drone_id=drone.id,
-        recorded_by=origin_of(principal).updated_by,
+        recorded_by=principal.origin().updated_by,
         created_at=_now(),
         **body.model_dump(),
     )

@@ -6,7 +6,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from api.entities import DroneData, KitData, canonical
 from api.fleet.liveness import assess
 from api.fleet.schemas import (
     AdminKitOut,
@@ -16,6 +15,7 @@ from api.fleet.schemas import (
     KitOut,
     KitRef,
 )
+from api.journal.entities import DroneData, KitData, canonical
 from relational.models import Drone, Kit
 
 

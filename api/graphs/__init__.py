@@ -1,1 +1,4 @@
-"""Analyst graph queries: neighbourhoods, paths, exports, named queries, admin Cypher."""
+"""Analyst graph queries: neighbourhoods, paths, exports, named queries, admin Cypher.
+
+May import: `api.core`, `api.journal`, `api.auth`.
+"""

@@ -10,11 +10,11 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, Field
 
 from api.auth.deps import AdminPrincipal, Analyst, tenant_of
+from api.core.deps import ResourcesDep
 from api.graphs import service
-from api.resources import Resources
-from api.storable import check_cypher_params
+from api.journal.storable import check_cypher_params
 
-# Values the Neo4j driver can send: 64-bit integers, bounded nesting (api/storable.py).
+# Values the Neo4j driver can send: 64-bit integers, bounded nesting (api/journal/storable.py).
 CypherParams = Annotated[dict[str, Any], AfterValidator(check_cypher_params)]
 
 router = APIRouter(prefix="/graph", tags=["graph"])
@@ -58,11 +58,6 @@ class CypherRun(BaseModel):
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 
 
-def _resources(request: Request) -> Resources:
-    resources: Resources = request.app.state.resources
-    return resources
-
-
 def _edge_types(request: Request) -> list[str]:
     return list(request.app.state.settings.ontology_edge_types)
 
@@ -74,6 +69,7 @@ def _edge_types(request: Request) -> list[str]:
 async def neighbourhood(
     node_id: uuid.UUID,
     request: Request,
+    resources: ResourcesDep,
     principal: Analyst,
     hops: Annotated[int, Query(ge=1, le=3)] = 1,
     limit: Annotated[
@@ -86,7 +82,7 @@ async def neighbourhood(
     current_only: CurrentOnly = True,
 ) -> dict[str, Any]:
     return await service.neighbourhood(
-        _resources(request),
+        resources,
         tenant_of(principal),
         node_id,
         hops=hops,
@@ -99,6 +95,7 @@ async def neighbourhood(
 @router.get("/path", summary="Shortest path between two world nodes (at most 15 edges)")
 async def shortest_path(
     request: Request,
+    resources: ResourcesDep,
     principal: Analyst,
     from_id: uuid.UUID,
     to_id: uuid.UUID,
@@ -106,7 +103,7 @@ async def shortest_path(
     current_only: CurrentOnly = True,
 ) -> dict[str, Any]:
     return await service.path(
-        _resources(request),
+        resources,
         tenant_of(principal),
         from_id,
         to_id,
@@ -121,15 +118,13 @@ async def shortest_path(
 )
 async def export_venue(
     venue_id: uuid.UUID,
-    request: Request,
+    resources: ResourcesDep,
     principal: Analyst,
     limit: Annotated[
         int, Query(ge=1, le=MAX_EXPORT_NODES, description="World nodes exported at most")
     ] = MAX_EXPORT_NODES,
 ) -> dict[str, Any]:
-    return await service.export(
-        _resources(request), tenant_of(principal), venue_id, max_nodes=limit
-    )
+    return await service.export(resources, tenant_of(principal), venue_id, max_nodes=limit)
 
 
 @router.get("/queries", summary="Named analyst queries and their parameters")
@@ -141,20 +136,20 @@ async def list_queries(principal: Analyst) -> list[dict[str, Any]]:
 async def run_query(
     name: Annotated[str, PathParam(max_length=64)],
     body: NamedQueryRun,
-    request: Request,
+    resources: ResourcesDep,
     principal: Analyst,
 ) -> dict[str, Any]:
-    return await service.run_named(_resources(request), tenant_of(principal), name, body.params)
+    return await service.run_named(resources, tenant_of(principal), name, body.params)
 
 
 @router.post("/cypher", summary="Admin only: run read-only Cypher across tenants (capped)")
 async def run_cypher(
     body: CypherRun,
-    request: Request,
+    resources: ResourcesDep,
     principal: AdminPrincipal,
 ) -> dict[str, Any]:
     return await service.run_admin_cypher(
-        _resources(request),
+        resources,
         body.query,
         body.params,
         timeout_seconds=body.timeout_seconds,

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 from neo4j.exceptions import ClientError, Neo4jError, ServiceUnavailable, SessionExpired
 
-from api.errors import DependencyUnavailable, Invalid, NotFound, OverwatchError
+from api.core.errors import DependencyUnavailable, Invalid, NotFound, OverwatchError
+from api.core.resources import Resources
 from api.graphs import readonly
-from api.resources import Resources
 from graph import named_queries, traversal
 from graph.named_queries import NamedQuery, ParamError, Rows
 from graph.reads import entity

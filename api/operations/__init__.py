@@ -1,0 +1,4 @@
+"""Operations (`/operations`): what drones do in a venue, journaled like the graph.
+
+May import: `api.core`, `api.journal`, `api.auth`.
+"""

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import Field
 
 from api.auth.deps import Reader, Writer, tenant_of
-from api.entities import EntityData, EntityType, OperationData, OperationStatus, Properties
-from api.errors import NotFound
-from api.pagination import Cursor, after_id
-from api.storable import FilterDatetime, StorableDatetime
-from api.world.schemas import Page, Written, page
-from api.world.service import create_entity, patch_entity
+from api.core.errors import NotFound
+from api.core.pagination import Cursor, Page, after_id, page
+from api.journal.entities import EntityData, EntityType, OperationData, OperationStatus, Properties
+from api.journal.schemas import Written
+from api.journal.storable import FilterDatetime, StorableDatetime
+from api.journal.writes import create_entity, patch_entity
 from graph import reads
 
 router = APIRouter(prefix="/operations", tags=["operations"])

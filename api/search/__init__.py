@@ -1,1 +1,4 @@
-"""Semantic and hybrid search, and the embedding worker that keeps it fed."""
+"""Semantic and hybrid search, and the embedding worker that keeps it fed.
+
+May import: `api.core`, `api.journal`, `api.auth`, `embeddings`.
+"""

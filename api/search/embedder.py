@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from api.resources import Resources
+from api.core.resources import Resources
 from embeddings import Embedder, Vectors, load_embedder
 
 EXTRAS_KEY = "embedder"

@@ -28,10 +28,10 @@ import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
 
-from api.resources import Resources
+from api.core.resources import Resources
 from api.search.embedder import embedder_of, encode
 from embeddings import INDEX_DIMENSIONS, Embedder, content_hash, embedding_text
-from graph import search as graph_search
+from graph import embedding_store
 from graph.driver import GraphClient
 from graph.search import Target
 from relational.database import unit_of_work
@@ -145,7 +145,7 @@ async def refresh(
             ]
             if writing is not None:
                 outcome.written += await writing
-            writing = asyncio.create_task(graph_search.write_embeddings(graph, target, rows))
+            writing = asyncio.create_task(embedding_store.write_embeddings(graph, target, rows))
         if writing is not None:
             outcome.written += await writing
             writing = None
@@ -178,7 +178,7 @@ async def embed_queued(resources: Resources, embedder: Embedder | None = None) -
         for target, nodes in wanted.items():
             if not nodes:
                 continue
-            sources = await graph_search.embedding_sources(
+            sources = await embedding_store.embedding_sources(
                 resources.graph,
                 target,
                 [{"id": node_id, "customer_id": customer} for node_id, customer in nodes.items()],
@@ -242,12 +242,14 @@ async def reembed(
     tenant = str(customer_id) if customer_id else None
     total = Refreshed()
     for target in targets:
-        count = await graph_search.count_all(resources.graph, target, tenant)
+        count = await embedding_store.count_all(resources.graph, target, tenant)
         done, after = 0, None
         if progress:
             progress(target, 0, count)
         while True:
-            page = await graph_search.all_sources(resources.graph, target, tenant, after, page_size)
+            page = await embedding_store.all_sources(
+                resources.graph, target, tenant, after, page_size
+            )
             if not page:
                 break
             total.add(

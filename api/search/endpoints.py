@@ -1,7 +1,5 @@
-"""Search endpoints: `/venues/search`, `/world-model/search` and the `similar` lookups.
-
-Registered before the venue and world-model routers, so `/venues/search` is
-not taken for a venue id.
+"""Search endpoints of the world model (`/world-model/search`, `…/similar`), and the
+query parameters and answer shared with the venue search routes (api/venues/endpoints.py).
 """
 
 from __future__ import annotations
@@ -12,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from api.auth.deps import Reader, tenant_of
-from api.errors import Invalid
-from api.resources import Resources
+from api.core.deps import ResourcesDep
+from api.core.errors import Invalid
 from api.search import service
 from api.search.schemas import SearchResponse
 from api.search.service import MAX_LIMIT, MAX_QUERY_CHARS, Mode
@@ -37,11 +35,6 @@ ModeParam = Annotated[
 Kind = Annotated[str | None, Query(max_length=40, description="Only nodes of this kind.")]
 
 
-def _resources(request: Request) -> Resources:
-    resources: Resources = request.app.state.resources
-    return resources
-
-
 def _checked_kind(request: Request, kind: str | None) -> str | None:
     if kind is not None and kind not in request.app.state.settings.ontology_node_kinds:
         raise Invalid(
@@ -52,38 +45,10 @@ def _checked_kind(request: Request, kind: str | None) -> str | None:
     return kind
 
 
-def _response(found: service.SearchResult, mode: str, q: str | None = None) -> SearchResponse:
+def search_response(found: service.SearchResult, mode: str, q: str | None = None) -> SearchResponse:
     return SearchResponse.model_validate(
         {"query": q, "mode": mode, "items": found.items, "plan": found.plan}
     )
-
-
-@router.get(
-    "/venues/search",
-    response_model=SearchResponse,
-    summary="Search the tenant's venues by meaning and by words",
-)
-async def search_venues(
-    request: Request, principal: Reader, q: QueryText, limit: Limit = 10, mode: ModeParam = "hybrid"
-) -> SearchResponse:
-    found = await service.search(
-        _resources(request), tenant_of(principal), "venue", q, limit=limit, mode=mode
-    )
-    return _response(found, mode, q)
-
-
-@router.get(
-    "/venues/{venue_id}/similar",
-    response_model=SearchResponse,
-    summary="The tenant's venues most similar to this one",
-)
-async def similar_venues(
-    venue_id: uuid.UUID, request: Request, principal: Reader, limit: Limit = 10
-) -> SearchResponse:
-    found = await service.similar(
-        _resources(request), tenant_of(principal), "venue", venue_id, limit=limit
-    )
-    return _response(found, "vector")
 
 
 @router.get(
@@ -93,6 +58,7 @@ async def similar_venues(
 )
 async def search_world(
     request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     q: QueryText,
     venue_id: uuid.UUID | None = None,
@@ -101,7 +67,7 @@ async def search_world(
     mode: ModeParam = "hybrid",
 ) -> SearchResponse:
     found = await service.search(
-        _resources(request),
+        resources,
         tenant_of(principal),
         "world_node",
         q,
@@ -110,7 +76,7 @@ async def search_world(
         venue_id=venue_id,
         kind=_checked_kind(request, kind),
     )
-    return _response(found, mode, q)
+    return search_response(found, mode, q)
 
 
 @router.get(
@@ -121,13 +87,14 @@ async def search_world(
 async def similar_nodes(
     node_id: uuid.UUID,
     request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     venue_id: uuid.UUID | None = None,
     kind: Kind = None,
     limit: Limit = 10,
 ) -> SearchResponse:
     found = await service.similar(
-        _resources(request),
+        resources,
         tenant_of(principal),
         "world_node",
         node_id,
@@ -135,4 +102,4 @@ async def similar_nodes(
         venue_id=venue_id,
         kind=_checked_kind(request, kind),
     )
-    return _response(found, "vector")
+    return search_response(found, "vector")

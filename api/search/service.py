@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from api.errors import Conflict, Invalid, NotFound
-from api.resources import Resources
+from api.core.errors import Conflict, Invalid, NotFound
+from api.core.resources import Resources
 from api.search.embedder import embedder_of, encode
 from graph import search as graph_search
 from graph.reads import entity

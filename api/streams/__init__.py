@@ -3,6 +3,8 @@
 `Streams` is what one API process runs for them: the hub (subscribers and
 the LISTEN loop), the camera → zone resolver and the occupancy writer. The
 app lifespan starts it (main.py) and keeps it in `resources.extras`.
+
+May import: `api.core`, `api.journal`, `api.auth`, `api.sync` (its synced types).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from api.resources import Resources
+from api.core.resources import Resources
 from api.streams.hub import StreamHub
 from api.streams.ingest import Ingest
 from api.streams.occupancy import OccupancyWriter, ZoneResolver

@@ -36,8 +36,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from api.auth.principal import Permission
-from api.observability import error_text
-from api.streams.hub import StreamHub, Subscriber
+from api.core.observability import error_text
+from api.streams.hub import StreamHub
 from api.streams.schemas import SubscribeMessage, Subscription
 from api.streams.sockets import (
     POLICY,
@@ -53,6 +53,7 @@ from api.streams.sockets import (
     ping_message,
     receive,
 )
+from api.streams.subscriber import Subscriber
 
 log = structlog.get_logger("api.streams.feed")
 

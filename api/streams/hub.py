@@ -2,7 +2,7 @@
 
 Fan-out across processes goes through Postgres `LISTEN/NOTIFY`, no broker:
 
-* `overwatch_changes`: `record()` (api/journal.py) notifies `{customer_id,
+* `overwatch_changes`: `record()` (api/journal/) notifies `{customer_id,
   first, last}` inside the journal's transaction. Notifications arrive on
   commit, in commit order, and one tenant's versions commit in order, so each
   tenant's ranges arrive in version order. The hub reads the rows of a range
@@ -38,65 +38,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
-import asyncpg
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 from sqlalchemy import text
 
 from api.auth.cache import auth_cache
-from api.journal import CHANGES_CHANNEL
-from api.observability import error_text
-from api.resources import Resources
+from api.core.observability import error_text
+from api.core.resources import Resources
+from api.journal.record import CHANGES_CHANNEL
+from api.streams.listener import ListenerHook, Listening
 from api.streams.schemas import EventType, StreamStats, Subscription
+from api.streams.subscriber import STREAM_EVENTS, Subscriber, encode
 
 log = structlog.get_logger("api.streams")
 
+
 OCCUPANCY_CHANNEL = "overwatch_occupancy"
+
+
 LIVENESS_CHANNEL = "overwatch_liveness"
+
+
 CHANNELS = (CHANGES_CHANNEL, OCCUPANCY_CHANNEL, LIVENESS_CHANNEL)
-LISTENER_NAME = "overwatch-stream-listener"
+
 
 INBOX_LIMIT = 100_000  # notifications waiting for the dispatcher
+
+
 DISPATCH_BATCH = 1000  # notifications handled per dispatcher turn
+
+
 CATCH_UP_LIMIT = 20_000  # most change rows read for one tenant in one turn
-PROBE_SECONDS = 10.0  # how often the LISTEN connection is checked
+
+
 PRESENCE_SECONDS = 5.0  # how often this process refreshes its stream_presence rows
+
+
 PRESENCE_FRESH_SECONDS = 3 * PRESENCE_SECONDS
-TOO_SLOW = (4008, "too slow")
+
 
 STREAM_SUBSCRIBERS = Gauge(
     "overwatch_stream_subscribers", "Open subscriber sockets in this process."
 )
+
+
 STREAM_INGEST = Gauge("overwatch_stream_ingest_connections", "Open ingest sockets in this process.")
-STREAM_EVENTS = Counter(
-    "overwatch_stream_events_total",
-    "Events queued for subscribers of this process, by event type.",
-    ["event"],
-)
-STREAM_DROPPED = Counter(
-    "overwatch_stream_subscribers_dropped_total",
-    "Subscriber sockets closed by the server, by reason.",
-    ["reason"],
-)
-STREAM_LISTEN_CONNECTS = Counter(
-    "overwatch_stream_listen_connects_total",
-    "LISTEN connections opened (more than one: reconnects).",
-)
-STREAM_NOTIFICATIONS_DROPPED = Counter(
-    "overwatch_stream_notifications_dropped_total",
-    "Notifications dropped because the dispatcher fell behind (changes are caught up).",
-)
+
 
 _CURRENT_VERSION = text("SELECT version FROM customer_versions WHERE customer_id = :c")
+
+
 # The venue of a change: its own id for a venue, `venue_id` of its last state
 # (journaled for deletes too) for nodes, edges and operations; none for kits
 # and drones.
@@ -107,6 +105,8 @@ _CHANGES = text(
     "FROM sync_journal WHERE customer_id = :c AND version BETWEEN :first AND :last "
     "ORDER BY version"
 )
+
+
 _PRESENCE_UPSERT = text(
     "INSERT INTO stream_presence (process_id, customer_id, ingest, subscribers, seen_at) "
     "SELECT :p, r.c, r.i, r.s, now() FROM unnest(CAST(:cs AS uuid[]), CAST(:is AS int[]), "
@@ -114,12 +114,18 @@ _PRESENCE_UPSERT = text(
     "ON CONFLICT (process_id, customer_id) DO UPDATE SET ingest = excluded.ingest, "
     "subscribers = excluded.subscribers, seen_at = now()"
 )
+
+
 _PRESENCE_DROP = text(
     "DELETE FROM stream_presence WHERE process_id = :p "
     "AND NOT (customer_id = ANY(CAST(:cs AS uuid[])))"
 )
+
+
 # Rows of processes that died without cleaning up.
 _PRESENCE_EXPIRE = text("DELETE FROM stream_presence WHERE seen_at < now() - interval '1 hour'")
+
+
 _PRESENCE_OTHERS = text(
     "SELECT COALESCE(sum(ingest), 0) AS ingest, COALESCE(sum(subscribers), 0) AS subscribers, "
     "count(*) FILTER (WHERE ingest > 0 OR subscribers > 0) AS processes "
@@ -128,79 +134,10 @@ _PRESENCE_OTHERS = text(
 )
 
 
-class ListenerHook(Protocol):
-    """Something else riding on the hub's LISTEN connection."""
-
-    channels: tuple[str, ...]
-
-    def listener_connected(self, execute: Callable[..., Awaitable[Any]]) -> None:
-        """LISTEN is in place on every channel; `execute(query, *args)` runs on it."""
-
-    def listener_notified(self, channel: str, payload: str) -> None: ...
-
-    def listener_lost(self) -> None:
-        """The connection is gone (notifications may be missed until the next connect)."""
-
-
-def encode(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), default=str)
-
-
-@dataclass(eq=False)
-class Subscriber:
-    """One subscriber socket: its tenant, its filter and its bounded queue."""
-
-    customer_id: str
-    subscription: Subscription
-    since: int  # change versions up to this one were committed before it subscribed
-    queue: asyncio.Queue[str]
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_code: int = 1000
-    close_reason: str = ""
-    event_types: frozenset[str] = field(init=False)
-    venues: frozenset[str] | None = field(init=False)
-    entity_types: frozenset[str] | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.refilter(self.subscription)
-
-    def refilter(self, subscription: Subscription) -> None:
-        self.subscription = subscription
-        self.event_types = frozenset(subscription.event_types)
-        self.venues = (
-            None
-            if subscription.venue_ids is None
-            else frozenset(str(v) for v in subscription.venue_ids)
-        )
-        self.entity_types = (
-            None if subscription.entity_types is None else frozenset(subscription.entity_types)
-        )
-
-    def wants(self, event: EventType, venue_id: str | None, entity_type: str | None = None) -> bool:
-        if event not in self.event_types:
-            return False
-        if venue_id is not None and self.venues is not None and venue_id not in self.venues:
-            return False
-        return entity_type is None or self.entity_types is None or entity_type in self.entity_types
-
-    def offer(self, message: str) -> None:
-        """Queue a message without waiting; a full queue closes the subscriber."""
-        if self.closed.is_set():
-            return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            STREAM_DROPPED.labels(reason="too_slow").inc()
-            self.close(*TOO_SLOW)
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closed.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.closed.set()
-
-
-class StreamHub:
+class StreamHub(Listening):
     """Local subscriber registry, connection counts and the LISTEN/dispatch loops."""
+
+    channels = CHANNELS
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
@@ -216,10 +153,6 @@ class StreamHub:
         self._hooks: list[ListenerHook] = [auth_cache(resources)]
         self._hooks_connected = False
         self._listener_lock = asyncio.Lock()  # one statement at a time on the LISTEN connection
-
-    def add_hook(self, hook: ListenerHook) -> None:
-        """Ride on the LISTEN connection from its next (re)connect on."""
-        self._hooks.append(hook)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -321,91 +254,6 @@ class StreamHub:
             processes=here + int(others.processes),
             this_process=local,
         )
-
-    # ------------------------------------------------------------ LISTEN
-    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
-        try:
-            self._inbox.put_nowait((channel, payload))
-        except asyncio.QueueFull:
-            STREAM_NOTIFICATIONS_DROPPED.inc()
-            self._catch_up_all = True
-
-    def _on_hook_notification(
-        self, hook: ListenerHook, _conn: object, _pid: int, channel: str, payload: str
-    ) -> None:
-        try:
-            hook.listener_notified(channel, payload)
-        except Exception as exc:
-            log.warning("stream.hook_failed", channel=channel, error=error_text(exc))
-
-    def _on_lost(self, lost: asyncio.Event, *_: object) -> None:
-        lost.set()
-        self._hooks_lost()
-
-    def _hooks_lost(self) -> None:
-        # At once, not when the loop wakes up: a hook must not trust a dead connection.
-        if self._hooks_connected:
-            self._hooks_connected = False
-            for hook in self._hooks:
-                hook.listener_lost()
-
-    async def _listener_execute(self, conn: asyncpg.Connection, query: str, *args: Any) -> Any:
-        async with self._listener_lock:
-            return await asyncio.wait_for(conn.execute(query, *args), 5)
-
-    async def _listen_loop(self) -> None:
-        backoff = 0.2
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(
-                    self.resources.settings.sync_database_url,
-                    timeout=5,
-                    server_settings={"application_name": LISTENER_NAME},
-                )
-                lost = asyncio.Event()
-                conn.add_termination_listener(functools.partial(self._on_lost, lost))
-                for channel in CHANNELS:
-                    await conn.add_listener(channel, self._on_notification)
-                for hook in self._hooks:
-                    for channel in hook.channels:
-                        await conn.add_listener(
-                            channel, functools.partial(self._on_hook_notification, hook)
-                        )
-                STREAM_LISTEN_CONNECTS.inc()
-                self.listening.set()
-                if not lost.is_set():
-                    self._hooks_connected = True
-                    execute = functools.partial(self._listener_execute, conn)
-                    for hook in self._hooks:
-                        hook.listener_connected(execute)
-                # Whatever was committed while nobody listened is read now.
-                self._catch_up_all = True
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._inbox.put_nowait(("catch_up", ""))
-                backoff = 0.2
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), PROBE_SECONDS)
-                        break
-                    # A half-open TCP connection only shows when we ask.
-                    async with self._listener_lock:
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
-                log.warning("stream.listen_lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("stream.listen_failed", error=error_text(exc))
-            finally:
-                self.listening.clear()
-                self._hooks_lost()
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
-                    if not conn.is_closed():
-                        conn.terminate()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
     # ------------------------------------------------------------ dispatch
     async def _dispatch_loop(self) -> None:

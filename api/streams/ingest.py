@@ -30,7 +30,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from api.auth.principal import Permission
-from api.streams.hub import StreamHub, encode
+from api.streams.hub import StreamHub
 from api.streams.occupancy import FrameRejected, OccupancyWriter, ZoneResolver
 from api.streams.schemas import IngestFrame
 from api.streams.sockets import (
@@ -45,6 +45,7 @@ from api.streams.sockets import (
     ping_message,
     receive,
 )
+from api.streams.subscriber import encode
 
 log = structlog.get_logger("api.streams.ingest")
 

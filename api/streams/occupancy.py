@@ -30,8 +30,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 
 from api.auth.principal import Principal
-from api.observability import error_text
-from api.resources import Resources
+from api.core.observability import error_text
+from api.core.resources import Resources
 from api.streams.schemas import IngestFrame, Summary
 from relational.database import delete_in_batches
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.storable import FilterDatetime, StorableModel
+from api.journal.storable import FilterDatetime, StorableModel
 from api.sync.schemas import SYNC_TYPES
 
 # A clock a little ahead of ours is fine; a frame from the future would pin the

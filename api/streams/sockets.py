@@ -42,9 +42,9 @@ from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 from api.auth.cache import KeyWatch, auth_cache
 from api.auth.principal import Permission, Principal
 from api.auth.service import KeyUsage
-from api.errors import Unauthorized
-from api.resources import Resources
-from api.streams.hub import STREAM_DROPPED, encode
+from api.core.errors import Unauthorized
+from api.core.resources import Resources
+from api.streams.subscriber import STREAM_DROPPED, encode
 
 AUTH_TIMEOUT_SECONDS = 10.0
 REAUTH_SECONDS = 60.0

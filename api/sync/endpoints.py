@@ -1,20 +1,19 @@
-"""`/api/v1/sync`: the workstation sync protocol; venue duplicates and merges."""
+"""`/api/v1/sync`: the workstation sync protocol (push, pull, bootstrap, status)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from api.auth.deps import Reader, Syncer, Writer
-from api.errors import Invalid, PayloadTooLarge
-from api.json_body import parse_json
-from api.storable import MAX_DEPTH, printable
-from api.sync import merge as merging
+from api.auth.deps import Syncer
+from api.core.errors import Invalid, PayloadTooLarge
+from api.core.json_body import parse_json
+from api.journal.storable import MAX_DEPTH, printable
 from api.sync.pull import (
     bootstrap_lines,
     bootstrap_snapshot,
@@ -27,7 +26,6 @@ from api.sync.push import push
 from api.sync.schemas import PullResponse, PushRequest, PushResponse, SyncStatus
 
 router = APIRouter(prefix="/sync", tags=["sync"])
-venue_router = APIRouter(prefix="/venues", tags=["venues"])
 
 
 @router.post(
@@ -170,35 +168,3 @@ async def status_endpoint(
     request: Request, principal: Syncer, workstation_id: uuid.UUID | None = None
 ) -> SyncStatus:
     return await status(request.app.state.resources, principal, workstation_id)
-
-
-class MergeRequest(BaseModel):
-    merge_ids: list[uuid.UUID] = Field(
-        min_length=1, max_length=20, description="Venues to fold into this one"
-    )
-
-
-@venue_router.get(
-    "/{venue_id}/duplicates",
-    summary="Venues that look like the same place (name similarity, distance)",
-)
-async def venue_duplicates(
-    venue_id: uuid.UUID,
-    request: Request,
-    principal: Reader,
-    limit: Annotated[int, Query(ge=1, le=50)] = 10,
-) -> dict[str, Any]:
-    found = await merging.duplicates(request.app.state.resources, principal, venue_id, limit)
-    return {"venue_id": str(venue_id), "candidates": found}
-
-
-@venue_router.post(
-    "/{venue_id}/merge",
-    summary="Fold other venues into this one; they become deletes with merged_into",
-)
-async def merge_venues(
-    venue_id: uuid.UUID, body: MergeRequest, request: Request, principal: Writer
-) -> dict[str, Any]:
-    return await merging.merge(
-        request.app.state.resources, principal, venue_id, list(dict.fromkeys(body.merge_ids))
-    )

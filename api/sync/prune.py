@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from api.resources import Resources
+from api.core.resources import Resources
 from relational.database import unit_of_work
 
 _PRUNE_TOMBSTONES = text(

@@ -37,10 +37,10 @@ from typing import Any
 from sqlalchemy import text
 
 from api.auth.principal import Principal
-from api.errors import Invalid, NotFound, OverwatchError
-from api.journal import HEAD_SQL, projection_status
-from api.resources import Resources
-from api.sync.envelopes import ENVELOPE_SQL, TYPE_RANK
+from api.core.errors import Invalid, NotFound, OverwatchError
+from api.core.resources import Resources
+from api.journal.envelopes import ENVELOPE_SQL, TYPE_RANK
+from api.journal.status import HEAD_SQL, projection_status
 from api.sync.schemas import SYNC_TYPES, ProjectionStatus, SyncStatus
 from api.sync.workstations import LAST_MUTATION_SQL, last_mutation_id, write_checkpoint
 

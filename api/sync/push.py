@@ -5,7 +5,7 @@ outcomes this workstation already holds (retries), then judge each mutation
 in order — duplicate, conflict, rejected or applied — so one bad mutation
 never aborts the others. Applied changes are journaled together and every
 outcome is stored for retries. Neo4j runs the applied changes while the
-transaction commits and commits only after it (api/journal.py,
+transaction commits and commits only after it (api/journal/,
 `TenantTransaction`; DESIGN.md §4).
 
 Conflict rule: a mutation whose `base_version` differs from the entity's
@@ -33,7 +33,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.entities import (
+from api.core.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
+from api.core.resources import Resources
+from api.journal.changes import ChangeRejected, ChangeSet
+from api.journal.entities import (
     ID_RACE_ATTEMPTS,
     PUSHABLE_TYPES,
     EntityType,
@@ -41,14 +44,12 @@ from api.entities import (
     id_taken_concurrently,
     parse_data,
 )
-from api.errors import Conflict, Forbidden, Invalid, NotFound, PayloadTooLarge
-from api.journal import Origin, tenant_transaction
-from api.resources import Resources
-from api.storable import printable
-from api.sync.envelopes import current_envelopes
+from api.journal.envelopes import current_envelopes
+from api.journal.record import Origin
+from api.journal.storable import printable
+from api.journal.transaction import tenant_transaction
 from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
 from api.sync.workstations import CHECKPOINT_SQL, LAST_MUTATION_SQL
-from api.world.changes import ChangeRejected, ChangeSet
 
 _HELD = text(
     "SELECT mutation_id, status, version, result FROM sync_mutations "
@@ -283,7 +284,7 @@ async def _check_workstation(
 async def push(resources: Resources, principal: Principal, request: PushRequest) -> PushResponse:
     """Judge, journal and store the outcome of every mutation; then apply to Neo4j.
 
-    A push that lost the race for a new id to another tenant (api/entities.py,
+    A push that lost the race for a new id to another tenant (api/journal/entities.py,
     `id_taken_concurrently`) is judged again from the start: that mutation is
     then `rejected` as `id_in_use` and the others keep their outcomes.
     """

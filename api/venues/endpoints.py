@@ -1,22 +1,40 @@
-"""`/api/v1/venues`: venues in the knowledge graph."""
+"""`/api/v1/venues`: every venue route — CRUD, the subgraph, search and similar venues,
+duplicates and merges. Static paths (`/search`) come before `/{venue_id}` in this one
+router, so no route-order arrangement between routers is needed."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
-from pydantic import Field
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
 
 from api.auth.deps import Reader, Writer, tenant_of
-from api.entities import EntityData, EntityType, Location, Properties, Tag, Text200, VenueData
-from api.errors import Invalid, NotFound
-from api.pagination import Cursor, after_id
-from api.world.schemas import Deleted, Page, Written, page
-from api.world.service import create_entity, delete_entity, patch_entity
+from api.core.deps import ResourcesDep
+from api.core.errors import Invalid, NotFound
+from api.core.pagination import Cursor, Page, after_id, page
+from api.journal.entities import (
+    EntityData,
+    EntityType,
+    Location,
+    Properties,
+    Tag,
+    Text200,
+    VenueData,
+)
+from api.journal.schemas import Deleted, Written
+from api.journal.writes import create_entity, delete_entity, patch_entity
+from api.search import service as search_service
+from api.search.endpoints import Limit, ModeParam, QueryText, search_response
+from api.search.schemas import SearchResponse
+from api.venues import merge as merging
 from graph import reads
 
-router = APIRouter(prefix="/venues", tags=["venues"])
+# Tags per route: the search routes are listed under "search" in the docs, the rest
+# under "venues", each once.
+router = APIRouter(prefix="/venues")
+VENUES = ["venues"]
 
 VENUE_EXAMPLE: dict[str, Any] = {
     "name": "Harbour Mall",
@@ -44,16 +62,52 @@ class VenuePatch(EntityData):
     properties: Properties | None = None
 
 
-def _resources(request: Request) -> Any:
-    return request.app.state.resources
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    tags=["search"],
+    summary="Search the tenant's venues by meaning and by words",
+)
+async def search_venues(
+    resources: ResourcesDep,
+    principal: Reader,
+    q: QueryText,
+    limit: Limit = 10,
+    mode: ModeParam = "hybrid",
+) -> SearchResponse:
+    found = await search_service.search(
+        resources, tenant_of(principal), "venue", q, limit=limit, mode=mode
+    )
+    return search_response(found, mode, q)
+
+
+@router.get(
+    "/{venue_id}/similar",
+    response_model=SearchResponse,
+    tags=["search"],
+    summary="The tenant's venues most similar to this one",
+)
+async def similar_venues(
+    venue_id: uuid.UUID, resources: ResourcesDep, principal: Reader, limit: Limit = 10
+) -> SearchResponse:
+    found = await search_service.similar(
+        resources, tenant_of(principal), "venue", venue_id, limit=limit
+    )
+    return search_response(found, "vector")
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=Written, summary="Create a venue"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Written,
+    summary="Create a venue",
+    tags=VENUES,
 )
-async def create_venue(body: VenueCreate, request: Request, principal: Writer) -> dict[str, Any]:
+async def create_venue(
+    body: VenueCreate, resources: ResourcesDep, principal: Writer
+) -> dict[str, Any]:
     return await create_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.venue,
         body.id,
@@ -61,9 +115,11 @@ async def create_venue(body: VenueCreate, request: Request, principal: Writer) -
     )
 
 
-@router.get("", response_model=Page, summary="List venues (filters: tag, text, near a point)")
+@router.get(
+    "", response_model=Page, summary="List venues (filters: tag, text, near a point)", tags=VENUES
+)
 async def list_venues(
-    request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     tag: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[
@@ -85,7 +141,7 @@ async def list_venues(
     if lat is not None and lon is not None and radius_m is not None:
         near = {"lat": lat, "lon": lon, "radius_m": radius_m}
     items = await reads.list_venues(
-        _resources(request).graph,
+        resources.graph,
         str(tenant_of(principal)),
         limit=limit,
         after=after_id(cursor),
@@ -96,21 +152,23 @@ async def list_venues(
     return page(items, limit)
 
 
-@router.get("/{venue_id}", summary="Get a venue")
-async def get_venue(venue_id: uuid.UUID, request: Request, principal: Reader) -> dict[str, Any]:
-    found = await reads.get_venue(
-        _resources(request).graph, str(tenant_of(principal)), str(venue_id)
-    )
+@router.get("/{venue_id}", summary="Get a venue", tags=VENUES)
+async def get_venue(
+    venue_id: uuid.UUID, resources: ResourcesDep, principal: Reader
+) -> dict[str, Any]:
+    found = await reads.get_venue(resources.graph, str(tenant_of(principal)), str(venue_id))
     if found is None:
         raise NotFound("venue not found")
     return found
 
 
-@router.patch("/{venue_id}", response_model=Written, summary="Change some fields of a venue")
+@router.patch(
+    "/{venue_id}", response_model=Written, summary="Change some fields of a venue", tags=VENUES
+)
 async def patch_venue(
     venue_id: uuid.UUID,
     body: VenuePatch,
-    request: Request,
+    resources: ResourcesDep,
     principal: Writer,
     base_version: Annotated[
         int | None,
@@ -118,7 +176,7 @@ async def patch_venue(
     ] = None,
 ) -> dict[str, Any]:
     return await patch_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.venue,
         venue_id,
@@ -131,19 +189,20 @@ async def patch_venue(
     "/{venue_id}",
     response_model=Deleted,
     summary="Delete a venue with its world model (operations are kept as history)",
+    tags=VENUES,
 )
-async def delete_venue(venue_id: uuid.UUID, request: Request, principal: Writer) -> Deleted:
-    return await delete_entity(_resources(request), principal, EntityType.venue, venue_id)
+async def delete_venue(venue_id: uuid.UUID, resources: ResourcesDep, principal: Writer) -> Deleted:
+    return await delete_entity(resources, principal, EntityType.venue, venue_id)
 
 
-@router.get("/{venue_id}/graph", summary="The venue's subgraph for a viewer (capped)")
+@router.get("/{venue_id}/graph", summary="The venue's subgraph for a viewer (capped)", tags=VENUES)
 async def get_venue_graph(
     venue_id: uuid.UUID,
-    request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     limit: Annotated[int, Query(ge=1, le=2000, description="At most this many nodes")] = 500,
 ) -> dict[str, Any]:
-    graph = _resources(request).graph
+    graph = resources.graph
     customer = str(tenant_of(principal))
     venue = await reads.get_venue(graph, customer, str(venue_id))
     if venue is None:
@@ -153,3 +212,35 @@ async def get_venue_graph(
         "venue": venue,
         **(sub or {"nodes": [], "edges": [], "total_nodes": 0, "truncated": False}),
     }
+
+
+class MergeRequest(BaseModel):
+    merge_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=20, description="Venues to fold into this one"
+    )
+
+
+@router.get(
+    "/{venue_id}/duplicates",
+    summary="Venues that look like the same place (name similarity, distance)",
+    tags=VENUES,
+)
+async def venue_duplicates(
+    venue_id: uuid.UUID,
+    resources: ResourcesDep,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> dict[str, Any]:
+    found = await merging.duplicates(resources, principal, venue_id, limit)
+    return {"venue_id": str(venue_id), "candidates": found}
+
+
+@router.post(
+    "/{venue_id}/merge",
+    summary="Fold other venues into this one; they become deletes with merged_into",
+    tags=VENUES,
+)
+async def merge_venues(
+    venue_id: uuid.UUID, body: MergeRequest, resources: ResourcesDep, principal: Writer
+) -> dict[str, Any]:
+    return await merging.merge(resources, principal, venue_id, list(dict.fromkeys(body.merge_ids)))

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
 from api.auth.deps import Reader, Writer, tenant_of
-from api.entities import (
+from api.core.deps import ResourcesDep
+from api.core.errors import NotFound
+from api.core.json_body import OrjsonRoute
+from api.core.pagination import Cursor, Page, after_id, page
+from api.core.resources import Resources
+from api.journal.changes import ChangeRejected, ChangeSet, references
+from api.journal.entities import (
     EntityData,
     EntityType,
     Position,
@@ -20,13 +26,9 @@ from api.entities import (
     WorldEdgeData,
     WorldNodeData,
 )
-from api.errors import NotFound
-from api.json_body import OrjsonRoute
-from api.pagination import Cursor, after_id
-from api.storable import FilterDatetime, StorableDatetime
-from api.world.changes import ChangeRejected, ChangeSet, references
-from api.world.schemas import BatchResult, Deleted, Page, Written, page
-from api.world.service import create_entity, current_data, delete_entity, patch_entity, write
+from api.journal.schemas import BatchResult, Deleted, Written
+from api.journal.storable import FilterDatetime, StorableDatetime
+from api.journal.writes import create_entity, current_data, delete_entity, patch_entity, write
 from graph import reads
 
 # Batches of up to 1,000 entities: their bodies are parsed with orjson.
@@ -109,10 +111,6 @@ class EdgeBatch(BaseModel):
     edges: list[EdgeCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-def _resources(request: Request) -> Any:
-    return request.app.state.resources
-
-
 @router.get("/ontology", summary="Allowed node kinds and edge types")
 async def ontology(request: Request, principal: Reader) -> dict[str, list[str]]:
     settings = request.app.state.settings
@@ -129,9 +127,11 @@ async def ontology(request: Request, principal: Reader) -> dict[str, list[str]]:
     response_model=Written,
     summary="Create a world node in a venue",
 )
-async def create_node(body: NodeCreate, request: Request, principal: Writer) -> dict[str, Any]:
+async def create_node(
+    body: NodeCreate, resources: ResourcesDep, principal: Writer
+) -> dict[str, Any]:
     return await create_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.world_node,
         body.id,
@@ -140,7 +140,7 @@ async def create_node(body: NodeCreate, request: Request, principal: Writer) -> 
 
 
 async def _batch(
-    request: Request, principal: Writer, entity_type: EntityType, items: list[Any]
+    resources: Resources, principal: Writer, entity_type: EntityType, items: list[Any]
 ) -> BatchResult:
     ids = [item.id or uuid.uuid4() for item in items]
 
@@ -159,7 +159,7 @@ async def _batch(
                 raise
         return len(items)
 
-    count, recorded = await write(_resources(request), principal, build)
+    count, recorded = await write(resources, principal, build)
     return BatchResult(
         count=count,
         first_version=recorded.versions[0],
@@ -173,13 +173,13 @@ async def _batch(
     response_model=BatchResult,
     summary="Create or replace up to 1,000 nodes atomically (all or nothing)",
 )
-async def batch_nodes(body: NodeBatch, request: Request, principal: Writer) -> BatchResult:
-    return await _batch(request, principal, EntityType.world_node, body.nodes)
+async def batch_nodes(body: NodeBatch, resources: ResourcesDep, principal: Writer) -> BatchResult:
+    return await _batch(resources, principal, EntityType.world_node, body.nodes)
 
 
 @router.get("/nodes", response_model=Page, summary="List a venue's world nodes")
 async def list_nodes(
-    request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     venue_id: uuid.UUID,
     kind: Annotated[str | None, Query(max_length=40)] = None,
@@ -187,7 +187,7 @@ async def list_nodes(
     cursor: Cursor = None,
 ) -> Page:
     items = await reads.list_nodes(
-        _resources(request).graph,
+        resources.graph,
         str(tenant_of(principal)),
         str(venue_id),
         kind=kind,
@@ -198,8 +198,10 @@ async def list_nodes(
 
 
 @router.get("/nodes/{node_id}", summary="Get a world node")
-async def get_node(node_id: uuid.UUID, request: Request, principal: Reader) -> dict[str, Any]:
-    found = await reads.get_node(_resources(request).graph, str(tenant_of(principal)), str(node_id))
+async def get_node(
+    node_id: uuid.UUID, resources: ResourcesDep, principal: Reader
+) -> dict[str, Any]:
+    found = await reads.get_node(resources.graph, str(tenant_of(principal)), str(node_id))
     if found is None:
         raise NotFound("world node not found")
     return found
@@ -209,12 +211,12 @@ async def get_node(node_id: uuid.UUID, request: Request, principal: Reader) -> d
 async def patch_node(
     node_id: uuid.UUID,
     body: NodePatch,
-    request: Request,
+    resources: ResourcesDep,
     principal: Writer,
     base_version: Annotated[int | None, Query(ge=0)] = None,
 ) -> dict[str, Any]:
     return await patch_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.world_node,
         node_id,
@@ -226,8 +228,8 @@ async def patch_node(
 @router.delete(
     "/nodes/{node_id}", response_model=Deleted, summary="Delete a world node and its edges"
 )
-async def delete_node(node_id: uuid.UUID, request: Request, principal: Writer) -> Deleted:
-    return await delete_entity(_resources(request), principal, EntityType.world_node, node_id)
+async def delete_node(node_id: uuid.UUID, resources: ResourcesDep, principal: Writer) -> Deleted:
+    return await delete_entity(resources, principal, EntityType.world_node, node_id)
 
 
 # ------------------------------------------------------------------ edges
@@ -237,9 +239,11 @@ async def delete_node(node_id: uuid.UUID, request: Request, principal: Writer) -
     response_model=Written,
     summary="Create an edge between two nodes of one venue",
 )
-async def create_edge(body: EdgeCreate, request: Request, principal: Writer) -> dict[str, Any]:
+async def create_edge(
+    body: EdgeCreate, resources: ResourcesDep, principal: Writer
+) -> dict[str, Any]:
     return await create_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.world_edge,
         body.id,
@@ -252,13 +256,13 @@ async def create_edge(body: EdgeCreate, request: Request, principal: Writer) -> 
     response_model=BatchResult,
     summary="Create or replace up to 1,000 edges atomically (all or nothing)",
 )
-async def batch_edges(body: EdgeBatch, request: Request, principal: Writer) -> BatchResult:
-    return await _batch(request, principal, EntityType.world_edge, body.edges)
+async def batch_edges(body: EdgeBatch, resources: ResourcesDep, principal: Writer) -> BatchResult:
+    return await _batch(resources, principal, EntityType.world_edge, body.edges)
 
 
 @router.get("/edges", response_model=Page, summary="List a venue's edges, optionally as of a time")
 async def list_edges(
-    request: Request,
+    resources: ResourcesDep,
     principal: Reader,
     venue_id: uuid.UUID,
     type: Annotated[str | None, Query(max_length=40)] = None,
@@ -271,7 +275,7 @@ async def list_edges(
     cursor: Cursor = None,
 ) -> Page:
     items = await reads.list_edges(
-        _resources(request).graph,
+        resources.graph,
         str(tenant_of(principal)),
         str(venue_id),
         edge_type=type,
@@ -284,8 +288,9 @@ async def list_edges(
 
 
 @router.get("/edges/{edge_id}", summary="Get an edge")
-async def get_edge(edge_id: uuid.UUID, request: Request, principal: Reader) -> dict[str, Any]:
-    resources = _resources(request)
+async def get_edge(
+    edge_id: uuid.UUID, resources: ResourcesDep, principal: Reader
+) -> dict[str, Any]:
     data, _ = await current_data(resources, tenant_of(principal), "world_edge", edge_id)
     found = await reads.get_edge(
         resources.graph, str(tenant_of(principal)), str(edge_id), data["from_id"]
@@ -303,12 +308,12 @@ async def get_edge(edge_id: uuid.UUID, request: Request, principal: Reader) -> d
 async def patch_edge(
     edge_id: uuid.UUID,
     body: EdgePatch,
-    request: Request,
+    resources: ResourcesDep,
     principal: Writer,
     base_version: Annotated[int | None, Query(ge=0)] = None,
 ) -> dict[str, Any]:
     return await patch_entity(
-        _resources(request),
+        resources,
         principal,
         EntityType.world_edge,
         edge_id,
@@ -318,8 +323,8 @@ async def patch_edge(
 
 
 @router.delete("/edges/{edge_id}", response_model=Deleted, summary="Delete an edge")
-async def delete_edge(edge_id: uuid.UUID, request: Request, principal: Writer) -> Deleted:
-    return await delete_entity(_resources(request), principal, EntityType.world_edge, edge_id)
+async def delete_edge(edge_id: uuid.UUID, resources: ResourcesDep, principal: Writer) -> Deleted:
+    return await delete_entity(resources, principal, EntityType.world_edge, edge_id)
 
 
 @router.post(
@@ -328,9 +333,8 @@ async def delete_edge(edge_id: uuid.UUID, request: Request, principal: Writer) -
     summary="Replace a fact: the old edge is invalidated (valid_to), a new one starts",
 )
 async def supersede_edge(
-    edge_id: uuid.UUID, body: EdgeSupersede, request: Request, principal: Writer
+    edge_id: uuid.UUID, body: EdgeSupersede, resources: ResourcesDep, principal: Writer
 ) -> dict[str, Any]:
-    resources = _resources(request)
     new_id = uuid.uuid4()
     at = (body.at or datetime.now(UTC)).astimezone(UTC)
 

@@ -8,7 +8,7 @@ A `BEFORE INSERT OR UPDATE` trigger computes the text from the row's own
 columns, so every writer (the journal, COPY, a migration) keeps it right
 without knowing about it. The stored text is the envelope without its closing
 brace: readers append `blob_ids` (looked up at read time, they change without
-a new version) and the brace (api/sync/envelopes.py).
+a new version) and the brace (api/journal/envelopes.py).
 
 Revision ID: 0010_entity_envelope
 Revises: 0009_entity_read_path

@@ -4,7 +4,7 @@ A row Neo4j refuses with a client error (a value it cannot store, a
 constraint) used to stay `pending` forever and hold its tenant's projection
 back. The applier now isolates such a row, marks it `failed` with the error
 text and the time, and keeps applying the tenant's later rows
-(api/journal.py). `overwatch reconcile --retry-failed` puts failed rows back
+(api/journal/). `overwatch reconcile --retry-failed` puts failed rows back
 to `pending`. The CHECK names every state; the partial index serves the
 per-tenant failed counts of `/sync/status`, `/readyz` and `overwatch projection`.
 

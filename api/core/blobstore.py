@@ -10,14 +10,14 @@ import structlog
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from api.resources import Resources
+from api.core.resources import Resources
 
-log = structlog.get_logger("api.blobstore")
+log = structlog.get_logger("api.core.blobstore")
 
 # A server-side copy answers when it is done, and a store copies at disk and
 # network speed (about 55 MB/s measured on the local SeaweedFS): a 5 GiB object,
 # the largest one presigned POST takes, needs minutes, not the 10 s the API's
-# other store calls may wait (api/resources.py).
+# other store calls may wait (api/core/resources.py).
 COPY_READ_TIMEOUT_SECONDS = 900
 
 

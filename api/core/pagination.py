@@ -8,7 +8,7 @@ from another list included, gets the same 422: `validation_error`, message
 `malformed cursor`, details `[{"loc": ["query", "cursor"], "msg": "not a cursor"}]`.
 
 Not for the sync protocol: `after` in pull and bootstrap is a version, part of
-the protocol, not an opaque cursor. Depends on api.errors only, so any tier
+the protocol, not an opaque cursor. Depends on api.core.errors only, so any tier
 can use it.
 """
 
@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import BaseModel
 
-from api.errors import Invalid
+from api.core.errors import Invalid
 
 MAX_CURSOR_LENGTH = 500  # the longest key packs well under this
 
@@ -101,3 +102,14 @@ def after_id(cursor: str | None) -> str | None:
     """`after_uuid` as the text the graph stores ids in."""
     after = after_uuid(cursor)
     return None if after is None else str(after)
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def page(items: list[dict[str, Any]], limit: int) -> Page:
+    return Page(
+        items=items, next_cursor=id_cursor(items[-1]["id"]) if len(items) == limit else None
+    )

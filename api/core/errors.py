@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relational.database import is_unreachable
 
-log = structlog.get_logger("api.errors")
+log = structlog.get_logger("api.core.errors")
 
 
 class OverwatchError(Exception):
@@ -200,7 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     # Registered for completeness; in practice RequestContextMiddleware
-    # (api/observability.py) catches what no handler above claims, inside the
+    # (api/core/observability.py) catches what no handler above claims, inside the
     # request context, so the 500 carries X-Request-ID and keeps the connection.
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

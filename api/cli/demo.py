@@ -15,10 +15,10 @@ from typing import Any
 
 from api.auth.principal import Principal, Scope
 from api.auth.service import create_customer
-from api.entities import EntityType
-from api.resources import Resources
-from api.world.changes import ChangeSet
-from api.world.service import write
+from api.core.resources import Resources
+from api.journal.changes import ChangeSet
+from api.journal.entities import EntityType
+from api.journal.writes import write
 from relational.database import unit_of_work
 
 VENUES = [

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import unexpected_error_response
+from api.core.errors import unexpected_error_response
 
 HTTP_REQUEST_SECONDS = Histogram(
     "overwatch_http_request_duration_seconds",

@@ -1,13 +1,10 @@
-"""Response and request bodies shared by the venue, world-model and operation endpoints."""
+"""What a write through the journal answers: the entity written, the tombstones, a batch."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from api.pagination import id_cursor
 
 
 class Written(BaseModel):
@@ -29,19 +26,8 @@ class Deleted(BaseModel):
     applied: bool
 
 
-class Page(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None = None
-
-
 class BatchResult(BaseModel):
     count: int
     first_version: int
     last_version: int
     applied: bool
-
-
-def page(items: list[dict[str, Any]], limit: int) -> Page:
-    return Page(
-        items=items, next_cursor=id_cursor(items[-1]["id"]) if len(items) == limit else None
-    )

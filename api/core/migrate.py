@@ -8,16 +8,16 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from api.settings import Settings
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from graph.schema import migrate_graph
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # api/core/migrate.py -> the repository
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    # The service configures logging itself (api.observability renders Alembic's
+    # The service configures logging itself (api.core.observability renders Alembic's
     # lines); alembic.ini's logging sections are for the bare `alembic` command.
     config.attributes["configure_logger"] = False
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))

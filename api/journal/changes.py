@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.entities import (
+from api.core.settings import Settings
+from api.journal.entities import (
     EntityData,
     EntityType,
     OperationData,
@@ -35,8 +36,7 @@ from api.entities import (
     canonical,
     parse_data,
 )
-from api.journal import Change
-from api.settings import Settings
+from api.journal.record import Change
 
 
 class ChangeRejected(Exception):

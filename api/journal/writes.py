@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from api.auth.principal import Principal
-from api.entities import ID_RACE_ATTEMPTS, EntityType, id_taken_concurrently
-from api.errors import Conflict, NotFound, OverwatchError
-from api.journal import Change, Recorded, origin_of, tenant_transaction
-from api.resources import Resources
-from api.world.changes import ChangeRejected, ChangeSet
-from api.world.schemas import Deleted
+from api.core.errors import Conflict, NotFound, OverwatchError
+from api.core.resources import Resources
+from api.journal.changes import ChangeRejected, ChangeSet
+from api.journal.entities import ID_RACE_ATTEMPTS, EntityType, id_taken_concurrently
+from api.journal.record import Author, Change, Recorded
+from api.journal.schemas import Deleted
+from api.journal.transaction import tenant_transaction
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ def as_error(exc: ChangeRejected) -> OverwatchError:
 
 
 async def write(
-    resources: Resources, principal: Principal, build: Callable[[ChangeSet], Awaitable[T]]
+    resources: Resources, principal: Author, build: Callable[[ChangeSet], Awaitable[T]]
 ) -> tuple[T, Recorded]:
     """Validate with `build`, journal its changes, commit, and apply them to Neo4j.
 
@@ -43,7 +43,7 @@ async def write(
             async with tenant_transaction(resources, customer_id) as tx:
                 changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
                 outcome = await build(changes)
-                versions = await tx.record(changes.changes, origin_of(principal))
+                versions = await tx.record(changes.changes, principal.origin())
         except ChangeRejected as exc:
             raise as_error(exc) from exc
         except IntegrityError as exc:
@@ -78,7 +78,7 @@ async def current_data(
 
 async def create_entity(
     resources: Resources,
-    principal: Principal,
+    principal: Author,
     entity_type: EntityType,
     entity_id: uuid.UUID | None,
     data: dict[str, Any],
@@ -99,7 +99,7 @@ async def create_entity(
 
 async def patch_entity(
     resources: Resources,
-    principal: Principal,
+    principal: Author,
     entity_type: EntityType,
     entity_id: uuid.UUID,
     patch: dict[str, Any],
@@ -136,7 +136,7 @@ async def patch_entity(
 
 
 async def delete_entity(
-    resources: Resources, principal: Principal, entity_type: EntityType, entity_id: uuid.UUID
+    resources: Resources, principal: Author, entity_type: EntityType, entity_id: uuid.UUID
 ) -> Deleted:
     async def build(changes: ChangeSet) -> list[Change]:
         return await changes.delete(entity_type, entity_id)

@@ -24,7 +24,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 # orjson reads an integer beyond 64 bits as a float, where `json.loads` keeps
-# the integer (which api/storable.py then refuses). Such an integer has at
+# the integer (which api/journal/storable.py then refuses). Such an integer has at
 # least 20 digits: a body with a run of 20 digits anywhere goes to json.loads.
 _LONG_DIGITS = re.compile(rb"[0-9]{20}")
 

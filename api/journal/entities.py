@@ -9,7 +9,7 @@ Limits on the flat property map (`properties`): at most 64 keys, keys
 finite float, boolean, or a list (≤ 64) of those scalars, all of one kind
 (integers mixed with floats become floats); 16 KiB in all as JSON. No map
 nests inside: Neo4j properties are primitives or arrays of them. Every value
-must be storable in both stores (api/storable.py: text without NUL,
+must be storable in both stores (api/journal/storable.py: text without NUL,
 datetimes with an offset within ±18:00, ...).
 """
 
@@ -33,7 +33,7 @@ from pydantic import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from api.storable import StorableDatetime, StorableModel, check_property_list
+from api.journal.storable import StorableDatetime, StorableModel, check_property_list
 
 
 class EntityType(StrEnum):

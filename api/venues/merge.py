@@ -20,12 +20,12 @@ from sqlalchemy import text
 
 from api.auth.deps import tenant_of
 from api.auth.principal import Principal
-from api.entities import EntityType
-from api.errors import Invalid, NotFound
-from api.resources import Resources
-from api.sync.envelopes import note_blobs
-from api.world.changes import ChangeRejected, ChangeSet
-from api.world.service import write
+from api.core.errors import Invalid, NotFound
+from api.core.resources import Resources
+from api.journal.changes import ChangeRejected, ChangeSet
+from api.journal.entities import EntityType
+from api.journal.envelopes import note_blobs
+from api.journal.writes import write
 from graph import reads
 
 NAME_THRESHOLD = 0.6

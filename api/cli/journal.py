@@ -1,126 +1,13 @@
-"""`overwatch` command line: serve, migrate, stack, export-openapi and ops commands."""
+"""Journal and projection commands: prune, reconcile, projection, verify."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from api.migrate import PROJECT_ROOT, migrate_all
-from api.resources import Resources
-from api.settings import get_settings
-
-app = typer.Typer(
-    help="Overwatch Cloud: the system of record for autonomous drone fleets.", no_args_is_help=True
-)
-stack_app = typer.Typer(
-    help="Local real servers (PostgreSQL, Neo4j, S3) without Docker.", no_args_is_help=True
-)
-app.add_typer(stack_app, name="stack")
-
-T = TypeVar("T")
-
-
-# Commands that reach no store run without valid service settings; every other
-# command (migrate, reconcile, prune, ...) obeys the server's rule: production
-# unless ENVIRONMENT says otherwise, so the default secrets are refused.
-_WITHOUT_SETTINGS = frozenset({"stack", "export-openapi"})
-
-
-@app.callback()
-def _configure(ctx: typer.Context) -> None:
-    """Readable log lines at LOG_LEVEL for commands (the server logs JSON)."""
-    from api.observability import configure_logging
-
-    if ctx.invoked_subcommand in _WITHOUT_SETTINGS:
-        configure_logging("INFO", json=False)
-        return
-    try:
-        settings = get_settings()
-    except Exception as exc:  # invalid settings: say so, plainly, once
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    configure_logging(settings.log_level, json=False)
-
-
-def with_resources(work: Callable[[Resources], Awaitable[T]]) -> T:
-    """Run `work` with the service's clients open, then close them."""
-
-    async def main() -> T:
-        resources = Resources.open(get_settings())
-        try:
-            return await work(resources)
-        finally:
-            await resources.close()
-
-    return asyncio.run(main())
-
-
-def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await factory()
-
-    return asyncio.run(main())
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    reload: Annotated[bool, typer.Option(help="Reload on code change (development).")] = False,
-) -> None:
-    """Run the API with uvicorn (docs at /docs)."""
-    import uvicorn
-
-    uvicorn.run(
-        "main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        reload=reload,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-    )
-
-
-@app.command()
-def migrate() -> None:
-    """Apply Postgres (Alembic) and Neo4j (cypher/migrations) migrations."""
-    applied = run_async(lambda: migrate_all(get_settings()))
-    typer.echo(f"postgres: at head; neo4j: applied {applied or 'nothing new'}")
-
-
-def _stack(action: str, services: list[str]) -> None:
-    script = PROJECT_ROOT / "scripts" / "stack.sh"
-    code = subprocess.call(["bash", str(script), action, *services])  # noqa: S603,S607
-    raise typer.Exit(code)
-
-
-@stack_app.command("up")
-def stack_up(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Start (or reuse) PostgreSQL, Neo4j with Browser, and the S3 endpoint."""
-    _stack("up", services or [])
-
-
-@stack_app.command("down")
-def stack_down(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Stop every server the project started."""
-    _stack("down", services or [])
-
-
-@stack_app.command("status")
-def stack_status(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Say which local servers are running."""
-    _stack("status", services or [])
+from api.cli.app import app, current_settings, with_resources
+from api.core.resources import Resources
 
 
 @app.command()
@@ -154,7 +41,7 @@ def prune(
     from api.streams.occupancy import prune_occupancy
     from api.sync.prune import SyncPruned, prune_sync
 
-    settings = get_settings()
+    settings = current_settings()
     now = datetime.now(UTC)
     heartbeat_cutoff = now - timedelta(days=heartbeat_days or settings.heartbeat_retention_days)
     sync_cutoff = now - timedelta(days=sync_days or settings.tombstone_retention_days)
@@ -224,8 +111,9 @@ def reconcile(
     """
     import uuid as uuid_module
 
-    from api.journal import FailedRow, Reconciled, failed_rows
-    from api.journal import reconcile as reconcile_journal
+    from api.journal.reconcile import Reconciled
+    from api.journal.reconcile import reconcile as reconcile_journal
+    from api.journal.status import FailedRow, failed_rows
 
     ids = _customer_ids(customer)
 
@@ -271,7 +159,7 @@ def projection(
     """List tenants whose Neo4j projection lags or holds failed rows; exit 1 if any."""
     import uuid as uuid_module
 
-    from api.journal import FailedRow, Projection, failed_rows, projection_overview
+    from api.journal.status import FailedRow, Projection, failed_rows, projection_overview
 
     async def work(resources: Resources) -> tuple[list[Projection], list[FailedRow]]:
         async with resources.sessions() as session:
@@ -316,9 +204,9 @@ def verify(
     Exit 1 on drift (or when a tenant could not be verified), 3 when the only
     findings are failed rows (Neo4j refused them; they are listed).
     """
-    from api.journal import Drift, tenants
-    from api.journal import verify as verify_tenant
-    from api.observability import error_text
+    from api.core.observability import error_text
+    from api.journal.reconcile import Drift, tenants
+    from api.journal.reconcile import verify as verify_tenant
 
     ids = _customer_ids(customer)
 
@@ -363,106 +251,3 @@ def verify(
         raise typer.Exit(1)
     if failed:
         raise typer.Exit(3)
-
-
-@app.command("seed-demo")
-def seed_demo(
-    venues: Annotated[int, typer.Option(min=1, max=10_000, help="Venues to create.")] = 6,
-    zones: Annotated[int, typer.Option(min=1, max=200, help="Zones per venue.")] = 8,
-) -> None:
-    """Create a demo customer with venues, world model and operations; prints its key."""
-    from rich.progress import Progress
-
-    from api.demo import DemoResult
-    from api.demo import seed_demo as seed
-
-    async def work(resources: Resources) -> DemoResult:
-        with Progress() as bar:
-            task = bar.add_task("seeding venues", total=venues)
-            return await seed(
-                resources,
-                venues=venues,
-                zones_per_venue=zones,
-                progress=lambda n: bar.advance(task, n),
-            )
-
-    result = with_resources(work)
-    typer.echo(
-        f"customer {result.customer_id}: {result.venues} venues, {result.nodes} world "
-        f"nodes, {result.edges} edges, {result.operations} operations"
-    )
-    typer.echo(f"API key (shown once): {result.api_key}")
-
-
-@app.command()
-def reembed(
-    entity_type: Annotated[
-        str | None, typer.Option("--type", help="venue or world_node (default: both).")
-    ] = None,
-    customer: Annotated[
-        str | None, typer.Option(help="Only this customer id (default: every tenant).")
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(help="Re-encode even nodes whose embedding already matches model and text."),
-    ] = False,
-) -> None:
-    """Bring every embedding up to date with EMBEDDING_MODEL (run after changing the model).
-
-    Nodes already embedded from their current text by the current model are
-    skipped, so an interrupted run continues where it stopped.
-    """
-    import uuid as uuid_module
-
-    from rich.progress import Progress
-
-    from api.search.embedding_worker import TARGETS, Refreshed
-    from api.search.embedding_worker import reembed as reembed_all
-
-    if entity_type is not None and entity_type not in TARGETS:
-        raise typer.BadParameter(f"must be one of {', '.join(TARGETS)}", param_hint="--type")
-    try:
-        tenant = uuid_module.UUID(customer) if customer else None
-    except ValueError as exc:
-        raise typer.BadParameter("not a customer id (UUID)", param_hint="--customer") from exc
-    targets = [t for t in TARGETS if entity_type in (None, t)]
-
-    async def work(resources: Resources) -> Refreshed:
-        with Progress() as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(target: str, done: int, total: int) -> None:
-                if target not in tasks:
-                    tasks[target] = bar.add_task(f"embedding {target}s", total=total)
-                bar.update(tasks[target], completed=done, total=total)
-
-            return await reembed_all(
-                resources, targets, customer_id=tenant, force=force, progress=progress
-            )
-
-    outcome = with_resources(work)
-    typer.echo(f"re-embedded {outcome.written} node(s); {outcome.unchanged} already up to date")
-
-
-@app.command("export-openapi")
-def export_openapi(
-    path: Annotated[Path | None, typer.Argument(help="Output file (stdout if omitted).")] = None,
-) -> None:
-    """Write the OpenAPI schema as JSON."""
-    from api.settings import Settings
-    from main import create_app
-
-    # The schema serves nothing and opens no store: the environment's settings
-    # shape it (the ontology), but no secret has to be real for that.
-    settings = Settings(environment="development")
-    schema: dict[str, Any] = create_app(settings).openapi()
-    text = json.dumps(schema, indent=2, sort_keys=False)
-    if path is None:
-        sys.stdout.write(text + "\n")
-    else:
-        path.write_text(text + "\n", encoding="utf-8")
-        typer.echo(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    app()

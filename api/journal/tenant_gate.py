@@ -1,6 +1,6 @@
 """Per-tenant admission to the write path: a tenant's queue waits in memory, not on the pool.
 
-Writers of one tenant are serialised by its counter row lock (api/journal.py).
+Writers of one tenant are serialised by its counter row lock (api/journal/).
 A writer that checks out a pooled connection and then waits for that lock
 holds the connection without using it, so some twenty queued pushes of one
 tenant used to take the whole pool and starve every other tenant. Here each
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.errors import OverwatchError
-from api.resources import Resources
+from api.core.errors import OverwatchError
+from api.core.resources import Resources
 
 _EXTRAS_KEY = "tenant_gate"
 

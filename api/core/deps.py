@@ -16,9 +16,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import postgres_unavailable
-from api.resources import Resources
-from relational.database import is_unreachable
+from api.core.errors import postgres_unavailable
+from api.core.resources import Resources
+from relational.database import is_unreachable, unit_of_work
 
 
 async def get_resources(request: Request) -> Resources:
@@ -38,13 +38,8 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
     nothing was recorded.
     """
     try:
-        async with resources.sessions() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        async with unit_of_work(resources.sessions) as session:
+            yield session
     except Exception as exc:
         if is_unreachable(exc):
             raise postgres_unavailable() from exc

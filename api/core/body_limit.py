@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import PayloadTooLarge, error_body
-from api.settings import Settings
+from api.core.errors import PayloadTooLarge, error_body
+from api.core.settings import Settings
 
 PUSH_PATH = "/api/v1/sync/push"
 

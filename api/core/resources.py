@@ -1,7 +1,7 @@
 """The long-lived clients one API process holds: Postgres, Neo4j, S3.
 
 Created in the app lifespan (or by a CLI command), stored on `app.state`, and
-handed to endpoints through the dependencies in `api/deps.py`. Nothing here is
+handed to endpoints through the dependencies in `api/core/deps.py`. Nothing here is
 process-global, so tests and benchmarks can run several apps side by side.
 """
 
@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.settings import Settings
+from api.core.settings import Settings
 from graph.driver import GraphClient
 from relational.database import create_engine, create_sessionmaker
 
@@ -40,6 +40,11 @@ def create_s3_client(settings: Settings, *, public: bool = False) -> Any:
             retries={"max_attempts": 2},
         ),
     )
+
+
+# The application_name of the one LISTEN connection each API process holds
+# (api/streams/hub.py); the key cache counts them to know who must acknowledge.
+LISTENER_NAME = "overwatch-stream-listener"
 
 
 async def _rollback_if_open(connection: asyncpg.Connection) -> None:

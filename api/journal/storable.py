@@ -32,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ValidatorFunctionWrapHandler, model_validator
 from starlette.requests import HTTPConnection
 
-from api.errors import Invalid
+from api.core.errors import Invalid
 
 MAX_DEPTH = 32
 INT64_MIN = -(2**63)

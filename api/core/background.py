@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from api.resources import Resources
+from api.core.resources import Resources
 
-log = structlog.get_logger("api.background")
+log = structlog.get_logger("api.core.background")
 
 Job = Callable[[Resources], Awaitable[object]]
 

@@ -1,0 +1,298 @@
+"""The tenant transaction: lock, record, overlap the Neo4j apply with the journal's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import structlog
+from neo4j.exceptions import ServiceUnavailable
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from api.core.observability import error_text
+from api.core.resources import Resources
+from api.journal.apply import (
+    _ANY_PENDING,
+    _HAND_OVER,
+    _LOCK_TRY_HOLD,
+    _MARK_APPLIED,
+    _TRY_HOLD,
+    _UNHOLD,
+    JOURNAL_APPLIED,
+    LOCK_WAIT,
+    OVERLAP_TIMEOUT,
+    _poll_lock,
+    as_graph_changes,
+    try_apply,
+)
+from api.journal.circuit import graph_health
+from api.journal.record import _ALLOCATE_AND_RECORD, Change, Origin, _record_params, lock_tenant
+from api.journal.tenant_gate import tenant_connection
+from graph.driver import OpenWrite
+from graph.projection import (
+    GraphChange,
+    run_statements,
+    statement_runs,
+)
+
+log = structlog.get_logger("api.journal")
+
+
+class TenantTransaction:
+    """One tenant's write: counter row locked, changes journaled, then applied.
+
+    The order is the journal's (DESIGN.md §4): Neo4j commits only after the
+    Postgres transaction that journaled the changes has committed, and the
+    rows turn `applied` only after that. What this adds is overlap: when the
+    tenant has nothing pending, the transaction holds the tenant's apply lock
+    from the start, opens a Neo4j transaction while the caller validates, and
+    `record` runs the changes in it while Postgres writes and commits the
+    journal rows.
+
+    - The journal transaction fails: the Neo4j transaction is rolled back.
+    - The process dies before the Neo4j commit: Neo4j never saw a commit; the
+      rows are `pending` and the reconciler applies them.
+    - The Neo4j side fails: the rows are `pending`; `try_apply` retries in a
+      managed transaction (unless Neo4j is unreachable), then the reconciler.
+
+    Lock order, everywhere: counter row, then apply lock. Appliers that hold
+    the apply lock (`apply_pending`) never wait for a counter row, so the two
+    cannot deadlock. The apply lock is held until the rows are marked
+    applied, so no other applier runs this tenant's changes in between, and
+    it is only kept when nothing older is pending, so everything below these
+    versions is already in Neo4j. It is a session lock on this transaction's
+    own connection, released (or the connection closed) before the connection
+    goes back to the pool.
+    """
+
+    def __init__(
+        self,
+        resources: Resources,
+        connection: AsyncConnection,
+        session: AsyncSession,
+        customer_id: uuid.UUID,
+    ) -> None:
+        self.resources = resources
+        self.connection = connection
+        self.session = session
+        self.customer_id = customer_id
+        self.applied = False
+        self._known: dict[int, GraphChange] = {}
+        self._holding = False
+        self._opening: asyncio.Task[OpenWrite] | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._unreachable = False
+        # The first version `record` will allocate (the counter is locked).
+        self.next_version = 0
+
+    async def start(self) -> None:
+        """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
+        if graph_health(self.resources).suspect():
+            # Neo4j just failed a write: journal only; the reconciler applies.
+            self._unreachable = True
+            self.next_version = await lock_tenant(self.session, self.customer_id) + 1
+            return
+        # Opening a Neo4j transaction takes a round trip: start it first, let it
+        # proceed while Postgres locks and the caller validates.
+        self._opening = asyncio.create_task(self.resources.graph.open_write("journal.apply"))
+        params = {"customer_id": str(self.customer_id)}
+        # The counter row and a first try for the apply lock in one round trip
+        # (`_LOCK_TRY_HOLD`: the try comes after the row lock, in lock order).
+        locked = (
+            await self.session.execute(
+                _LOCK_TRY_HOLD, {"customer_id": self.customer_id, "key": params["customer_id"]}
+            )
+        ).first()
+        if locked is None:
+            raise LookupError(f"customer {self.customer_id} has no version counter")
+        self.next_version = int(locked.version) + 1
+        # Never wait for the apply lock: its holder may be an applier stuck on
+        # an unreachable Neo4j, and this transaction holds the counter row that
+        # every other writer of the tenant is queued on.
+        self._holding = bool(locked.held) or await _poll_lock(
+            self.resources, self.session, _TRY_HOLD, params, within=LOCK_WAIT
+        )
+        if not self._holding:
+            await self._discard()
+            self._opening = None
+            return
+        # A new statement, so a new snapshot: it sees rows marked while we waited.
+        if (await self.session.execute(_ANY_PENDING, params)).scalar_one():
+            await self.session.execute(_UNHOLD, params)  # older rows first: try_apply
+            self._holding = False
+            await self._discard()
+            self._opening = None
+
+    async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
+        """Journal `changes` in this transaction (see `record`) and start applying them."""
+        if not changes:
+            return []
+        # The counter row is locked: the versions are known before `_allocate`
+        # returns them, so Neo4j gets its statement a round trip earlier.
+        versions = list(range(self.next_version, self.next_version + len(changes)))
+        known = as_graph_changes(self.customer_id, changes, versions)
+        self._known.update(known)
+        if self._opening is not None:
+            self._running = asyncio.create_task(self._run(self._running, list(known.values())))
+            await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
+        params = _record_params(self.customer_id, changes, versions, origin)
+        params["n"] = len(changes)
+        last = (await self.session.execute(_ALLOCATE_AND_RECORD, params)).scalar_one_or_none()
+        if last is None:
+            raise LookupError(f"customer {self.customer_id} has no version counter")
+        assert last == versions[-1], "versions allocated outside this transaction"
+        self.next_version = versions[-1] + 1
+        return versions
+
+    async def _run(self, before: asyncio.Task[None] | None, changes: list[GraphChange]) -> None:
+        runs = statement_runs(changes)
+        if before is not None:
+            await before
+        assert self._opening is not None
+        await run_statements((await self._opening).tx, runs)
+
+    async def complete(self) -> bool:
+        """After the journal committed: commit Neo4j and mark the rows applied.
+
+        Returns True when the changes still need `try_apply` (older rows were
+        pending, or the overlapped apply failed), which the caller runs once
+        this transaction's connection is back in the pool.
+        """
+        try:
+            if not self._known:
+                self.applied = True
+                await self._discard()
+                return False
+            if self._opening is not None and await self._commit_graph():
+                self.applied = True
+                return False
+        finally:
+            await self._release()
+        # Neo4j unreachable: pending; the reconciler applies them when it is back.
+        return not self._unreachable
+
+    async def apply_later(self) -> None:
+        self.applied = await try_apply(self.resources, self.customer_id, self._known)
+
+    async def _commit_graph(self) -> bool:
+        """Commit Neo4j, and mark the rows applied in a transaction that commits after it.
+
+        The journal has committed, so Neo4j may commit as soon as its statements
+        are done; the marking runs meanwhile and only its commit waits. The
+        apply lock moves from this session to the marking transaction (the
+        session already holds it, so taking it again cannot wait), which
+        releases it when it ends.
+        """
+        assert self._opening is not None and self._running is not None
+        graph_commit = asyncio.create_task(self._commit_neo4j())
+        params = {"customer_id": self.customer_id, "upto": max(self._known)}
+        marking = True
+        try:
+            await self.session.execute(_HAND_OVER, {"customer_id": str(self.customer_id)})
+            self._holding = False
+            await self.session.execute(_MARK_APPLIED, params)
+        except Exception as exc:  # Postgres trouble: the rows stay pending for the reconciler
+            log.warning("journal.mark_applied_failed", error=error_text(exc))
+            marking = False
+        try:
+            await asyncio.wait_for(graph_commit, OVERLAP_TIMEOUT)
+        except Exception as exc:
+            # Unreachable or frozen (timed out): the reconciler applies these
+            # rows; a refusal is isolated by `try_apply`.
+            self._unreachable = isinstance(exc, ServiceUnavailable | TimeoutError)
+            if self._unreachable:
+                graph_health(self.resources).failed()
+            log.info("journal.overlap_failed", error=error_text(exc) or type(exc).__name__)
+            await self._end_marking(commit=False)
+            await self._discard()
+            return False
+        graph_health(self.resources).ok()
+        JOURNAL_APPLIED.inc(len(self._known))
+        await self._end_marking(commit=marking)
+        return True
+
+    async def _commit_neo4j(self) -> None:
+        assert self._opening is not None and self._running is not None
+        await self._running
+        await (await self._opening).commit()
+
+    async def _end_marking(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+        except Exception as exc:  # the reconciler marks them later; reapplying is a no-op
+            log.warning("journal.mark_applied_failed", error=error_text(exc))
+            await self.connection.invalidate()  # never pool a connection that may hold the lock
+
+    async def abandon(self) -> None:
+        """The journal transaction did not commit: undo the Neo4j side."""
+        try:
+            await self._discard()
+        finally:
+            await self._release()
+
+    async def _discard(self) -> None:
+        """Stop and roll back the Neo4j transaction, if one was opened."""
+        for task in (self._running, self._opening):
+            if task is not None and not task.done():
+                task.cancel()
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+        if self._opening is not None:
+            opened = (await asyncio.gather(self._opening, return_exceptions=True))[0]
+            if isinstance(opened, OpenWrite):
+                # A frozen Neo4j never answers the rollback; the server drops the
+                # transaction with the connection.
+                try:
+                    await asyncio.wait_for(opened.rollback(), OVERLAP_TIMEOUT)
+                except Exception as exc:
+                    log.info("journal.rollback_abandoned", error=error_text(exc) or "timeout")
+
+    async def _release(self) -> None:
+        """Give the apply lock back, outside the journal transaction."""
+        if not self._holding:
+            return
+        self._holding = False
+        try:
+            await self.session.execute(_UNHOLD, {"customer_id": str(self.customer_id)})
+            await self.session.commit()
+        except BaseException as exc:
+            # A closed connection releases its session locks on the server.
+            log.warning("journal.unlock_failed", error=error_text(exc))
+            await self.connection.invalidate()
+            if not isinstance(exc, Exception):
+                raise
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    resources: Resources, customer_id: uuid.UUID
+) -> AsyncIterator[TenantTransaction]:
+    """Lock the tenant's counter row, yield, commit; then apply to Neo4j.
+
+    The body validates and calls `tx.record(...)`; any exception rolls back
+    both stores. After the block, `tx.applied` says whether Neo4j has the
+    changes (False: they are journaled and the reconciler will apply them).
+    """
+    async with tenant_connection(
+        resources, customer_id
+    ) as connection:  # api/journal/tenant_gate.py
+        async with resources.sessions(bind=connection) as session:
+            tx = TenantTransaction(resources, connection, session, customer_id)
+            try:
+                await tx.start()
+                yield tx
+                await session.commit()
+            except BaseException:
+                try:
+                    await session.rollback()
+                finally:
+                    await tx.abandon()
+                raise
+            retry = await tx.complete()
+    if retry:  # outside: it takes a connection of its own
+        await tx.apply_later()

@@ -1,0 +1,40 @@
+"""Registry tables (SQLAlchemy 2 declarative), one module per area; Alembic revisions mirror them.
+
+Every tenant-owned row carries `customer_id`; repositories filter on it. Importing this
+package registers every table on `Base.metadata`, so `from relational.models import X` works
+for any model.
+"""
+
+from relational.models.base import NAMING, Base
+from relational.models.fleet import (
+    DeviceEvent,
+    Drone,
+    Heartbeat,
+    Kit,
+    OccupancyRecord,
+    UpdateRecord,
+)
+from relational.models.journal import EmbeddingQueueItem, JournalEntry, SyncEntity, SyncMutation
+from relational.models.storage import Blob, StreamPresence
+from relational.models.tenants import ApiKey, Customer, CustomerVersion, Workstation
+
+__all__ = [
+    "NAMING",
+    "ApiKey",
+    "Base",
+    "Blob",
+    "Customer",
+    "CustomerVersion",
+    "DeviceEvent",
+    "Drone",
+    "EmbeddingQueueItem",
+    "Heartbeat",
+    "JournalEntry",
+    "Kit",
+    "OccupancyRecord",
+    "StreamPresence",
+    "SyncEntity",
+    "SyncMutation",
+    "UpdateRecord",
+    "Workstation",
+]

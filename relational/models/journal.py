@@ -1,0 +1,160 @@
+"""The sync journal (system of record), latest state per entity, mutation outcomes, embed queue."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from relational.models.base import Base, _now
+
+
+class JournalEntry(Base):
+    """One accepted change: the durable order of everything, and the Neo4j outbox."""
+
+    __tablename__ = "sync_journal"
+    __table_args__ = (
+        UniqueConstraint("workstation_id", "mutation_id"),
+        Index(
+            "ix_sync_journal_pending",
+            "customer_id",
+            "version",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_sync_journal_failed",
+            "customer_id",
+            "version",
+            postgresql_where=text("state = 'failed'"),
+        ),
+        CheckConstraint("state IN ('pending', 'applied', 'failed')", name="state"),
+    )
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    op: Mapped[str] = mapped_column(String(8), nullable=False)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    workstation_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    mutation_id: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(8), nullable=False, default="pending")
+    created_at: Mapped[datetime] = _now()
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # `failed`: Neo4j refused the row; its error, kept for `overwatch verify`.
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SyncEntity(Base):
+    """The latest state of every synced entity (tombstones included).
+
+    Pull reads it (each entity once, latest state), conflict detection compares
+    `base_version` with it, and `verify` compares Neo4j with it.
+    """
+
+    __tablename__ = "sync_entities"
+    __table_args__ = (
+        Index("ix_sync_entities_customer_version", "customer_id", "version"),
+        # Cascades (venue delete) and merges look entities up by their venue.
+        Index(
+            "ix_sync_entities_venue",
+            "customer_id",
+            "entity_type",
+            text("(payload->>'venue_id')"),
+            postgresql_where=text("NOT deleted"),
+        ),
+        # Ids are client-made UUIDs shared by Neo4j's global uniqueness
+        # constraints: one id can never belong to two tenants.
+        UniqueConstraint("entity_id"),
+    )
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    entity_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # json, not jsonb: kept as written, so envelopes splice it without
+    # re-serialising (migration 0009).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_by: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _now()
+    # True once a blob of this entity became available (never cleared): only
+    # then do envelopes look up `blob_ids` (api/journal/envelopes.py).
+    has_blobs: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    # The sync envelope without its closing brace, computed from the columns
+    # above by a trigger (migration 0010); readers append blob_ids and "}".
+    envelope: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class SyncMutation(Base):
+    """The outcome of every processed workstation mutation, so a retry gets it back."""
+
+    __tablename__ = "sync_mutations"
+    __table_args__ = (
+        Index(
+            "ix_sync_mutations_applied",
+            "workstation_id",
+            "version",
+            postgresql_where=text("status = 'applied'"),
+        ),
+    )
+
+    workstation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workstations.id", ondelete="CASCADE"), primary_key=True
+    )
+    mutation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+# ------------------------------------------------------------------ embeddings
+class EmbeddingQueueItem(Base):
+    """A venue or world node whose embedding may no longer match its text.
+
+    Written by the journal in the same transaction as the upsert; consumed by
+    the embedding worker (api/search/embedding_worker.py). Duplicates are
+    expected and collapsed by the worker.
+    """
+
+    __tablename__ = "embedding_queue"
+    __table_args__ = (
+        CheckConstraint("entity_type IN ('venue', 'world_node')", name="entity_type"),
+        Index("ix_embedding_queue_customer_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    enqueued_at: Mapped[datetime] = _now()
