@@ -5,6 +5,7 @@ router, so no route-order arrangement between routers is needed."""
 from __future__ import annotations
 
 import uuid
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
@@ -34,7 +35,7 @@ from graph import reads
 # Tags per route: the search routes are listed under "search" in the docs, the rest
 # under "venues", each once.
 router = APIRouter(prefix="/venues")
-VENUES = ["venues"]
+VENUES: list[str | Enum] = ["venues"]
 
 VENUE_EXAMPLE: dict[str, Any] = {
     "name": "Harbour Mall",

@@ -1,0 +1,108 @@
+"""The sync bench's sizes and rows, the raw side's page reader, and a minimal keep-alive
+HTTP/1.1 client for pull pages (bench/sync.py explains why not httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import asyncpg
+import orjson
+
+BATCH = 500
+
+
+PUSH_BATCHES = 12
+
+
+PULL_PAGE = 5000
+
+
+SCALE = int(os.environ.get("OVERWATCH_BENCH_SCALE", "100000"))
+
+
+BOOTSTRAP_SIZES = (SCALE // 5, SCALE)
+
+
+def _node(venue_id: str, i: int) -> dict:
+    return {
+        "venue_id": venue_id,
+        "kind": "Zone",
+        "name": f"Zone {i}",
+        "description": "seating block",
+        "position": {"x": float(i % 100), "y": 1.0, "z": 0.0},
+        "properties": {"capacity": i % 500},
+    }
+
+
+class _PageClient:
+    """A minimal HTTP/1.1 keep-alive GET client for the pull pages: one
+    connection, the response head read up to its blank line and the body in
+    one `readexactly(Content-Length)`. Faster than the server, so the pull
+    figure is the server's (see the module docstring); it handles only what
+    the pull endpoint answers (a Content-Length body, no chunking)."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        host, _, port = base.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port or 80)
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def __aenter__(self) -> _PageClient:
+        self._streams = await asyncio.open_connection(self.host, self.port, limit=2**22)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._streams is not None
+        self._streams[1].close()
+        await self._streams[1].wait_closed()
+
+    async def get(self, path: str) -> bytes:
+        assert self._streams is not None
+        reader, writer = self._streams
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.extra}\r\n".encode()
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in head[1:] if line)
+        }
+        body = await reader.readexactly(int(fields["content-length"]))
+        status = int(head[0].split()[1])
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        return body
+
+
+async def _pull_pages(client: _PageClient) -> tuple[int, int]:
+    """Pull from version 0 to the head; returns (changes, body bytes)."""
+    cursor, count, size = 0, 0, 0
+    while True:
+        body = await client.get(f"/api/v1/sync/pull?since={cursor}&limit={PULL_PAGE}")
+        size += len(body)
+        page = orjson.loads(body)
+        cursor = page["cursor"]
+        count += len(page["changes"])
+        if not page["has_more"]:
+            return count, size
+
+
+async def _raw_pages(pg: asyncpg.Connection, customer_id: str) -> int:
+    """The same pages straight from `sync_entities` with asyncpg."""
+    raw_cursor, total = 0, 0
+    while True:
+        records = await pg.fetch(
+            "SELECT entity_type, entity_id, version, deleted, payload, merged_into, "
+            "updated_by, updated_at FROM sync_entities WHERE customer_id = $1 "
+            "AND version > $2 ORDER BY version LIMIT $3",
+            uuid.UUID(customer_id),
+            raw_cursor,
+            PULL_PAGE,
+        )
+        if not records:
+            return total
+        total += len(records)
+        raw_cursor = records[-1]["version"]
+        _ = [orjson.loads(r["payload"]) for r in records]
