@@ -4,6 +4,8 @@
 sentence-transformers model named by `EMBEDDING_MODEL` (offline by default),
 behind a content-hash cache. `FakeEmbedder` stands in for tests that are not
 about embeddings.
+
+May import: libraries only; never `api`, `graph` or `relational`.
 """
 
 from embeddings.base import Embedder, Vectors, content_hash, normalize

@@ -3,6 +3,8 @@
 Every tenant-owned row carries `customer_id`; repositories filter on it. Importing this
 package registers every table on `Base.metadata`, so `from relational.models import X` works
 for any model.
+
+May import: SQLAlchemy only.
 """
 
 from relational.models.base import NAMING, Base
