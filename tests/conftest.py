@@ -299,7 +299,7 @@ async def other_tenant(make_tenant: Any) -> Tenant:
 
 async def schema_drift(database_url: str, tables: set[str] | None = None) -> list[Any]:
     """What Alembic's autogenerate sees between the migrated database and the
-    models (relational/models.py), limited to `tables` when given."""
+    models (relational/models/), limited to `tables` when given."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from sqlalchemy.ext.asyncio import create_async_engine

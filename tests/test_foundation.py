@@ -33,7 +33,7 @@ async def test_postgres_migrations_reach_head_and_reapply(pg, test_database_url)
 
 
 async def test_models_and_migrations_agree_on_every_table(test_database_url):
-    """The migrated schema is the one relational/models.py declares, all tables."""
+    """The migrated schema is the one relational/models/ declares, all tables."""
     assert await schema_drift(test_database_url) == []
 
 

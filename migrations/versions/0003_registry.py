@@ -84,7 +84,7 @@ def upgrade() -> None:
     op.create_table(
         "heartbeats",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        # No foreign key on the tenant: see relational/models.py Heartbeat.
+        # No foreign key on the tenant: see relational/models/ Heartbeat.
         sa.Column("customer_id", pg.UUID(as_uuid=True), nullable=False),
         _drone(),
         sa.Column("received_at", TS, nullable=False),
