@@ -66,16 +66,16 @@ class Ran:
 def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[Ran]]:
     """Run an `overwatch` command in this process (a subprocess spends most of
     its time importing), with the test settings; `neo4j_uri=` overrides."""
-    import api.cli.app
+    import api.cli.main
     import api.core.observability
 
     monkeypatch.setattr(api.core.observability, "configure_logging", lambda *a, **k: None)
 
     async def run(*args: str, neo4j_uri: str | None = None) -> Ran:
         chosen = settings.model_copy(update={"neo4j_uri": neo4j_uri or settings.neo4j_uri})
-        monkeypatch.setattr(api.cli.app, "get_settings", lambda: chosen)
+        monkeypatch.setattr(api.cli.main, "get_settings", lambda: chosen)
         # The command runs its own event loop (asyncio.run): give it a thread.
-        result = await asyncio.to_thread(CliRunner().invoke, api.cli.app.app, list(args))
+        result = await asyncio.to_thread(CliRunner().invoke, api.cli.main.app, list(args))
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Ran(result.exit_code, result.output)

@@ -5,6 +5,6 @@ Outside the service's tiers: it may import any of them; nothing in the service i
 """
 
 from api.cli import data, journal  # noqa: F401  (they register their commands on `app`)
-from api.cli.app import app
+from api.cli.main import app
 
 __all__ = ["app"]

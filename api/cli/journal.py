@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from api.cli.app import app, current_settings, with_resources
+from api.cli.main import app, current_settings, with_resources
 from api.core.resources import Resources
 
 
