@@ -20,10 +20,10 @@ from api.sync.pull import (
     parse_after,
     parse_types,
     pull,
-    status,
 )
 from api.sync.push import push
 from api.sync.schemas import PullResponse, PushRequest, PushResponse, SyncStatus
+from api.sync.status import status
 
 router = APIRouter(prefix="/sync", tags=["sync"])
 

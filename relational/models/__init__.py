@@ -17,11 +17,19 @@ from relational.models.fleet import (
     UpdateRecord,
 )
 from relational.models.journal import EmbeddingQueueItem, JournalEntry, SyncEntity, SyncMutation
+from relational.models.scopes import (
+    TENANT_WIDE,
+    SyncScope,
+    SyncScopeExit,
+    SyncScopeRemoval,
+    SyncScopeVenue,
+)
 from relational.models.storage import Blob, StreamPresence
 from relational.models.tenants import ApiKey, Customer, CustomerVersion, Workstation
 
 __all__ = [
     "NAMING",
+    "TENANT_WIDE",
     "ApiKey",
     "Base",
     "Blob",
@@ -37,6 +45,10 @@ __all__ = [
     "StreamPresence",
     "SyncEntity",
     "SyncMutation",
+    "SyncScope",
+    "SyncScopeExit",
+    "SyncScopeRemoval",
+    "SyncScopeVenue",
     "UpdateRecord",
     "Workstation",
 ]

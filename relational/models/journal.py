@@ -81,6 +81,17 @@ class SyncEntity(Base):
             text("(payload->>'venue_id')"),
             postgresql_where=text("NOT deleted"),
         ),
+        # Scoped pull walks each venue of a scope in version order (migration 0013);
+        # scoped bootstrap walks each venue's live entities of one type by id.
+        Index("ix_sync_entities_scope_version", "customer_id", "venue_id", "version"),
+        Index(
+            "ix_sync_entities_scope_live",
+            "customer_id",
+            "venue_id",
+            "entity_type",
+            "entity_id",
+            postgresql_where=text("NOT deleted"),
+        ),
         # Ids are client-made UUIDs shared by Neo4j's global uniqueness
         # constraints: one id can never belong to two tenants.
         UniqueConstraint("entity_id"),
@@ -103,6 +114,15 @@ class SyncEntity(Base):
     # then do envelopes look up `blob_ids` (api/journal/envelopes.py).
     has_blobs: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    # The venue the entity belongs to for scoped sync: its own id for a venue,
+    # `venue_id` of its (last) state otherwise, the nil UUID for tenant-wide
+    # kits and drones; kept by the trigger (migration 0013), which also writes
+    # a `sync_scope_exits` row whenever it changes.
+    venue_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        nullable=False,
+        server_default=text("'00000000-0000-0000-0000-000000000000'::uuid"),
     )
     # The sync envelope without its closing brace, computed from the columns
     # above by a trigger (migration 0010); readers append blob_ids and "}".
