@@ -13,7 +13,10 @@ from api.journal.storable import refuse_unstorable_parameters
 from api.operations.endpoints import router as operations_router
 from api.search.endpoints import router as search_router
 from api.streams.endpoints import router as streams_router
+from api.sync.conflicts_endpoints import router as sync_conflicts_router
 from api.sync.endpoints import router as sync_router
+from api.sync.health_endpoints import router as sync_health_router
+from api.sync.scope_endpoints import router as sync_scope_router
 from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
@@ -37,6 +40,9 @@ V1_ROUTERS: list[APIRouter] = [
     fleet_admin_router,
     kits_router,
     sync_router,
+    sync_scope_router,
+    sync_health_router,
+    sync_conflicts_router,
     graphs_router,
     streams_router,
 ]

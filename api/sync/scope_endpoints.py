@@ -1,0 +1,7 @@
+"""`/api/v1/sync` routes of the scope feature (protocol version 2)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/sync", tags=["sync"])
