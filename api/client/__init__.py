@@ -1,4 +1,4 @@
-"""The reference workstation client of the sync protocol (version 1).
+"""The reference workstation client of the sync protocol (versions 1 and 2).
 
 A package a workstation app imports without the server: `import api.client`
 loads the standard library and `httpx`, nothing of FastAPI, SQLAlchemy,
@@ -26,6 +26,11 @@ asyncpg or the Neo4j driver (tests/test_client_package.py checks it).
   mutations at the surviving venue.
 - After a reinstall, `resume_mutation_ids()` continues after the last id the
   server holds.
+- Scopes (v2): `set_scope(venue_ids)` syncs only those venues plus kits and
+  drones; the client adopts the answered (rewound) cursor, so the next pull
+  backfills added venues and removes (`out_of_scope` deletes) what left.
+  `clear_scope()` returns to the whole tenant. Persist `cursor`,
+  `scope_version` and `unanswered_scope` with the rest of the state.
 
 May import: the standard library and httpx; nothing of the server.
 """

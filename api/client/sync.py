@@ -1,4 +1,4 @@
-"""A small reference workstation client for the sync protocol, version 1.
+"""A small reference workstation client for the sync protocol (versions 1 and 2).
 
 Written to be read by workstation teams; the tests and benchmarks use it. It
 imports nothing from the server. Its model, after Replicache:
@@ -19,6 +19,18 @@ re-pointed at the survivor before they are pushed.
     await client.bootstrap()
     client.upsert("venue", venue_id, {"name": "Harbour Mall"})
     await client.push(); await client.pull()
+
+Scopes (protocol version 2): `await client.set_scope([venue_a, venue_b])`
+syncs only those venues (their world nodes, edges and operations) plus the
+tenant-wide kits and drones. The server answers a cursor at or below the
+client's own; the client adopts it and the next pull brings the added
+venues' whole current state and a removal (`out_of_scope: true`, a delete)
+for every entity it holds that left the scope. A scope request that got no
+answer is kept in `unanswered_scope` and sent again, unchanged, before any
+other scope request and before the next pull: pulling with the old cursor
+while the server already holds the new scope could pass over the added
+venues' older entities. `clear_scope()` returns to the whole tenant and
+pulls again from 0.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import httpx
 
 RETRYABLE = {502, 503, 504}
 REFERENCE_FIELDS = ("venue_id", "from_id", "to_id")
+TENANT_WIDE_TYPES = ("kit", "drone")  # in every scope
 
 
 @dataclass
@@ -77,6 +90,16 @@ class SyncClient:
     unanswered: dict[str, Any] | None = None
     last_pushed: dict[str, Any] | None = None  # the last body the server answered
     max_attempts: int = 5
+    # Scope (protocol v2): the venues this client syncs (None: the whole
+    # tenant), the `scope_version` of the last scope answer it holds, and a
+    # scope request that got no answer (sent again, unchanged, before the
+    # next scope request or pull). Persist these three with the cursor.
+    scope: list[str] | None = None
+    scope_version: int = 0
+    unanswered_scope: dict[str, Any] | None = None
+    last_scope_answer: dict[str, Any] | None = None
+    # Ids a pull from 0 after clear_scope() has brought so far (None: none running).
+    resync: set[str] | None = None
 
     # ------------------------------------------------------------ local edits
     def upsert(
@@ -168,7 +191,13 @@ class SyncClient:
         return dict(answer)
 
     async def pull(self, limit: int = 500) -> int:
-        """Pull until `has_more` is false; returns how many envelopes were applied."""
+        """Pull until `has_more` is false; returns how many envelopes were applied.
+
+        A scope request still unanswered is sent again first (see the module
+        docstring): the cursor to pull from depends on its answer.
+        """
+        if self.unanswered_scope is not None:
+            await self._send_scope(self.unanswered_scope)
         applied = 0
         while True:
             response = await self._request(
@@ -178,12 +207,21 @@ class SyncClient:
             page = response.json()
             for envelope in page["changes"]:
                 self.apply(envelope)
+                if self.resync is not None:
+                    self.resync.add(envelope["id"])
             applied += len(page["changes"])
             self.cursor = page["cursor"]
             if not page["has_more"]:
+                if self.resync is not None:  # a pull from 0 ended: drop what it did not bring
+                    seen = self.resync
+                    self.confirmed = {k: v for k, v in self.confirmed.items() if k in seen}
+                    self.resync = None
                 return applied
 
     def apply(self, envelope: dict[str, Any]) -> None:
+        """One pulled envelope. A delete, including a scope removal
+        (`out_of_scope: true`: the entity still exists but left this client's
+        scope), drops the entity; one this client never held is a no-op."""
         if envelope["op"] == "delete":
             self.confirmed.pop(envelope["id"], None)
             survivor = envelope.get("merged_into")
@@ -217,6 +255,10 @@ class SyncClient:
                     record = json.loads(line)
                     if "snapshot_version" in record:
                         snapshot = record["snapshot_version"]
+                        scope = record.get("scope")  # protocol v2: scoped streams only
+                        self.scope = None if scope is None else [str(v) for v in scope["venues"]]
+                        if scope is not None:
+                            self.scope_version = int(scope["scope_version"])
                     elif "end" in record:
                         end = record
                     else:
@@ -229,17 +271,79 @@ class SyncClient:
             params = {"snapshot_version": snapshot, "after": end["next"], "page_size": page_size}
         self.confirmed = confirmed
         self.cursor = int(snapshot or 0)
+        self.resync = None  # the snapshot is whole: nothing stale to prune
         return len(confirmed) + await self.pull()
 
-    async def resume_mutation_ids(self) -> None:
-        """Continue after the last mutation id the server holds (after a reinstall)."""
-        response = await self._request(
-            "GET", "/status", params={"workstation_id": self.workstation_id}
-        )
+    # ------------------------------------------------------ scopes (v2)
+    async def set_scope(self, venues: list[str]) -> dict[str, Any]:
+        """Sync only `venues` (plus kits and drones); returns the server's answer.
+
+        Sends the client's cursor and the `scope_version` of the last scope
+        answer it holds, then adopts the answered cursor (at or below its
+        own): the next `pull()` brings the added venues' current state and
+        removals for what left the scope. A request without an answer
+        (transport error, 5xx) stays in `unanswered_scope` and is sent again
+        unchanged, before this one, by the next call or pull. 422
+        `unknown_venue`: nothing changed (raised as `httpx.HTTPStatusError`).
+        """
+        if self.unanswered_scope is not None:
+            await self._send_scope(self.unanswered_scope)
+        body = {
+            "venues": sorted({str(v) for v in venues}),
+            "cursor": self.cursor,
+            "scope_version": self.scope_version,
+        }
+        return await self._send_scope(body)
+
+    async def clear_scope(self) -> dict[str, Any]:
+        """Back to the whole tenant (`DELETE /sync/scope`); returns the answer.
+
+        The server answers cursor 0: the next `pull()` brings every entity
+        again, and what this client held that the pull from 0 did not bring
+        is dropped when it ends. Unanswered, it is sent again like a PUT.
+        """
+        if self.unanswered_scope is not None:
+            await self._send_scope(self.unanswered_scope)
+        return await self._send_scope({"venues": None})
+
+    async def fetch_scope(self) -> dict[str, Any]:
+        """`GET /sync/scope`: the server's view of this workstation's scope."""
+        response = await self._request("GET", "/scope")
         response.raise_for_status()
-        self.next_mutation_id = max(
-            self.next_mutation_id, int(response.json()["last_mutation_id"]) + 1
-        )
+        return dict(response.json())
+
+    def in_scope(self, entity: dict[str, Any]) -> bool:
+        """Whether an envelope (its type, id and data) belongs to this client's scope."""
+        if self.scope is None or entity["type"] in TENANT_WIDE_TYPES:
+            return True
+        if entity["type"] == "venue":
+            return str(entity.get("id")) in self.scope
+        return str((entity.get("data") or {}).get("venue_id")) in self.scope
+
+    async def _send_scope(self, body: dict[str, Any]) -> dict[str, Any]:
+        # A copy, kept until answered: a retry must send exactly these bytes.
+        self.unanswered_scope = json.loads(json.dumps(body))
+        if body["venues"] is None:  # clear_scope
+            response = await self._request("DELETE", "/scope")
+        else:
+            response = await self._request("PUT", "/scope", json=self.unanswered_scope)
+        if 400 <= response.status_code < 500:
+            self.unanswered_scope = None  # refused: nothing changed on the server
+        response.raise_for_status()
+        self.unanswered_scope = None
+        answer = dict(response.json())
+        self._adopt(answer)
+        return answer
+
+    def _adopt(self, answer: dict[str, Any]) -> None:
+        venues = answer.get("venues")
+        self.scope = None if venues is None else [str(v) for v in venues]
+        self.scope_version = int(answer["scope_version"])
+        # Never forward: the answer is at or below the cursor that was sent.
+        self.cursor = min(self.cursor, int(answer["cursor"]))
+        if venues is None and self.cursor == 0:
+            self.resync = set()  # whole tenant again: prune what the pull from 0 lacks
+        self.last_scope_answer = answer
 
 
 def new_id() -> str:
