@@ -8,6 +8,7 @@ May import: SQLAlchemy only.
 """
 
 from relational.models.base import NAMING, Base
+from relational.models.conflicts import SyncConflict
 from relational.models.fleet import (
     DeviceEvent,
     Drone,
@@ -43,6 +44,7 @@ __all__ = [
     "Kit",
     "OccupancyRecord",
     "StreamPresence",
+    "SyncConflict",
     "SyncEntity",
     "SyncMutation",
     "SyncScope",
