@@ -238,7 +238,13 @@ class SyncClient:
                         m.data[name] = new
 
     async def bootstrap(self, page_size: int | None = None) -> int:
-        """Replace the confirmed state with a snapshot, then pull from it."""
+        """Replace the confirmed state with a snapshot, then pull from it.
+
+        A scoped workstation's snapshot holds only its scope (the header says
+        which); a scope request still unanswered is sent again first.
+        """
+        if self.unanswered_scope is not None:
+            await self._send_scope(self.unanswered_scope)
         confirmed: dict[str, dict[str, Any]] = {}
         params: dict[str, Any] = {} if page_size is None else {"page_size": page_size}
         snapshot = None
