@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.core.deps import ResourcesDep
 from api.core.resources import Resources
 from api.journal.status import projection_overview
+from api.sync.health import fleet_health
 from relational.database import ping as ping_postgres
 
 router = APIRouter(tags=["health"])
@@ -115,5 +117,12 @@ async def readyz(resources: ResourcesDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(resources: ResourcesDep) -> Response:
+    # The sync health gauges are read from Postgres at scrape time (one
+    # aggregate over the workstations); if it cannot answer, they keep their
+    # last values and the rest of the metrics are still served.
+    try:
+        await asyncio.wait_for(fleet_health(resources), timeout=READINESS_TIMEOUT_SECONDS)
+    except Exception as exc:
+        structlog.get_logger("api.health").warning("metrics.sync_health_failed", error=str(exc))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
         description="Journal history and tombstones older than this are pruned; "
         "a pull cursor older than the retention window answers 410 cursor_expired.",
     )
+    sync_expiry_warning_days: int = Field(
+        2,
+        ge=0,
+        le=3650,
+        description="A workstation whose pull cursor would expire within this many days is "
+        "counted by the overwatch_sync_workstations_near_expiry gauge.",
+    )
     heartbeat_interval_seconds: int = Field(
         30,
         ge=1,

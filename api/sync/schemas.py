@@ -166,6 +166,78 @@ class ProjectionStatus(BaseModel):
     )
 
 
+class ScopeSummary(BaseModel):
+    venues: list[uuid.UUID] = Field(
+        description="The venues the workstation syncs (its kits and drones always come along)."
+    )
+    scope_version: int
+
+
+class WorkstationHealth(BaseModel):
+    """One workstation's sync health, read from Postgres alone."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6c1f7a0e-2b9d-4c55-9a8e-1d2f3a4b5c6d",
+                    "name": "ws-7 (north gate van)",
+                    "deactivated": False,
+                    "last_push_at": "2026-11-21T09:58:12.120000+00:00",
+                    "last_pull_at": "2026-11-21T10:00:03.004000+00:00",
+                    "cursor": 900,
+                    "head": 950,
+                    "versions_behind": 50,
+                    "cursor_expires_at": "2026-12-21T10:00:03.004000+00:00",
+                    "days_until_expiry": 29.8,
+                    "expired": False,
+                    "scope": {
+                        "venues": ["0b6f2c1e-4c8e-4a43-9a55-4f1f1f3b2a10"],
+                        "scope_version": 3,
+                    },
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID
+    name: str
+    deactivated: bool
+    last_push_at: str | None = Field(
+        description="When the server processed this workstation's newest mutation (null: never)."
+    )
+    last_pull_at: str | None = Field(description="Its last pull (null: never pulled).")
+    cursor: int | None = Field(description="The cursor its last pull answered (null: never).")
+    head: int = Field(description="The tenant's committed head when this was read.")
+    versions_behind: int | None = Field(
+        description="`head` minus `cursor`: changes committed that it has not pulled yet "
+        "(null: never pulled)."
+    )
+    cursor_expires_at: str | None = Field(
+        description="The earliest moment `overwatch prune` run with TOMBSTONE_RETENTION_DAYS "
+        "could remove a delete this workstation has not pulled, so that a pull from its cursor "
+        "answers 410: (the earlier of its last pull and the journal time of the first change "
+        "after its cursor) + TOMBSTONE_RETENTION_DAYS. Null when it never pulled or its cursor "
+        "is 0 (a pull from 0 never expires)."
+    )
+    days_until_expiry: float | None = Field(
+        description="Days from now to `cursor_expires_at`, 0 once that moment passed (the next "
+        "prune may expire it); null when `cursor_expires_at` is."
+    )
+    expired: bool = Field(
+        description="Its cursor is already below the tenant's pruned horizon: its next pull "
+        "answers 410 `cursor_expired` and it must bootstrap again."
+    )
+    scope: ScopeSummary | None = Field(
+        description="Its sync scope (protocol version 2); null when it syncs the whole tenant."
+    )
+
+
+class WorkstationHealthPage(BaseModel):
+    items: list[WorkstationHealth]
+    next_cursor: str | None
+
+
 class SyncStatus(BaseModel):
     workstation_id: uuid.UUID | None
     last_mutation_id: int
@@ -179,3 +251,8 @@ class SyncStatus(BaseModel):
     last_pull_cursor: int | None
     counts: dict[str, int] = Field(description="Live entities per type, for a drift check.")
     projection: ProjectionStatus
+    workstation: WorkstationHealth | None = Field(
+        None,
+        description="The workstation's sync health (the items of `GET /sync/workstations`); "
+        "null when the call names no workstation.",
+    )

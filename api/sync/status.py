@@ -1,4 +1,4 @@
-"""`GET /sync/status`: a workstation's last mutation, the committed head, counts, the projection.
+"""`GET /sync/status`: a workstation's last mutation and sync health, the head, counts, projection.
 
 Reads Postgres only: status answers while Neo4j is down.
 """
@@ -14,7 +14,8 @@ from api.auth.principal import Principal
 from api.core.errors import NotFound
 from api.core.resources import Resources
 from api.journal.status import projection_status
-from api.sync.schemas import SYNC_TYPES, ProjectionStatus, SyncStatus
+from api.sync.health import workstation_health
+from api.sync.schemas import SYNC_TYPES, ProjectionStatus, SyncStatus, WorkstationHealth
 from api.sync.workstations import last_mutation_id, write_checkpoint
 
 _LIVE_COUNTS = text(
@@ -36,6 +37,7 @@ async def status(
             for r in (await session.execute(_LIVE_COUNTS, {"c": customer_id})).all()
         }
         last_pull_at = last_cursor = None
+        health: WorkstationHealth | None = None
         checkpoint = 0
         if workstation_id is not None:
             ws = (
@@ -52,6 +54,12 @@ async def status(
             last_pull_at = ws.last_pull_at.astimezone(UTC).isoformat() if ws.last_pull_at else None
             last_cursor = ws.last_pull_cursor
             checkpoint = await write_checkpoint(session, workstation_id)
+            health = await workstation_health(
+                session,
+                resources.settings,
+                customer_id,  # type: ignore[arg-type]
+                workstation_id,
+            )
         last_mutation = await last_mutation_id(session, workstation_id)
     return SyncStatus(
         workstation_id=workstation_id,
@@ -69,4 +77,5 @@ async def status(
             lag_seconds=projection.lag_seconds,
             failed=projection.failed,
         ),
+        workstation=health,
     )
