@@ -33,8 +33,22 @@ def prune(
             help="Keep this many days of occupancy history (default OCCUPANCY_RETENTION_DAYS).",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Prune even if it expires the cursor of workstations that pulled within the "
+            "window (they get 410 and must bootstrap again).",
+        ),
+    ] = False,
+    show: Annotated[int, typer.Option(help="Workstations at risk listed.")] = 50,
 ) -> None:
-    """Remove telemetry and sync history older than their retention."""
+    """Remove telemetry and sync history older than their retention.
+
+    First lists the active workstations that pulled within the sync window but
+    whose cursor the prune would expire; if there are any it refuses (exit 1,
+    nothing removed) unless `--force`.
+    """
     from datetime import UTC, datetime, timedelta
 
     from api.fleet.service import prune_heartbeats
@@ -47,12 +61,33 @@ def prune(
     sync_cutoff = now - timedelta(days=sync_days or settings.tombstone_retention_days)
 
     async def work(resources: Resources) -> tuple[int, SyncPruned]:
-        return (
-            await prune_heartbeats(resources, heartbeat_cutoff),
-            await prune_sync(resources, sync_cutoff),
-        )
+        # Sync first: when it is refused, nothing at all is removed.
+        synced = await prune_sync(resources, sync_cutoff, force=force)
+        if synced.refused:
+            return 0, synced
+        return await prune_heartbeats(resources, heartbeat_cutoff), synced
 
     removed, synced = with_resources(work)
+    if synced.at_risk:
+        typer.echo(
+            f"{'warning' if force else 'refused'}: {len(synced.at_risk)} workstation(s) pulled "
+            f"since {sync_cutoff:%Y-%m-%dT%H:%M:%SZ} but their cursor would fall below the new "
+            "horizon: their next pull answers 410 cursor_expired and they must bootstrap again"
+        )
+        for ws in synced.at_risk[:show]:
+            typer.echo(
+                f"  tenant {ws.customer_id} workstation {ws.workstation_id} ({ws.name}): "
+                f"cursor {ws.cursor} < new horizon {ws.horizon}, last pull "
+                f"{ws.last_pull_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            )
+        if len(synced.at_risk) > show:
+            typer.echo(f"  ... and {len(synced.at_risk) - show} more")
+    if synced.refused:
+        typer.echo(
+            "nothing was pruned: let them pull first (GET /api/v1/sync/workstations shows their "
+            "lag), or run `overwatch prune --force`"
+        )
+        raise typer.Exit(1)
     occupancy_cutoff = now - timedelta(days=occupancy_days or settings.occupancy_retention_days)
     occupancy = with_resources(lambda resources: prune_occupancy(resources, occupancy_cutoff))
     typer.echo(
@@ -60,7 +95,8 @@ def prune(
     )
     typer.echo(
         f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
-        f"journal rows and {synced.outcomes} mutation outcomes older than "
+        f"journal rows, {synced.outcomes} mutation outcomes, {synced.scope_exits} scope exits "
+        f"and {synced.scope_removals} delivered scope removals older than "
         f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
         f"{synced.tenants} tenant(s) now answer 410"
     )
