@@ -357,7 +357,7 @@ async def test_malformed_pushes_get_422_and_record_nothing(client, tenant, pg, c
 
 async def test_protocol_and_size_limits(client, tenant, pg, settings):
     ws, h = await register(client, tenant)
-    r = await do_push(client, ws, h, [mutation(1, "venue", uid(), data={"name": "V"})], 2)
+    r = await do_push(client, ws, h, [mutation(1, "venue", uid(), data={"name": "V"})], 3)
     assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_protocol"
     many = [
         mutation(i + 1, "venue", uid(), data={"name": "V"})

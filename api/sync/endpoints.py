@@ -148,8 +148,8 @@ async def bootstrap_endpoint(
             details=[{"loc": ["query", "snapshot_version"], "msg": "required"}],
         )
     resources = request.app.state.resources
-    snapshot, counts = await bootstrap_snapshot(resources, principal, snapshot_version)
-    lines = bootstrap_lines(resources, principal, snapshot, counts, position, page_size)
+    snapshot = await bootstrap_snapshot(resources, principal, snapshot_version)
+    lines = await bootstrap_lines(resources, principal, snapshot, position, page_size)
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 

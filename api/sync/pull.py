@@ -31,6 +31,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -41,10 +42,85 @@ from api.core.resources import Resources
 from api.journal.envelopes import ENVELOPE_SQL, TYPE_RANK
 from api.journal.status import HEAD_SQL
 from api.sync.schemas import SYNC_TYPES
+from api.sync.scope import scoped
 from api.sync.workstations import LAST_MUTATION_SQL
 
 BOOTSTRAP_FETCH = 5000
 
+_SCOPED_SQL = (
+    "EXISTS (SELECT 1 FROM sync_scope_venues WHERE workstation_id = :w"
+    " AND customer_id = :customer_id)"
+)
+# A scoped workstation's page (api/sync/scope.py): per venue of its scope
+# (`sv`, the tenant-wide pseudo-venue included), the entities changed above
+# both the cursor and the venue's floor (tombstones only above `added`); the
+# exits of those venues of entities whose current state is not visible in the
+# scope, and the workstation's pending removals, both handed out as removals
+# at their version. Each source is walked in version order along an index and
+# cut at limit + 1, so the page costs rows of the scope, never of the tenant.
+# An entity is handed out as a removal only if its current state is not in
+# the scope (else that state is sent or already held), and at most once a page.
+_VISIBLE = (
+    "EXISTS (SELECT 1 FROM sync_entities cur JOIN sv s2 ON s2.venue_id = cur.venue_id"
+    " WHERE cur.customer_id = :customer_id AND cur.entity_type = {alias}.entity_type"
+    " AND cur.entity_id = {alias}.entity_id AND (NOT cur.deleted OR cur.version > s2.added))"
+)
+_PULL_SCOPED = text(
+    "WITH head AS ("  # noqa: S608 (constant SQL)
+    f" SELECT {HEAD_SQL} AS upto,"
+    " (SELECT pruned_through FROM customer_versions WHERE customer_id = :customer_id)"
+    " AS pruned_through,"
+    f" ({LAST_MUTATION_SQL}) AS last_mutation"
+    "), sv AS ("
+    " SELECT venue_id, floor, added FROM sync_scope_venues"
+    " WHERE workstation_id = :w AND customer_id = :customer_id"
+    "), expired AS ("
+    " SELECT COALESCE(bool_or(GREATEST(:since, sv.floor) > 0"
+    " AND GREATEST(:since, sv.floor, sv.added) < head.pruned_through), false) AS expired"
+    " FROM sv CROSS JOIN head"
+    "), cand AS ("
+    " SELECT x.version AS pos, x.entity_type, x.entity_id, false AS removal FROM sv"
+    " CROSS JOIN LATERAL (SELECT e.version, e.entity_type, e.entity_id FROM sync_entities e"
+    " WHERE e.customer_id = :customer_id AND e.venue_id = sv.venue_id"
+    " AND e.version > GREATEST(:since, sv.floor) AND e.version <= (SELECT upto FROM head)"
+    " AND e.entity_type = ANY(:types) AND (NOT e.deleted OR e.version > sv.added)"
+    " ORDER BY e.version LIMIT :limit + 1) x"
+    " UNION ALL"
+    " SELECT x.version, x.entity_type, x.entity_id, true FROM sv"
+    " CROSS JOIN LATERAL (SELECT ex.version, ex.entity_type, ex.entity_id"
+    " FROM sync_scope_exits ex WHERE ex.customer_id = :customer_id"
+    " AND ex.venue_id = sv.venue_id AND ex.version > GREATEST(:since, sv.floor, sv.added)"
+    " AND ex.version <= (SELECT upto FROM head) AND ex.entity_type = ANY(:types)"
+    f" AND NOT {_VISIBLE.format(alias='ex')}"
+    " ORDER BY ex.version LIMIT :limit + 1) x"
+    " UNION ALL"
+    " (SELECT r.version, r.entity_type, r.entity_id, true FROM sync_scope_removals r"
+    " WHERE r.workstation_id = :w AND r.customer_id = :customer_id AND r.version > :since"
+    " AND r.version <= (SELECT upto FROM head) AND r.entity_type = ANY(:types)"
+    f" AND NOT {_VISIBLE.format(alias='r')}"
+    " ORDER BY r.version LIMIT :limit + 1)"
+    "), top AS (SELECT * FROM cand ORDER BY pos LIMIT :limit + 1"
+    "), page AS ("
+    " SELECT pos, entity_type, entity_id, removal,"
+    " row_number() OVER (PARTITION BY entity_id ORDER BY pos DESC) AS nth"
+    " FROM (SELECT * FROM top ORDER BY pos LIMIT :limit) first"
+    "), body AS ("
+    " SELECT p.pos, CASE WHEN p.removal THEN"
+    """ '{"type":"' || p.entity_type || '","id":"' || p.entity_id || '","op":"delete",'"""
+    """ || '"version":' || p.pos || ',"updated_at"\\:null,"updated_by"\\:null,'"""
+    """ || '"out_of_scope"\\:true}'"""
+    f" ELSE {ENVELOPE_SQL} END AS envelope"
+    " FROM page p LEFT JOIN sync_entities e ON NOT p.removal AND e.customer_id = :customer_id"
+    " AND e.entity_type = p.entity_type AND e.entity_id = p.entity_id"
+    " WHERE p.nth = 1"
+    "), joined AS ("
+    " SELECT (SELECT count(*) FROM top) AS candidates, (SELECT max(pos) FROM page) AS last,"
+    " convert_to(COALESCE(string_agg(envelope, ',' ORDER BY pos), ''), 'UTF8') AS changes"
+    " FROM body"
+    ") SELECT head.upto, head.pruned_through, head.last_mutation, expired.expired,"
+    " candidates > :limit AS has_more, last, changes"
+    " FROM head CROSS JOIN expired CROSS JOIN joined"
+)
 # The head, the retention horizon, the workstation's last mutation and the
 # whole page, in one statement: one snapshot (see the module docstring). The
 # page comes as one row: Postgres joins the envelopes into the JSON array's
@@ -56,17 +132,19 @@ _PULL = text(
     f" SELECT {HEAD_SQL} AS upto,"
     " (SELECT pruned_through FROM customer_versions WHERE customer_id = :customer_id)"
     " AS pruned_through,"
-    f" ({LAST_MUTATION_SQL}) AS last_mutation"
+    f" ({LAST_MUTATION_SQL}) AS last_mutation,"
+    f" {_SCOPED_SQL} AS scoped"
     "), page AS ("
     f" SELECT e.version, {ENVELOPE_SQL} AS envelope FROM sync_entities e"
-    " WHERE e.customer_id = :customer_id AND e.version > :since"
+    " WHERE NOT (SELECT scoped FROM head)"
+    " AND e.customer_id = :customer_id AND e.version > :since"
     " AND e.version <= (SELECT upto FROM head)"
     " AND e.entity_type = ANY(:types) ORDER BY e.version LIMIT :limit"
     "), joined AS ("
     " SELECT count(*) AS n, max(version) AS last,"
     " convert_to(COALESCE(string_agg(envelope, ',' ORDER BY version), ''), 'UTF8') AS changes"
     " FROM page"
-    ") SELECT head.upto, head.pruned_through, head.last_mutation, n, last, changes,"
+    ") SELECT head.upto, head.pruned_through, head.last_mutation, head.scoped, n, last, changes,"
     " n = :limit AND EXISTS ("
     " SELECT 1 FROM sync_entities x WHERE x.customer_id = :customer_id AND x.version > joined.last"
     " AND x.version <= head.upto AND x.entity_type = ANY(:types)) AS has_more"
@@ -87,6 +165,17 @@ _BOOTSTRAP = text(
     f"SELECT e.entity_id, {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608
     "WHERE e.customer_id = :c AND e.entity_type = :t AND e.entity_id > :after "
     "AND NOT e.deleted AND e.version <= :snapshot ORDER BY e.entity_id LIMIT :limit"
+)
+# A scope's venue at a time, along `ix_sync_entities_scope_live`.
+_SCOPED_BOOTSTRAP = text(
+    f"SELECT e.entity_id, {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608
+    "WHERE e.customer_id = :c AND e.venue_id = :v AND e.entity_type = :t "
+    "AND e.entity_id > :after AND NOT e.deleted AND e.version <= :snapshot "
+    "ORDER BY e.entity_id LIMIT :limit"
+)
+_SCOPED_COUNTS = text(
+    "SELECT entity_type, count(*) AS n FROM sync_entities WHERE customer_id = :c "
+    "AND venue_id = ANY(:venues) AND NOT deleted AND version <= :snapshot GROUP BY entity_type"
 )
 BOOTSTRAP_ORDER = sorted(TYPE_RANK, key=TYPE_RANK.__getitem__)
 _COUNTS = text(
@@ -120,20 +209,21 @@ async def pull(
     """The pull page as JSON bytes (shape: `PullResponse`); envelopes are spliced
     from their stored JSON text rather than decoded and encoded again."""
     customer_id = principal.customer_id
+    params = {
+        "customer_id": customer_id,
+        "w": principal.workstation_id,
+        "since": since,
+        "types": types,
+        "limit": limit,
+    }
     async with resources.sessions() as session:
-        page = (
-            await session.execute(
-                _PULL,
-                {
-                    "customer_id": customer_id,
-                    "w": principal.workstation_id,
-                    "since": since,
-                    "types": types,
-                    "limit": limit,
-                },
-            )
-        ).one()
-        if page.pruned_through is not None and 0 < since < page.pruned_through:
+        page = (await session.execute(_PULL, params)).one()
+        if page.scoped:  # protocol v2: the workstation declared a scope
+            page = (await session.execute(_PULL_SCOPED, params)).one()
+            expired = bool(page.expired)
+        else:
+            expired = page.pruned_through is not None and 0 < since < page.pruned_through
+        if expired:
             raise CursorExpired(
                 "the cursor is older than the tombstone retention window; bootstrap again",
                 details={"since": since, "pruned_through": page.pruned_through},
@@ -165,24 +255,47 @@ async def pull(
     return b"".join((b'{"changes":[', page.changes, b"],", tail[1:].encode()))
 
 
-def parse_after(raw: str | None) -> tuple[int, uuid.UUID]:
+Position = tuple[str, uuid.UUID | None, uuid.UUID]  # entity type, venue (scoped), last id
+
+
+def parse_after(raw: str | None) -> Position | None:
+    """A `next` position: `type:id`, or `type:venue:id` in a scoped stream."""
     if not raw:
-        return -1, uuid.UUID(int=0)
+        return None
     try:
-        entity_type, entity_id = raw.split(":", 1)
-        return TYPE_RANK[entity_type], uuid.UUID(entity_id)
-    except (ValueError, KeyError) as exc:
+        parts = raw.split(":")
+        if parts[0] not in TYPE_RANK or len(parts) not in (2, 3):
+            raise ValueError(raw)
+        venue = uuid.UUID(parts[1]) if len(parts) == 3 else None
+        return parts[0], venue, uuid.UUID(parts[-1])
+    except ValueError as exc:
         raise Invalid(
-            "after must be `type:id` from a previous page's `next`",
+            "after must be the `next` of a previous page (`type:id`, or `type:venue:id`)",
             code="bad_position",
             details=[{"loc": ["query", "after"], "msg": "malformed"}],
         ) from exc
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    counts: dict[str, int]
+    # The scope's venues (tenant-wide pseudo-venue included); None: the whole tenant.
+    venues: list[uuid.UUID] | None = None
+    scope_version: int | None = None
+
+    def lanes(self) -> list[tuple[str, uuid.UUID | None]]:
+        """The stream's order: by type (parents first), then by venue when scoped."""
+        if self.venues is None:
+            return [(t, None) for t in BOOTSTRAP_ORDER]
+        return [(t, v) for t in BOOTSTRAP_ORDER for v in self.venues]
+
+
 async def bootstrap_snapshot(
     resources: Resources, principal: Principal, snapshot_version: int | None
-) -> tuple[int, dict[str, int]]:
-    """The snapshot version (the committed head now, unless resuming) and its counts."""
+) -> Snapshot:
+    """The snapshot version (the committed head now, unless resuming), its
+    counts and, for a scoped workstation, its scope."""
     async with resources.sessions() as session:
         head = (await session.execute(_SNAPSHOT, {"customer_id": principal.customer_id})).one()
         current = int(head.head)
@@ -198,77 +311,111 @@ async def bootstrap_snapshot(
                     "the snapshot is older than the retention window; start a new bootstrap"
                 )
         snapshot = current if snapshot_version is None else snapshot_version
-        counts = {
-            r.entity_type: int(r.n)
-            for r in (
-                await session.execute(_COUNTS, {"c": principal.customer_id, "snapshot": snapshot})
-            ).all()
-        }
-    return snapshot, counts
+        venues = await scoped(session, principal.workstation_id, principal.customer_id)
+        scope_version = None
+        if venues is not None:
+            scope_version = (
+                await session.execute(
+                    text(
+                        "SELECT scope_version FROM sync_scopes WHERE workstation_id = :w "
+                        "AND customer_id = :c"
+                    ),
+                    {"w": principal.workstation_id, "c": principal.customer_id},
+                )
+            ).scalar()
+        params = {"c": principal.customer_id, "snapshot": snapshot, "venues": venues}
+        rows = await session.execute(_COUNTS if venues is None else _SCOPED_COUNTS, params)
+        counts = {r.entity_type: int(r.n) for r in rows.all()}
+    return Snapshot(snapshot, counts, venues, scope_version)
 
 
 async def bootstrap_lines(
     resources: Resources,
     principal: Principal,
-    snapshot: int,
-    counts: dict[str, int],
-    after: tuple[int, uuid.UUID],
+    snapshot: Snapshot,
+    after: Position | None,
     page_size: int | None,
 ) -> AsyncIterator[bytes]:
     """NDJSON lines: header, one envelope per line, then the `end` line.
 
     Rows are fetched in chunks of BOOTSTRAP_FETCH by keyset position, each chunk
     in a short transaction, so neither memory nor a long-held snapshot grows
-    with the tenant's size.
+    with the tenant's size. A scoped stream walks each venue of the scope.
     """
-    customer_id = principal.customer_id
-    yield _line(
-        {
-            "snapshot_version": snapshot,
-            "counts": counts,
-            "page_size": page_size,
-            "resumed_after": None if after[0] < 0 else True,
+    lanes = snapshot.lanes()
+    first, after_id = 0, uuid.UUID(int=0)
+    if after is not None:
+        lane = (after[0], after[1])
+        if lane not in lanes:
+            raise Invalid(
+                "after names a position outside this stream (was the scope changed?); "
+                "start the bootstrap again",
+                code="bad_position",
+                details=[{"loc": ["query", "after"], "msg": "not in this stream"}],
+            )
+        first, after_id = lanes.index(lane), after[2]
+    return _bootstrap_stream(resources, principal, snapshot, lanes, first, after_id, page_size)
+
+
+async def _bootstrap_stream(
+    resources: Resources,
+    principal: Principal,
+    snapshot: Snapshot,
+    lanes: list[tuple[str, uuid.UUID | None]],
+    first: int,
+    after_id: uuid.UUID,
+    page_size: int | None,
+) -> AsyncIterator[bytes]:
+    header: dict[str, Any] = {
+        "snapshot_version": snapshot.version,
+        "counts": snapshot.counts,
+        "page_size": page_size,
+        "resumed_after": True if first or after_id.int else None,
+    }
+    if snapshot.venues is not None:
+        header["scope"] = {
+            "venues": [str(v) for v in snapshot.venues if v.int],
+            "scope_version": snapshot.scope_version,
         }
-    )
+    yield _line(header)
     digest = hashlib.sha256()
     sent = 0
-    rank, after_id = after
-    position: tuple[str, uuid.UUID] | None = None
+    position: str | None = None
     full = False
-    for entity_type in BOOTSTRAP_ORDER[max(rank, 0) :]:
-        cursor_id = after_id if TYPE_RANK[entity_type] == rank else uuid.UUID(int=0)
+    for index in range(first, len(lanes)):
+        entity_type, venue = lanes[index]
+        cursor_id = after_id if index == first else uuid.UUID(int=0)
         while True:
             want = BOOTSTRAP_FETCH if page_size is None else min(BOOTSTRAP_FETCH, page_size - sent)
             if want <= 0:
                 full = True
                 break
+            params = {
+                "c": principal.customer_id,
+                "t": entity_type,
+                "v": venue,
+                "after": cursor_id,
+                "snapshot": snapshot.version,
+                "limit": want,
+            }
             async with resources.sessions() as session:
-                rows = (
-                    await session.execute(
-                        _BOOTSTRAP,
-                        {
-                            "c": customer_id,
-                            "t": entity_type,
-                            "after": cursor_id,
-                            "snapshot": snapshot,
-                            "limit": want,
-                        },
-                    )
-                ).all()
+                statement = _BOOTSTRAP if venue is None else _SCOPED_BOOTSTRAP
+                rows = (await session.execute(statement, params)).all()
             chunk = "".join(r.envelope + "\n" for r in rows).encode()
             digest.update(chunk)
             yield chunk
             sent += len(rows)
             if rows:
                 cursor_id = rows[-1].entity_id
-                position = (entity_type, cursor_id)
+                lane = entity_type if venue is None else f"{entity_type}:{venue}"
+                position = f"{lane}:{cursor_id}"
             if len(rows) < want:
                 break
         if full:
             break
     end: dict[str, Any] = {"end": True, "count": sent, "checksum": "sha256:" + digest.hexdigest()}
     if full and position is not None:
-        end |= {"end": False, "next": f"{position[0]}:{position[1]}"}
+        end |= {"end": False, "next": position}
     yield _line(end)
 
 

@@ -48,7 +48,7 @@ from api.journal.envelopes import current_envelopes
 from api.journal.record import Origin
 from api.journal.storable import printable
 from api.journal.transaction import tenant_transaction
-from api.sync.schemas import PROTOCOL_VERSION, Mutation, PushRequest, PushResponse
+from api.sync.schemas import SUPPORTED_PROTOCOLS, Mutation, PushRequest, PushResponse
 from api.sync.workstations import CHECKPOINT_SQL, LAST_MUTATION_SQL
 
 _HELD = text(
@@ -224,12 +224,12 @@ class PushJudge:
 
 
 def _check_request(resources: Resources, request: PushRequest) -> None:
-    if request.protocol_version != PROTOCOL_VERSION:
+    if request.protocol_version not in SUPPORTED_PROTOCOLS:
         raise Conflict(
             f"protocol_version {request.protocol_version} is not supported; "
-            f"this server speaks {PROTOCOL_VERSION}",
+            f"this server speaks {list(SUPPORTED_PROTOCOLS)}",
             code="unsupported_protocol",
-            details={"supported": [PROTOCOL_VERSION]},
+            details={"supported": list(SUPPORTED_PROTOCOLS)},
         )
     limit = resources.settings.sync_max_mutations
     if len(request.mutations) > limit:

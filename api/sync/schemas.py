@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Version 2 adds scopes (`/sync/scope`); a version-1 push is served unchanged.
+SUPPORTED_PROTOCOLS = (1, 2)
 SYNC_TYPES = ("venue", "world_node", "world_edge", "operation", "kit", "drone")
 
 
