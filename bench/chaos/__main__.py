@@ -15,6 +15,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="workload under faults")
     parser.add_argument("--workstations", type=int, default=4)
     parser.add_argument(
+        "--scoped",
+        type=int,
+        default=None,
+        help="how many of the workstations sync a scope of venues (default: half)",
+    )
+    parser.add_argument(
         "--heal-timeout", type=float, default=60.0, help="projection caught up by then"
     )
     parser.add_argument(
@@ -28,6 +34,7 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         seconds=args.seconds,
         workstations=args.workstations,
+        scoped=args.scoped,
         heal_timeout=args.heal_timeout,
         reconcile_interval=args.reconcile_interval,
         keep_stack=args.keep_stack,

@@ -4,7 +4,8 @@ Written against docs/SYNC_PROTOCOL (and DESIGN.md §4), not against what the
 code happens to do: every acknowledged write is in pull-from-0 and in
 bootstrap at its acknowledged version (or superseded by a later journaled
 change), nothing is applied twice, every workstation converges on the
-server's state, and the projection heals.
+server's state (a scoped one on that state restricted to its scope, issue
+17), and the projection heals.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Synced:
     sent: dict[int, dict[str, Any]]
     state: dict[str, tuple[str, int, Any]] | None  # after its final pull (None: not pulled)
     unanswered: int
+    scoped: bool = False  # a scoped workstation: judged by check_scoped
+    scope: list[str] | None = None  # its scope as the client holds it (None: whole tenant)
 
 
 async def pull_from_zero(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
@@ -225,7 +228,8 @@ def check_converged(
     )
     details: list[str] = []
     differing = 0
-    for c in clients:
+    whole = [c for c in clients if not c.scoped]
+    for c in whole:
         if c.state is None:
             differing += 1
             details.append(f"{c.name}: its final pull failed")
@@ -243,9 +247,9 @@ def check_converged(
         Check(
             "workstations equal the server",
             not details,
-            f"{sum(c.state is not None for c in clients)}/{len(clients)} converged"
+            f"{sum(c.state is not None for c in whole)}/{len(whole)} converged"
             if not details
-            else f"{differing} of {len(clients)} differ",
+            else f"{differing} of {len(whole)} differ",
             details,
         )
     )
@@ -259,6 +263,124 @@ def check_converged(
         )
     )
     return checks
+
+
+TENANT_WIDE_TYPES = ("kit", "drone")
+
+
+def restrict(
+    state: dict[str, tuple[str, int, Any]], scope: list[str] | None
+) -> dict[str, tuple[str, int, Any]]:
+    """The part of a live state a workstation with `scope` holds: the scope's
+    venues, their world nodes, edges and operations, and every kit and drone."""
+    if scope is None:
+        return dict(state)
+    venues = set(scope)
+
+    def inside(entity_id: str, entity_type: str, data: Any) -> bool:
+        if entity_type in TENANT_WIDE_TYPES:
+            return True
+        if entity_type == "venue":
+            return entity_id in venues
+        return str((data or {}).get("venue_id")) in venues
+
+    return {k: v for k, v in state.items() if inside(k, v[0], v[2])}
+
+
+@dataclass
+class ScopedView:
+    """What the server says of one scoped workstation at the end."""
+
+    name: str
+    server_scope: dict[str, Any] | None  # GET /sync/scope (None: the call failed)
+    bootstrap: dict[str, tuple[str, int, Any]] | None  # a fresh scoped bootstrap with its key
+    scope_version: int  # the client's
+
+
+def check_scoped(
+    clients: list[Synced],
+    views: dict[str, ScopedView],
+    bootstrap: dict[str, tuple[str, int, Any]],
+    changes: int,
+    lost: int,
+    violations: list[str],
+) -> list[Check]:
+    """Each scoped workstation holds exactly the server's live state restricted
+    to its scope (nothing skipped, nothing extra), its scope is the server's,
+    and a fresh bootstrap with its key streams that same state."""
+    scoped = [c for c in clients if c.scoped]
+    details: list[str] = []
+    failing = skipped = extra = stale = 0
+    held = 0
+    for c in scoped:
+        view = views.get(c.name)
+        if c.state is None:
+            failing += 1
+            details.append(f"{c.name}: its final pull failed")
+            continue
+        expected = restrict(bootstrap, c.scope)
+        held += len(expected)
+        missing = sorted(set(expected) - set(c.state))
+        more = sorted(set(c.state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(c.state) if expected[k] != c.state[k])
+        skipped, extra, stale = skipped + len(missing), extra + len(more), stale + len(wrong)
+        scope = "whole tenant" if c.scope is None else f"{len(c.scope)} venues"
+        problems = []
+        if missing or more or wrong:
+            problems.append(
+                f"{len(missing)} skipped, {len(more)} extra, {len(wrong)} stale "
+                f"of {len(expected)} in scope ({scope})"
+            )
+            problems += [f"  skipped {k}: server {_brief(expected[k])}" for k in missing[:3]] + [
+                f"  extra {k}: holds {_brief(c.state[k])}" for k in more[:3]
+            ]
+            problems += [
+                f"  stale {k}: holds {_brief(c.state[k])} / server {_brief(expected[k])}"
+                for k in wrong[:3]
+            ]
+        if view is None or view.server_scope is None:
+            problems.append("GET /sync/scope failed")
+        else:
+            server_venues = view.server_scope.get("venues")
+            if (sorted(server_venues) if server_venues is not None else None) != (
+                sorted(c.scope) if c.scope is not None else None
+            ) or view.server_scope.get("scope_version") != view.scope_version:
+                problems.append(
+                    f"scope differs: client v{view.scope_version} {c.scope}, server "
+                    f"v{view.server_scope.get('scope_version')} {server_venues}"
+                )
+        if view is None or view.bootstrap is None:
+            problems.append("its scoped bootstrap failed")
+        elif view.bootstrap != expected:
+            keys = set(view.bootstrap) | set(expected)
+            differ = sorted(k for k in keys if view.bootstrap.get(k) != expected.get(k))
+            problems.append(f"scoped bootstrap: {len(differ)} of {len(keys)} differ")
+            problems += [
+                f"  {k}: bootstrap {_brief(view.bootstrap.get(k))} / server "
+                f"{_brief(expected.get(k))}"
+                for k in differ[:3]
+            ]
+        if problems:
+            failing += 1
+            details += [f"{c.name}: {problems[0]}", *problems[1:]]
+    return [
+        Check(
+            "scoped workstations equal the server in scope",
+            not details and bool(scoped),
+            f"{len(scoped) - failing}/{len(scoped)} converged on {held} entities in scope: "
+            f"{skipped} skipped, {extra} extra, {stale} stale"
+            if scoped
+            else "no scoped workstation",
+            details,
+        ),
+        Check(
+            "scope requests retried: same answer",
+            not violations,
+            f"{changes} scope changes, {lost} answers lost and resent, "
+            f"{len(violations)} answered differently",
+            violations,
+        ),
+    ]
 
 
 def _brief(entry: tuple[str, int, Any] | None) -> str:

@@ -28,6 +28,7 @@ class Options:
     seed: int = 1
     seconds: float = 60.0
     workstations: int = 4
+    scoped: int | None = None  # how many of them are scoped (default: half, rounded down)
     heal_timeout: float = 60.0  # the projection must be caught up this long after the last fault
     reconcile_interval: float = 15.0  # the service's default
     keep_stack: bool = False
@@ -141,15 +142,20 @@ async def _run(stack: ChaosStack, options: Options, rng: random.Random) -> Repor
     customer_id, customer_key, stations = await _tenant(stack, options.workstations)
     ports = [api.port for api in stack.apis]
     tracker = Tracker()
+    scoped = options.workstations // 2 if options.scoped is None else options.scoped
+    first_scoped = options.workstations - min(scoped, options.workstations - 1)  # ws0 unscoped
     workstations = [
         Workstation(
-            f"ws{n}",
+            f"ws{n}" + ("s" if n >= first_scoped else ""),
             SyncClient(http_client(ports, n, key), ws_id),
             random.Random(rng.getrandbits(64)),
             tracker,
+            scoped=n >= first_scoped,
         )
         for n, (ws_id, key) in enumerate(stations[:-1])
     ]
+    # A few venues before anything else: the scoped workstations' first scopes.
+    await workstations[0].seed_venues(rng.randint(5, 8), time.monotonic() + 60)
     poison_id, poison_key = stations[-1]
     poisoner = SyncClient(http_client(ports, 1, poison_key), poison_id)
     schedule = Schedule(
@@ -209,6 +215,9 @@ async def _run(stack: ChaosStack, options: Options, rng: random.Random) -> Repor
         acknowledged_head=tracker.head,
         pushes=tracker.pushes,
         pulls=tracker.pulls,
+        scoped=sum(w.scoped for w in workstations),
+        scope_changes=tracker.scope_changes,
+        scope_answers_lost=tracker.scope_answers_lost,
         seconds=time.monotonic() - started,
     )
     report.ok = all(c.ok for c in report.checks)
@@ -221,6 +230,20 @@ async def _run(stack: ChaosStack, options: Options, rng: random.Random) -> Repor
     for client in [w.client for w in workstations] + [poisoner]:
         await client.http.aclose()
     return report
+
+
+async def _scoped_view(w: Workstation) -> checks.ScopedView:
+    """The server's side of a scoped workstation: its scope and a fresh
+    bootstrap with its own key (which streams only its scope)."""
+    server_scope: dict[str, Any] | None = None
+    state: dict[str, tuple[str, int, Any]] | None = None
+    with contextlib.suppress(Exception):
+        server_scope = await w.client.fetch_scope()
+    with contextlib.suppress(Exception):
+        fresh = SyncClient(w.client.http, w.client.workstation_id)
+        await fresh.bootstrap(page_size=w.rng.choice((None, 10)))
+        state = fresh.state()
+    return checks.ScopedView(w.name, server_scope, state, w.client.scope_version)
 
 
 async def _verdict(
@@ -251,10 +274,15 @@ async def _verdict(
             w.client.outcomes,
             w.sent,
             w.client.state() if w.stall_since is None else None,
-            len(w.client.pending) + (1 if w.client.unanswered else 0),
+            len(w.client.pending)
+            + (1 if w.client.unanswered else 0)
+            + (1 if w.client.unanswered_scope else 0),
+            w.scoped,
+            w.client.scope,
         )
         for w in workstations
     ]
+    views = {w.name: await _scoped_view(w) for w in workstations if w.scoped}
     synced.append(
         checks.Synced(
             "poison",
@@ -269,6 +297,14 @@ async def _verdict(
     found = checks.check_acknowledged(synced, pulled, journal, tracker.merges)
     found += [checks.check_once(journal, tracker.resend_violations)]
     found += checks.check_converged(synced, bootstrap, pulled)
+    found += checks.check_scoped(
+        synced,
+        views,
+        bootstrap,
+        tracker.scope_changes,
+        tracker.scope_answers_lost,
+        tracker.scope_violations,
+    )
     found += checks.check_faults(schedule.faults, tracker.stalls, FAULT_KINDS)
     found += checks.check_poison(schedule.poison, len(POISON))
     failed_ids = {r["entity_id"] for r in failed}

@@ -6,12 +6,21 @@ writes, deletes, venue cascades), pushes random batches, resends every
 unanswered push with the same body (`SyncClient.unanswered`), sometimes
 resends an answered one, merges venues, and pulls. What the server answered
 and how each pull went is recorded for the final checks.
+
+A scoped workstation (protocol v2) holds a random set of the tenant's venues
+and changes it at random during the run (grow, shrink, replace, now and then
+back to the whole tenant); some of its scope requests lose their answer in
+the transport, so the client sends the same request again. It edits only
+entities of its scope's venues, sometimes moves an operation (or tries to
+move a node, which the server refuses) to a venue outside it, and merges
+venues of its scope, sometimes into one outside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 import uuid
@@ -28,22 +37,41 @@ EDGE_TYPES = ("CONNECTS_TO", "ADJACENT_TO", "NEAR")
 
 class FailoverTransport(httpx.AsyncBaseTransport):
     """A load balancer in miniature: send to the preferred API process, and to
-    the next one when a connection cannot be made (that process is down)."""
+    the next one when a connection cannot be made (that process is down).
+
+    `lose_scope_answers`: that many of the next scope PUTs reach the server
+    and are answered, but the answer is dropped (a read error), as a flaky
+    network would; the answers dropped are kept in `lost_scope_answers`."""
 
     def __init__(self, ports: list[int], preferred: int) -> None:
         self.ports = ports
         self.preferred = preferred
         self.inner = httpx.AsyncHTTPTransport()
+        self.lose_scope_answers = 0
+        self.lost_scope_answers: list[tuple[bytes, dict[str, Any]]] = []  # (request, answer)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         order = self.ports[self.preferred :] + self.ports[: self.preferred]
         for n, port in enumerate(order):
             request.url = request.url.copy_with(host="127.0.0.1", port=port)
             try:
-                return await self.inner.handle_async_request(request)
+                response = await self.inner.handle_async_request(request)
             except httpx.ConnectError:
                 if n == len(order) - 1:
                     raise
+                continue
+            if (
+                self.lose_scope_answers > 0
+                and request.method == "PUT"
+                and request.url.path.endswith("/sync/scope")
+            ):
+                body = await response.aread()
+                if response.status_code == 200:
+                    self.lose_scope_answers -= 1
+                    self.lost_scope_answers.append((request.content, dict(json.loads(body))))
+                    raise httpx.ReadError("the scope answer was lost", request=request)
+                return httpx.Response(response.status_code, headers=response.headers, content=body)
+            return response
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -82,6 +110,23 @@ class Tracker:
     pulls: int = 0
     pushes: int = 0
     push_spans: list[tuple[float, float]] = field(default_factory=list)  # every push attempt
+    # Scopes: venue ids some workstation created or held live (the pool scope
+    # changes draw from), scope changes answered, answers lost and resent,
+    # and resent scope requests whose answer differed from the lost one.
+    created_venues: set[str] = field(default_factory=set)
+    live_venues: dict[str, set[str]] = field(default_factory=dict)  # per unscoped workstation
+    scope_changes: int = 0
+    scope_answers_lost: int = 0
+    scope_violations: list[str] = field(default_factory=list)
+
+    def venue_pool(self) -> list[str]:
+        """Venues live as the unscoped workstations last pulled them (a scope
+        naming a deleted venue is refused, 422 `unknown_venue`); before any
+        pull, the venues created so far."""
+        pool: set[str] = set()
+        for live in self.live_venues.values():
+            pool |= live
+        return sorted(pool or self.created_venues)
 
     def saw(self, version: int | None) -> None:
         if version:
@@ -104,6 +149,7 @@ class Workstation:
     stall_since: float | None = None
     counter: int = 0
     refused_whole: list[int] = field(default_factory=list)  # ids of pushes answered 4xx
+    scoped: bool = False  # holds a scope of the tenant's venues (protocol v2)
 
     # ---------------------------------------------------------------- edits
     def _live(self, entity_type: str, *, confirmed: bool = False) -> list[str]:
@@ -130,11 +176,19 @@ class Workstation:
         """One random offline edit, queued on the client."""
         rng = self.rng
         venues = self._live("venue")
+        if self.scoped:  # only venues of its scope (a venue it creates is outside it)
+            scope = set(venues if self.client.scope is None else self.client.scope)
+            venues = [v for v in venues if v in scope]
         roll = rng.random()
         data: dict[str, Any]
         if not venues or roll < 0.08:
+            venue_id = str(uuid.uuid4())
             data = {"name": self._name("Venue"), "properties": {"floors": rng.randint(1, 9)}}
-            self._queue(self.client.upsert("venue", str(uuid.uuid4()), data))
+            self._queue(self.client.upsert("venue", venue_id, data))
+            self.tracker.created_venues.add(venue_id)
+            return
+        if self.scoped and roll < 0.12:
+            self._move_out()
             return
         venue = rng.choice(venues)
         nodes = self._in_venue("world_node", venue)
@@ -189,6 +243,19 @@ class Workstation:
         if candidates:
             entity_id = self.rng.choice(candidates)
             self._queue(self.client.delete(self.client.confirmed[entity_id]["type"], entity_id))
+
+    def _move_out(self) -> None:
+        """Move an operation of the scope to a venue outside it (it leaves the
+        scope: a removal), or try to move a node (refused: nodes stay put)."""
+        scope = set(self.client.scope or [])
+        outside = [v for v in self.tracker.venue_pool() if v not in scope]
+        kind = "world_node" if self.rng.random() < 0.25 else "operation"
+        candidates = self._live(kind, confirmed=True)
+        if not outside or not candidates:
+            return
+        entity = self.client.confirmed[self.rng.choice(candidates)]
+        data = dict(entity["data"]) | {"venue_id": self.rng.choice(outside)}
+        self._queue(self.client.upsert(kind, entity["id"], data))
 
     def _queue(self, mutation: Any) -> None:
         self.sent[mutation.mutation_id] = mutation.wire()
@@ -268,6 +335,8 @@ class Workstation:
             self.tracker.error("pull", exc)
             ok = False
         self.tracker.pulls += 1
+        if not self.scoped:
+            self.tracker.live_venues[self.name] = set(self._live("venue", confirmed=True))
         now = time.monotonic()
         if ok or target <= before:
             if ok and self.stall_since is not None:
@@ -280,9 +349,12 @@ class Workstation:
         """Fold one confirmed venue into another (an online call, not retried:
         a merge has no idempotency key)."""
         venues = self._live("venue", confirmed=True)
-        if len(venues) < 3:
+        if len(venues) < (2 if self.scoped else 3):
             return
         survivor, merged = self.rng.sample(venues, 2)
+        outside = [v for v in self.tracker.venue_pool() if v not in venues]
+        if self.scoped and outside and self.rng.random() < 0.5:
+            survivor = self.rng.choice(outside)  # its nodes leave the scope
         try:
             response = await self.client.http.post(
                 f"/api/v1/venues/{survivor}/merge", json={"merge_ids": [merged]}
@@ -301,10 +373,95 @@ class Workstation:
                 self.tracker.errors.get(f"merge: HTTP {response.status_code}", 0) + 1
             )
 
+    # --------------------------------------------------------------- scopes
+    def _next_scope(self) -> list[str] | None:
+        """Grow, shrink or replace the scope (None: back to the whole tenant)."""
+        rng = self.rng
+        pool = self.tracker.venue_pool()
+        # Venues of the scope deleted or merged away since (their tombstones
+        # were pulled) are left out: naming them is refused (unknown_venue).
+        live = set(pool) | set(self._live("venue", confirmed=True))
+        current = [v for v in self.client.scope or [] if v in live]
+        roll = rng.random()
+        if self.client.scope is not None and roll < 0.08:
+            return None
+        if roll < 0.45 or not current:  # grow
+            extra = [v for v in pool if v not in current]
+            return current + rng.sample(extra, min(len(extra), rng.randint(1, 2)))
+        if roll < 0.75:  # shrink (now and then to no venue at all: kits and drones only)
+            keep = rng.randint(0 if rng.random() < 0.1 else 1, max(1, len(current) - 1))
+            return rng.sample(current, min(keep, len(current)))
+        return rng.sample(pool, min(len(pool), rng.randint(1, 3)))  # replace
+
+    async def change_scope(self, venues: list[str] | None = None) -> None:
+        """Set `venues` as the scope, or (None) a random change; sometimes the
+        answer is lost in transit and the client sends the same request again
+        (its `_request` retry), which must be answered the same."""
+        target = self._next_scope() if venues is None else venues
+        transport = getattr(self.client.http, "_transport", None)
+        # Not when an older request is still unanswered: the client resends
+        # that one first, and its answer is not the one to compare.
+        lossy = (
+            isinstance(transport, FailoverTransport)
+            and target is not None
+            and self.client.unanswered_scope is None
+        )
+        if lossy and self.rng.random() < 0.3:
+            assert isinstance(transport, FailoverTransport)
+            transport.lose_scope_answers = 1
+        try:
+            if target is None:
+                answer = await self.client.clear_scope()
+            else:
+                answer = await self.client.set_scope(target)
+        except Exception as exc:
+            self.tracker.error("scope", exc)
+            if isinstance(transport, FailoverTransport):  # unanswered: nothing to compare
+                transport.lost_scope_answers.clear()
+            return
+        finally:
+            if isinstance(transport, FailoverTransport):
+                transport.lose_scope_answers = 0
+        self.tracker.scope_changes += 1
+        if isinstance(transport, FailoverTransport) and transport.lost_scope_answers:
+            same = ("venues", "scope_version", "cursor")
+            for sent, lost in transport.lost_scope_answers:
+                self.tracker.scope_answers_lost += 1
+                if [lost.get(k) for k in same] != [answer.get(k) for k in same]:
+                    self.tracker.scope_violations.append(
+                        f"{self.name}: request {sent[:200]!r} answered {lost} then {answer}"
+                    )
+            transport.lost_scope_answers.clear()
+
+    async def seed_venues(self, count: int, deadline: float) -> None:
+        """Create `count` venues before the faults start, so scoped
+        workstations have a tenant to choose their first scope from."""
+        for _ in range(count):
+            venue_id = str(uuid.uuid4())
+            data = {"name": self._name("Venue"), "properties": {"floors": self.rng.randint(1, 9)}}
+            self._queue(self.client.upsert("venue", venue_id, data))
+            self.tracker.created_venues.add(venue_id)
+        await self.drain(deadline)
+
+    async def start(self) -> None:
+        """A scoped workstation's first scope, then a bootstrap or a pull."""
+        if not self.scoped:
+            return
+        pool = self.tracker.venue_pool()
+        await self.change_scope(self.rng.sample(pool, min(len(pool), self.rng.randint(1, 3))))
+        try:
+            if self.rng.random() < 0.5:
+                await self.client.bootstrap(page_size=self.rng.choice((None, 7, 50)))
+            else:
+                await self.pull()
+        except Exception as exc:
+            self.tracker.error("start", exc)
+
     # ---------------------------------------------------------------- loops
     async def run(self, stop_editing: asyncio.Event) -> None:
         """Edit, push and pull until told to stop editing (bounded by the caller)."""
         rng = self.rng
+        await self.start()
         while not stop_editing.is_set():
             for _ in range(rng.randint(0, 4)):
                 self.edit()
@@ -315,6 +472,11 @@ class Workstation:
                 await self.resend_answered()
             elif roll < 0.6:
                 await self.merge()
+            elif self.scoped and roll < 0.68:
+                await self.change_scope()
+            elif self.scoped and roll < 0.685:
+                with contextlib.suppress(Exception):  # replaces the confirmed state whole
+                    await self.client.bootstrap(page_size=rng.choice((None, 25)))
             if rng.random() < 0.45:
                 await self.pull()
             await asyncio.sleep(rng.uniform(0.05, 0.3))
