@@ -13,7 +13,16 @@ from bench.harness import Result, dispose, prepare, print_results
 # Each module exposes `async def run(ctx: BenchContext) -> list[Result]`.
 # `chaos` runs on a stack instance of its own and takes minutes: only by name.
 # `search_scale` loads 1M nodes into the `scale` instance (`make bench-scale`): only by name.
-BENCHMARKS = ["graph_write", "heartbeat", "sync", "search", "streams", "chaos", "search_scale"]
+BENCHMARKS = [
+    "graph_write",
+    "heartbeat",
+    "sync",
+    "sync_scope",
+    "search",
+    "streams",
+    "chaos",
+    "search_scale",
+]
 ONLY_BY_NAME = {"chaos", "search_scale"}
 BY_DEFAULT = [name for name in BENCHMARKS if name not in ONLY_BY_NAME]
 
