@@ -1,4 +1,4 @@
-// A strict TypeScript workstation: register, push, pull, all typed from the
+// A strict TypeScript workstation: register, push, pull, scope, all typed from the
 // exported OpenAPI schema (generated/api.d.ts, made by openapi-typescript).
 // tests/test_typescript_client.py generates the types and type-checks this
 // file with `tsc --strict`; it is not run against a server.
@@ -51,5 +51,24 @@ export async function syncOnce(baseUrl: string, customerKey: string): Promise<nu
     throw new Error(status);
   }
   const page: PullResponse = pulled.data;
-  return page.changes.length + outcomes.length + page.cursor;
+
+  // Protocol v2: sync one venue only. Send the cursor and the scope_version
+  // of the last scope answer held (0: none), then pull from the answered cursor.
+  const scoped = await workstation.PUT("/api/v1/sync/scope", {
+    body: { venues: [mutation.id], cursor: page.cursor, scope_version: 0 },
+  });
+  if (scoped.error) {
+    throw new Error(scoped.error.error.code);
+  }
+  const scopeVersion: number = scoped.data.scope_version;
+  const venues: string[] | null = scoped.data.venues ?? null;
+  const backfill = await workstation.GET("/api/v1/sync/pull", {
+    params: { query: { since: scoped.data.cursor, limit: 500 } },
+  });
+  if (backfill.error) {
+    throw new Error(backfill.error.error.code);
+  }
+  const removed = backfill.data.changes.filter((change) => change.op === "delete").length;
+  return page.changes.length + outcomes.length + page.cursor + scopeVersion + removed +
+    (venues?.length ?? 0);
 }
