@@ -588,6 +588,41 @@ async def test_venue_event_type_and_entity_filters(apis, client, tenant):
         await sock.close()
 
 
+async def test_a_scoped_workstation_feed_follows_its_scope(apis, client, tenant):
+    """A workstation key that names no venues hears its sync scope's changes,
+    and an entity leaving the scope (with `left_venue_id`), nothing else."""
+    a, b = apis
+    writer, wh = await register(client, tenant)
+    _, rh = await register(client, tenant)
+    one, two, op = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+    def upsert(mid: int, type_: str, id_: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"mutation_id": mid, "type": type_, "id": id_, "op": "upsert",
+                "base_version": 0, "force": True, "data": data}  # fmt: skip
+
+    await push(a.base, writer, wh, [
+        upsert(1, "venue", one, {"name": "One"}),
+        upsert(2, "venue", two, {"name": "Two"}),
+        upsert(3, "operation", op, {"venue_id": one, "status": "planned"}),
+    ])  # fmt: skip
+    r = await client.put(f"{V1}/sync/scope", headers=rh, json={"venues": [one], "cursor": 0})
+    assert r.status_code == 200, r.text
+    feed = await open_socket(b.ws + "/subscribe", rh["X-API-Key"])
+    await feed.send({"subscribe": {"event_types": ["change"]}})
+    assert (await feed.next())["venue_ids"] == [one]
+    await push(a.base, writer, wh, [
+        upsert(4, "operation", op, {"venue_id": one, "status": "active"}),
+        node_mutation(5, two, "elsewhere"),
+        upsert(6, "operation", op, {"venue_id": two, "status": "active"}),
+    ])  # fmt: skip
+    got = await feed.collect(QUIET_SECONDS)
+    assert [(e["id"], e["venue_id"], e.get("left_venue_id")) for e in got] == [
+        (op, one, None),
+        (op, two, one),
+    ]
+    await feed.close()
+
+
 # ------------------------------------------------------------------ backpressure, heartbeat
 async def test_a_slow_subscriber_is_dropped_while_a_normal_one_keeps_up(apis, client, tenant):
     a, b = apis

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Tenant
@@ -35,6 +35,13 @@ PHASES = (
 
 def uid() -> str:
     return str(uuid.uuid4())
+
+
+TRACE: list[str] = []  # what the property test did, shown when it fails
+
+
+def short(ids: Any) -> str:
+    return ",".join(str(i)[:4] for i in ids) if isinstance(ids, list) else str(ids)[:4]
 
 
 async def register(client: httpx.AsyncClient, tenant: Tenant, name: str) -> tuple[str, dict]:
@@ -62,6 +69,10 @@ class Writer:
             headers=self.headers,
             json={"workstation_id": self.ws, "protocol_version": 2, "mutations": body},
         )
+        for m in body:
+            data = m.get("data") or {}
+            venue = short(data.get("venue_id", ""))
+            TRACE.append(f"  push {m['type']} {short(m['id'])} {m['op']} in {venue}")
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         assert all(x["status"] == "applied" for x in results), r.text
@@ -105,6 +116,11 @@ class Reader:
         body = {"venues": venues, "cursor": self.cursor, "scope_version": self.scope_version}
         r = await self.client.put(f"{SYNC}/scope", headers=self.headers, json=body)
         assert r.status_code == 200, r.text
+        answer = r.json()
+        TRACE.append(
+            f"  {short(self.ws)} PUT {short(venues)} c={self.cursor} sv={self.scope_version} "
+            f"lost={lose_answer} -> {answer['cursor']} sv={answer['scope_version']}"
+        )
         self.unanswered = body if lose_answer else None
         if lose_answer:  # as if the answer never arrived: nothing adopted
             return r.json()
@@ -114,6 +130,7 @@ class Reader:
         assert self.unanswered is not None
         r = await self.client.put(f"{SYNC}/scope", headers=self.headers, json=self.unanswered)
         assert r.status_code == 200, r.text
+        TRACE.append(f"  {short(self.ws)} retry PUT -> {r.json()['cursor']}")
         self.unanswered = None
         return self.adopt(r.json())
 
@@ -138,6 +155,10 @@ class Reader:
             assert len(ids) == len(set(ids)), "an entity twice in one page"
             versions = [c["version"] for c in page["changes"]]
             assert versions == sorted(versions)
+            TRACE.append(
+                f"  {short(self.ws)} pull since={self.cursor} -> {page['cursor']} "
+                + " ".join(f"{c['op'][0]}{short(c['id'])}@{c['version']}" for c in page["changes"])
+            )
             for change in page["changes"]:
                 if change["op"] == "delete":
                     self.local.pop(change["id"], None)
@@ -316,7 +337,18 @@ async def test_scope_input_is_checked(client, tenant, other_tenant):
 async def test_scoped_workstations_converge_to_their_scope(
     client, make_tenant, pg, seed: int, steps: int
 ):
-    note(f"seed={seed} steps={steps}")
+    await scenario(client, make_tenant, pg, seed, steps)
+
+
+@pytest.mark.skipif(not os.environ.get("OVERWATCH_SCOPE_SEED"), reason="replays one seed")
+async def test_replay_one_seed(client, make_tenant, pg):
+    """`OVERWATCH_SCOPE_SEED=seed:steps pytest -k replay`: one scenario, traced."""
+    seed, steps = map(int, os.environ["OVERWATCH_SCOPE_SEED"].split(":"))
+    await scenario(client, make_tenant, pg, seed, steps)
+
+
+async def scenario(client, make_tenant, pg, seed: int, steps: int) -> None:
+    info = [f"seed={seed} steps={steps}"]
     rng = random.Random(seed)
     tenant = await make_tenant("scoped")
     ws_w, h_w = await register(client, tenant, "writer")
@@ -325,15 +357,13 @@ async def test_scoped_workstations_converge_to_their_scope(
     venues = [await writer.venue(f"V{i}") for i in range(4)]
     nodes: dict[str, str] = {}  # live node -> venue
     ops: dict[str, str] = {}  # live operation -> venue
-    trace: list[str] = []
+    trace = TRACE
+    trace.clear()
     for _ in range(steps):
         roll = rng.random()
-        trace.append(f"roll={roll:.3f} cursors={[r.cursor for r in readers]}")
+        trace.append(f"roll={roll:.3f}")
         live_venues = [v for v in venues if v is not None]
         reader = rng.choice(readers)
-        trace.append(
-            f" reader={readers.index(reader)} venues={live_venues} nodes={nodes} ops={ops}"
-        )
         if roll < 0.15 and live_venues:
             venue = rng.choice(live_venues)
             nodes[await writer.node(venue, "n")] = venue
@@ -361,6 +391,7 @@ async def test_scoped_workstations_converge_to_their_scope(
                 f"{V1}/venues/{into}/merge", json={"merge_ids": [gone]}, headers=tenant.headers
             )
             assert r.status_code == 200, r.text
+            TRACE.append(f"  merge {short(gone)} into {short(into)}")
             venues[venues.index(gone)] = None  # type: ignore[call-overload]
             nodes = {n: (into if v == gone else v) for n, v in nodes.items()}
             ops = {o: (into if v == gone else v) for o, v in ops.items()}
@@ -384,9 +415,10 @@ async def test_scoped_workstations_converge_to_their_scope(
         await reader.pull()
         r = await client.get(f"{SYNC}/scope", headers=reader.headers)
         scope = r.json()["venues"]
-        note(f"reader scope {scope}")
-        note("\n".join(trace))
-        assert reader.state() == await scoped_server_state(pg, tenant, scope)
+        expected = await scoped_server_state(pg, tenant, scope)
+        info += [f"reader {short(reader.ws)} scope {short(scope or [])}", *trace]
+        info.append(f"server: {[(short(i), t) for i, t in expected.items()]}")
+        assert reader.state() == expected, "\n".join(info)
 
 
 @pytest.mark.parametrize("limit", [1, 500])

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from api.auth.principal import Permission
 from api.core.observability import error_text
+from api.journal.scopes import scoped
 from api.streams.hub import StreamHub
 from api.streams.schemas import SubscribeMessage, Subscription
 from api.streams.sockets import (
@@ -71,6 +72,24 @@ def parse_subscription(message: dict[str, object] | None) -> Subscription:
         ) from exc
 
 
+async def in_scope(session: SocketSession, subscription: Subscription) -> Subscription:
+    """A scoped workstation's feed follows its sync scope (api/sync/scope.py)
+    unless it names venues itself; the scope is read when (re)subscribing."""
+    principal = session.principal
+    if subscription.venue_ids is not None or principal.workstation_id is None:
+        return subscription
+    try:
+        async with session.resources.sessions() as db:
+            venues = await scoped(db, principal.workstation_id, principal.customer_id)
+    except Exception as exc:
+        raise SocketClosed(
+            TRY_AGAIN, "postgres is unavailable; try again later", "unavailable"
+        ) from exc
+    if venues is None:
+        return subscription
+    return subscription.model_copy(update={"venue_ids": [v for v in venues if v.int]})
+
+
 async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
     """Run one subscriber socket until it closes, for whatever reason."""
     try:
@@ -78,7 +97,7 @@ async def serve_subscriber(ws: WebSocket, hub: StreamHub) -> None:
         if rest is None:  # silent clients get everything (api/streams/sockets.py)
             grace = hub.resources.settings.stream_subscribe_grace_seconds
             rest = await first_request(session, grace, {"subscribe": {}})
-        subscription = parse_subscription(rest)
+        subscription = await in_scope(session, parse_subscription(rest))
         try:
             subscriber = await hub.subscribe(session.customer_id, subscription)
         except Exception as exc:
@@ -118,7 +137,7 @@ async def _run(session: SocketSession, subscriber: Subscriber) -> tuple[int, str
                 continue
             if message is not None and "subscribe" in message:
                 try:
-                    subscriber.refilter(parse_subscription(message))
+                    subscriber.refilter(await in_scope(session, parse_subscription(message)))
                 except SocketClosed as bad:  # keep the old filter, say why
                     subscriber.offer(error_message(bad.error_code, bad.reason))
                     continue

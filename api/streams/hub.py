@@ -98,12 +98,17 @@ _CURRENT_VERSION = text("SELECT version FROM customer_versions WHERE customer_id
 # The venue of a change: its own id for a venue, `venue_id` of its last state
 # (journaled for deletes too) for nodes, edges and operations; none for kits
 # and drones.
+# `left_venue_id`: the venue the entity left with this change (an exit, written
+# by the sync_entities trigger, migration 0013), so a subscriber following
+# that venue hears that the entity is gone from it.
 _CHANGES = text(
-    "SELECT version, entity_type, entity_id, op, "
-    "CASE WHEN entity_type = 'venue' THEN entity_id::text ELSE payload->>'venue_id' END "
-    "AS venue_id, payload->>'merged_into' AS merged_into "
-    "FROM sync_journal WHERE customer_id = :c AND version BETWEEN :first AND :last "
-    "ORDER BY version"
+    "SELECT j.version, j.entity_type, j.entity_id, j.op, "
+    "CASE WHEN j.entity_type = 'venue' THEN j.entity_id::text ELSE j.payload->>'venue_id' END "
+    "AS venue_id, j.payload->>'merged_into' AS merged_into, x.venue_id::text AS left_venue_id "
+    "FROM sync_journal j LEFT JOIN sync_scope_exits x ON x.customer_id = j.customer_id "
+    "AND x.version = j.version AND x.entity_id = j.entity_id "
+    "WHERE j.customer_id = :c AND j.version BETWEEN :first AND :last "
+    "ORDER BY j.version"
 )
 
 
@@ -346,10 +351,16 @@ class StreamHub(Listening):
             }
             if row.merged_into:
                 event["merged_into"] = row.merged_into
+            if row.left_venue_id:
+                event["left_venue_id"] = row.left_venue_id
             message = encode(event)
             for subscriber in subscribers:
-                if row.version > subscriber.since and subscriber.wants(
-                    EventType.change, row.venue_id, row.entity_type
+                if row.version > subscriber.since and (
+                    subscriber.wants(EventType.change, row.venue_id, row.entity_type)
+                    or (
+                        row.left_venue_id is not None
+                        and subscriber.wants(EventType.change, row.left_venue_id, row.entity_type)
+                    )
                 ):
                     subscriber.offer(message)
                     delivered += 1

@@ -40,9 +40,9 @@ from api.auth.principal import Principal
 from api.core.errors import Invalid, OverwatchError
 from api.core.resources import Resources
 from api.journal.envelopes import ENVELOPE_SQL, TYPE_RANK
+from api.journal.scopes import scoped
 from api.journal.status import HEAD_SQL
 from api.sync.schemas import SYNC_TYPES
-from api.sync.scope import scoped
 from api.sync.workstations import LAST_MUTATION_SQL
 
 BOOTSTRAP_FETCH = 5000

@@ -78,6 +78,14 @@ _REMOVE_DROPPED = text(
     "AND e.venue_id = ANY(:venues) "
     "ON CONFLICT DO NOTHING"
 )
+# And those that left the dropped venues after that cursor: their exits were
+# still to be pulled, and pull no longer walks a dropped venue's exits.
+_REMOVE_EXITED = text(
+    "INSERT INTO sync_scope_removals (workstation_id, version, entity_id, customer_id, "
+    "entity_type) SELECT :w, x.version, x.entity_id, :c, x.entity_type FROM sync_scope_exits x "
+    "WHERE x.customer_id = :c AND x.venue_id = ANY(:venues) AND x.version > :held "
+    "ON CONFLICT DO NOTHING"
+)
 # Leaving the whole tenant for a scope: everything outside the kept venues.
 _REMOVE_OUTSIDE = text(
     "INSERT INTO sync_scope_removals (workstation_id, version, entity_id, customer_id, "
@@ -180,6 +188,7 @@ async def put_scope(
         elif dropped:
             removed = {"w": w, "c": c, "venues": dropped, "held": held}
             await session.execute(_REMOVE_DROPPED, removed)
+            await session.execute(_REMOVE_EXITED, removed)
         await session.execute(_CLEAR_VENUES, {"w": w, "c": c})
         await session.execute(
             _SET_VENUES,
@@ -266,21 +275,3 @@ async def _save(
             "answer": answer.model_dump_json(),
         },
     )
-
-
-async def scoped(
-    session: AsyncSession, workstation_id: uuid.UUID | None, customer_id: uuid.UUID | None
-) -> list[uuid.UUID] | None:
-    """The venues (TENANT_WIDE included) of a workstation's scope; None when unscoped."""
-    if workstation_id is None:
-        return None
-    rows = (
-        await session.execute(
-            text(
-                "SELECT venue_id FROM sync_scope_venues WHERE workstation_id = :w "
-                "AND customer_id = :c ORDER BY venue_id"
-            ),
-            {"w": workstation_id, "c": customer_id},
-        )
-    ).all()
-    return [r.venue_id for r in rows] or None
