@@ -163,6 +163,43 @@ async def test_expiry_counts_from_the_first_unpulled_change_and_scope_is_shown(
     }
 
 
+async def test_expired_agrees_with_pull_for_scoped_and_unscoped_workstations(client, tenant, pg):
+    """A scoped pull reads each venue from GREATEST(cursor, floor): a scope
+    declared at a later cursor is not expired by a horizon between the two,
+    while an unscoped workstation at the same cursor is."""
+    scoped, hs = await register(client, tenant, "scoped")
+    whole, hw = await register(client, tenant, "whole tenant")
+    kept = uid()
+    await do_push(client, scoped, hs, [mutation(1, "venue", kept, data=venue("V1"))])
+    assert (await pull(client, hs))["cursor"] == (await pull(client, hw))["cursor"] == 1
+    await do_push(client, scoped, hs, [mutation(2, "venue", uid(), data=venue("V2"))])
+    await do_push(client, scoped, hs, [mutation(3, "venue", uid(), data=venue("V3"))])
+    put = await client.put(
+        f"{SYNC}/scope", headers=hs, json={"venues": [kept], "cursor": 3, "scope_version": 0}
+    )
+    assert put.status_code == 200, put.text
+    await pg.execute(
+        "UPDATE customer_versions SET pruned_through = 2 WHERE customer_id = $1::uuid", tenant.id
+    )
+    got = await listed(client, tenant)
+    assert (got[scoped]["cursor"], got[whole]["cursor"]) == (1, 1)
+    assert got[scoped]["scope"] == {"venues": [kept], "scope_version": 1}
+    assert (got[scoped]["expired"], got[whole]["expired"]) == (False, True)
+    assert got[scoped]["days_until_expiry"] > 29
+    assert (await client.get(f"{SYNC}/pull?since=1", headers=hw)).status_code == 410
+    assert (await client.get(f"{SYNC}/pull?since=1", headers=hs)).status_code == 200
+    # Once the horizon passes its venues' floor too, it is expired, and pull agrees.
+    cursor = (await listed(client, tenant))[scoped]["cursor"]
+    await do_push(client, scoped, hs, [mutation(4, "venue", uid(), data=venue("V4"))])
+    await pg.execute(
+        "UPDATE customer_versions SET pruned_through = $2 WHERE customer_id = $1::uuid",
+        tenant.id,
+        cursor + 1,
+    )
+    assert (await listed(client, tenant))[scoped]["expired"] is True
+    assert (await client.get(f"{SYNC}/pull?since={cursor}", headers=hs)).status_code == 410
+
+
 # ------------------------------------------------------------------ gauges
 GAUGES = (
     "overwatch_sync_lag_versions_max",

@@ -18,7 +18,12 @@ expire before
 and it is exactly then for a workstation that has every change up to the head
 when a delete follows. If the journal row of `c + 1` was itself pruned (it is
 older than the window), the answer is "now": the next prune may expire it. A
-cursor of 0 never expires (a pull from 0 is always answered). Versions are
+cursor of 0 never expires (a pull from 0 is always answered).
+
+A scoped workstation's pull is judged per venue of its scope (api/sync/pull.py):
+it reads each venue from GREATEST(cursor, floor) and counts its tombstones only
+above `added`, so `c` above is the lowest GREATEST(cursor, floor, added) over
+its venues read from above 0 (`EXPIRY_CURSOR_SQL`). Versions are
 contiguous per tenant (the counter moves by the number of changes journaled in
 the same transaction), so "the first change past `c`" is version `c + 1`.
 """
@@ -39,29 +44,51 @@ from api.core.settings import Settings
 from api.sync.schemas import ScopeSummary, WorkstationHealth
 from relational.models.scopes import TENANT_WIDE
 
+# `e.at`: the version a workstation's next pull is judged by for 410 (as
+# api/sync/pull.py judges it): its cursor when unscoped; when scoped, the
+# lowest over its venues of GREATEST(cursor, floor, added), among venues with
+# GREATEST(cursor, floor) > 0 (none: NULL, it cannot expire). A scoped pull
+# expires only when one of its venues reads from below the horizon.
+EXPIRY_CURSOR_SQL = """
+LEFT JOIN LATERAL (
+  SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM sync_scope_venues v
+                               WHERE v.workstation_id = w.id AND v.customer_id = w.customer_id)
+         THEN w.last_pull_cursor
+         ELSE (SELECT min(GREATEST(w.last_pull_cursor, v.floor, v.added)) FROM sync_scope_venues v
+               WHERE v.workstation_id = w.id AND v.customer_id = w.customer_id
+               AND GREATEST(w.last_pull_cursor, v.floor) > 0) END AS at
+) e ON true
+"""
+_NEXT_CHANGE = """
+LEFT JOIN LATERAL (SELECT j.created_at FROM sync_journal j
+                   WHERE j.customer_id = w.customer_id AND j.version = e.at + 1) n ON true
+"""
+_EXPIRY_CURSOR = EXPIRY_CURSOR_SQL + _NEXT_CHANGE
 # Per workstation, one statement: the head and horizon of its tenant, its
 # newest mutation outcome (the primary key (workstation_id, mutation_id) read
 # backwards: one index probe; prune keeps each workstation's newest), the
-# journal time of the first change past its cursor (the journal's primary key
-# (customer_id, version): one probe), and its scope.
-_HEALTH = """
+# journal time of the first change past its expiry cursor (the journal's
+# primary key (customer_id, version): one probe), and its scope.
+_HEALTH_SELECT = """
 SELECT w.id, w.name, w.deactivated_at IS NOT NULL AS deactivated, w.last_pull_at,
        w.last_pull_cursor, COALESCE(cv.version, 0) AS head,
-       COALESCE(cv.pruned_through, 0) AS pruned_through,
+       COALESCE(cv.pruned_through, 0) AS pruned_through, e.at AS expiry_cursor,
+       n.created_at AS next_change_at,
        (SELECT m.created_at FROM sync_mutations m WHERE m.workstation_id = w.id
         ORDER BY m.mutation_id DESC LIMIT 1) AS last_push_at,
-       (SELECT j.created_at FROM sync_journal j WHERE j.customer_id = w.customer_id
-        AND j.version = w.last_pull_cursor + 1) AS next_change_at,
        s.scope_version,
        (SELECT array_agg(v.venue_id ORDER BY v.venue_id) FROM sync_scope_venues v
         WHERE v.workstation_id = w.id AND v.customer_id = w.customer_id) AS venues
 FROM workstations w
 LEFT JOIN customer_versions cv ON cv.customer_id = w.customer_id
 LEFT JOIN sync_scopes s ON s.workstation_id = w.id AND s.customer_id = w.customer_id
+"""
+_HEALTH_WHERE = """
 WHERE w.customer_id = :c {where}
 ORDER BY w.id
 {limit}
 """
+_HEALTH = _HEALTH_SELECT + _EXPIRY_CURSOR + _HEALTH_WHERE
 _PAGE = text(
     _HEALTH.format(
         where="AND (CAST(:after AS uuid) IS NULL OR w.id > :after)", limit="LIMIT :limit"
@@ -70,27 +97,27 @@ _PAGE = text(
 _ONE = text(_HEALTH.format(where="AND w.id = :w", limit=""))
 
 # The gauges over every tenant, in one row: active workstations that pulled at
-# least once; expiry as in `_HEALTH` (a cursor of 0 never expires; a first
-# unpulled change whose journal row is gone is overdue).
-_FLEET = text("""
+# least once; expiry as in `_HEALTH` (an expiry cursor of 0 or NULL never
+# expires; a first unpulled change whose journal row is gone is overdue).
+_FLEET_HEAD = """
 WITH ws AS (
   SELECT cv.version - w.last_pull_cursor AS behind,
-         w.last_pull_cursor > 0 AND w.last_pull_cursor < cv.pruned_through AS expired,
-         w.last_pull_cursor > 0 AND CASE
-           WHEN n.created_at IS NULL AND w.last_pull_cursor < cv.version THEN true
+         COALESCE(e.at > 0 AND e.at < cv.pruned_through, false) AS expired,
+         COALESCE(e.at > 0 AND CASE
+           WHEN n.created_at IS NULL AND e.at < cv.version THEN true
            ELSE LEAST(w.last_pull_at, n.created_at) + make_interval(days => :retention_days)
-                <= now() + make_interval(days => :warning_days) END AS near
+                <= now() + make_interval(days => :warning_days) END, false) AS near
   FROM workstations w JOIN customer_versions cv ON cv.customer_id = w.customer_id
-  LEFT JOIN LATERAL (SELECT j.created_at FROM sync_journal j
-                     WHERE j.customer_id = w.customer_id AND j.version = w.last_pull_cursor + 1
-                    ) n ON true
+"""
+_FLEET_TAIL = """
   WHERE w.deactivated_at IS NULL AND w.last_pull_cursor IS NOT NULL
 )
 SELECT COALESCE(max(behind) FILTER (WHERE NOT expired), 0) AS max_lag,
        count(*) FILTER (WHERE near AND NOT expired) AS near_expiry,
        count(*) FILTER (WHERE expired) AS expired
 FROM ws
-""")
+"""
+_FLEET = text(_FLEET_HEAD + _EXPIRY_CURSOR + _FLEET_TAIL)
 
 # No tenant or workstation label: one series each would grow without bound
 # (`GET /sync/workstations` names them). Set when /metrics is scraped.
@@ -136,7 +163,7 @@ def _health(row: Any, settings: Settings, now: datetime) -> WorkstationHealth:
     head = int(row.head)
     deadline = expires_at(
         row.last_pull_at,
-        cursor,
+        row.expiry_cursor,
         head,
         row.next_change_at,
         timedelta(days=settings.tombstone_retention_days),
@@ -155,7 +182,7 @@ def _health(row: Any, settings: Settings, now: datetime) -> WorkstationHealth:
         versions_behind=None if cursor is None else max(head - cursor, 0),
         cursor_expires_at=_iso(deadline),
         days_until_expiry=None if days is None else round(days, 3),
-        expired=bool(cursor) and cursor < int(row.pruned_through),
+        expired=bool(row.expiry_cursor) and row.expiry_cursor < int(row.pruned_through),
         # Unscoped: no venue rows (a scope always holds the tenant-wide pseudo-venue).
         scope=ScopeSummary(
             venues=[v for v in venues if v != TENANT_WIDE], scope_version=int(row.scope_version)

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.core.resources import Resources
+from api.sync.health import EXPIRY_CURSOR_SQL
 
 _PRUNE_TOMBSTONES = text(
     "WITH gone AS (DELETE FROM sync_entities WHERE deleted AND updated_at < :before "
@@ -31,15 +32,18 @@ _PRUNE_TOMBSTONES = text(
     "SELECT customer_id, max(version) AS upto, count(*) AS n FROM gone GROUP BY customer_id"
 )
 # Workstations the new horizons would expire: active, pulled since `before`,
-# cursor not expired yet (a cursor of 0 never expires) but below the new horizon.
+# expiry cursor (api/sync/health.py: the cursor, or for a scoped workstation
+# the lowest position one of its venues reads from) not expired yet, a cursor
+# of 0 never expires, but below the new horizon.
 _AT_RISK = text(
-    "SELECT w.customer_id, w.id, w.name, w.last_pull_at, w.last_pull_cursor AS cursor, "
-    "h.upto AS horizon FROM unnest(CAST(:customers AS uuid[]), CAST(:horizons AS bigint[])) "
+    "SELECT w.customer_id, w.id, w.name, w.last_pull_at, w.last_pull_cursor AS cursor, "  # noqa: S608
+    "e.at AS expiry_cursor, h.upto AS horizon "
+    "FROM unnest(CAST(:customers AS uuid[]), CAST(:horizons AS bigint[])) "
     "AS h(customer_id, upto) JOIN customer_versions cv ON cv.customer_id = h.customer_id "
-    "JOIN workstations w ON w.customer_id = h.customer_id "
+    f"JOIN workstations w ON w.customer_id = h.customer_id {EXPIRY_CURSOR_SQL} "
     "WHERE w.deactivated_at IS NULL AND w.last_pull_at >= :before "
-    "AND w.last_pull_cursor > 0 AND w.last_pull_cursor >= cv.pruned_through "
-    "AND w.last_pull_cursor < h.upto ORDER BY w.customer_id, w.last_pull_at DESC"
+    "AND e.at > 0 AND e.at >= cv.pruned_through "
+    "AND e.at < h.upto ORDER BY w.customer_id, w.last_pull_at DESC"
 )
 _RAISE_HORIZON = text(
     "UPDATE customer_versions SET pruned_through = GREATEST(pruned_through, :upto) "
@@ -83,6 +87,8 @@ class AtRisk:
     name: str
     last_pull_at: datetime
     cursor: int
+    # What its next pull is judged by: `cursor`, or more for a scoped workstation.
+    expiry_cursor: int
     horizon: int
 
 
@@ -117,7 +123,15 @@ async def _at_risk(
         },
     )
     return [
-        AtRisk(r.customer_id, r.id, r.name, r.last_pull_at, int(r.cursor), int(r.horizon))
+        AtRisk(
+            r.customer_id,
+            r.id,
+            r.name,
+            r.last_pull_at,
+            int(r.cursor),
+            int(r.expiry_cursor),
+            int(r.horizon),
+        )
         for r in rows
     ]
 

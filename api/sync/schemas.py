@@ -219,8 +219,10 @@ class WorkstationHealth(BaseModel):
         description="The earliest moment `overwatch prune` run with TOMBSTONE_RETENTION_DAYS "
         "could remove a delete this workstation has not pulled, so that a pull from its cursor "
         "answers 410: (the earlier of its last pull and the journal time of the first change "
-        "after its cursor) + TOMBSTONE_RETENTION_DAYS. Null when it never pulled or its cursor "
-        "is 0 (a pull from 0 never expires)."
+        "after its cursor) + TOMBSTONE_RETENTION_DAYS. For a scoped workstation, its cursor here "
+        "is the lowest position one of its venues is read from (GREATEST(cursor, the venue's "
+        "floor, when the venue was added)). Null when it never pulled or its cursor is 0 (a "
+        "pull from 0 never expires)."
     )
     days_until_expiry: float | None = Field(
         description="Days from now to `cursor_expires_at`, 0 once that moment passed (the next "
