@@ -77,7 +77,7 @@ def prune(
         for ws in synced.at_risk[:show]:
             typer.echo(
                 f"  tenant {ws.customer_id} workstation {ws.workstation_id} ({ws.name}): "
-                f"cursor {ws.cursor} < new horizon {ws.horizon}, last pull "
+                f"cursor {ws.expiry_cursor} < new horizon {ws.horizon}, last pull "
                 f"{ws.last_pull_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
             )
         if len(synced.at_risk) > show:
