@@ -299,6 +299,14 @@ async def test_prune_refuses_to_expire_a_recent_workstation_unless_forced(
     assert (await pull(client, hb))["cursor"] == 1
     await do_push(client, a, ha, [mutation(2, "venue", gone, "delete", 1)])
     await do_push(client, a, ha, [mutation(3, "venue", uid(), data=venue("W"))])
+    # A conflict in the inbox (an edit of what A deleted), recorded 40 days ago: it ages out too.
+    stale = await do_push(client, b, hb, [mutation(1, "venue", gone, base=1, data=venue("V'"))])
+    assert stale.json()["results"][0]["status"] == "conflict", stale.text
+    await pg.execute(
+        "UPDATE sync_conflicts SET created_at = now() - interval '40 days' "
+        "WHERE customer_id = $1::uuid",
+        tenant.id,
+    )
     # The delete (version 2) is older than the window; A pulled within it, B
     # long ago (B is not warned about: it would be expired by the window anyway).
     await pg.execute(
@@ -355,6 +363,9 @@ async def test_prune_refuses_to_expire_a_recent_workstation_unless_forced(
                     tenant.id,
                 )
             ),
+            await pg.fetchval(
+                "SELECT count(*) FROM sync_conflicts WHERE customer_id = $1::uuid", tenant.id
+            ),
         )
 
     untouched = await state()
@@ -368,8 +379,9 @@ async def test_prune_refuses_to_expire_a_recent_workstation_unless_forced(
     code, output = await run_prune(test_database_url, "--force")
     assert code == 0, output
     assert "warning" in output and f"workstation {a} (recent)" in output
-    tombstones, horizon, exits, removals = await state()
-    assert (tombstones, horizon) == (0, 2)
+    tombstones, horizon, exits, removals, conflicts = await state()
+    assert (tombstones, horizon, conflicts) == (0, 2, 0)
+    assert untouched[4] == 1
     assert [r["version"] for r in exits] == [3]
     assert removals == sorted([(b, 2), (a, 1)])
     assert (await client.get(f"{SYNC}/pull?since=1", headers=ha)).status_code == 410

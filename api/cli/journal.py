@@ -95,8 +95,9 @@ def prune(
     )
     typer.echo(
         f"sync: removed {synced.tombstones} tombstones, {synced.journal_rows} applied "
-        f"journal rows, {synced.outcomes} mutation outcomes, {synced.scope_exits} scope exits "
-        f"and {synced.scope_removals} delivered scope removals older than "
+        f"journal rows, {synced.outcomes} mutation outcomes, {synced.scope_exits} scope exits, "
+        f"{synced.scope_removals} delivered scope removals and {synced.conflicts} conflicts "
+        "older than "
         f"{sync_cutoff:%Y-%m-%dT%H:%M:%SZ}; cursors below the pruned versions of "
         f"{synced.tenants} tenant(s) now answer 410"
     )

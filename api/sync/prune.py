@@ -1,4 +1,4 @@
-"""Retention for sync history: applied journal rows, tombstones, retry outcomes, scope exits.
+"""Retention for sync history: journal rows, tombstones, retry outcomes, scope exits, conflicts.
 
 Tombstones older than the window are removed and the tenant's
 `pruned_through` is raised to the newest version removed: a pull from a cursor
@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.core.resources import Resources
+from api.sync.conflicts import prune_conflicts
 from api.sync.health import EXPIRY_CURSOR_SQL
 
 _PRUNE_TOMBSTONES = text(
@@ -100,6 +101,7 @@ class SyncPruned:
     tenants: int
     scope_exits: int = 0
     scope_removals: int = 0
+    conflicts: int = 0
     at_risk: list[AtRisk] = field(default_factory=list)
     refused: bool = False
 
@@ -154,6 +156,8 @@ async def prune_sync(resources: Resources, before: datetime, *, force: bool = Tr
         outcomes = _rowcount(await session.execute(_PRUNE_OUTCOMES, {"before": before}))
         exits = _rowcount(await session.execute(_PRUNE_EXITS))
         removals = _rowcount(await session.execute(_PRUNE_REMOVALS, {"before": before}))
+        # The conflict inbox ages out with the journal (api/sync/conflicts.py).
+        conflicts = await prune_conflicts(session, before)
         await session.commit()
     return SyncPruned(
         tombstones=sum(int(r.n) for r in rows),
@@ -162,5 +166,6 @@ async def prune_sync(resources: Resources, before: datetime, *, force: bool = Tr
         tenants=len(rows),
         scope_exits=exits,
         scope_removals=removals,
+        conflicts=conflicts,
         at_risk=at_risk,
     )
