@@ -48,6 +48,7 @@ from api.journal.envelopes import current_envelopes
 from api.journal.record import Origin
 from api.journal.storable import printable
 from api.journal.transaction import tenant_transaction
+from api.sync.conflicts import record_conflicts
 from api.sync.schemas import SUPPORTED_PROTOCOLS, Mutation, PushRequest, PushResponse
 from api.sync.workstations import CHECKPOINT_SQL, LAST_MUTATION_SQL
 
@@ -125,8 +126,9 @@ class PushJudge:
         # result dict -> index of its change in self.changes.changes (for the version)
         self.versioned: list[tuple[dict[str, Any], int]] = []
         # conflict results whose `server` envelope is filled in after journaling,
-        # so it shows what earlier mutations of this push did to the entity
-        self.conflicts: list[tuple[dict[str, Any], uuid.UUID]] = []
+        # so it shows what earlier mutations of this push did to the entity;
+        # with their mutations, kept in the conflict inbox (api/sync/conflicts.py)
+        self.conflicts: list[tuple[dict[str, Any], Mutation]] = []
 
     async def judge(self, mutation: Mutation) -> dict[str, Any]:
         entity_type = EntityType(mutation.type)
@@ -155,15 +157,15 @@ class PushJudge:
 
     def _conflict(self, mutation: Mutation) -> dict[str, Any]:
         result = {"mutation_id": mutation.mutation_id, "status": "conflict", "server": None}
-        self.conflicts.append((result, mutation.id))
+        self.conflicts.append((result, mutation))
         return result
 
     async def fill_conflicts(self) -> None:
         """After `record`: each conflict's `server` is the entity's state now."""
-        ids = list({entity_id for _, entity_id in self.conflicts})
+        ids = list({mutation.id for _, mutation in self.conflicts})
         envelopes = await current_envelopes(self.session, self.customer_id, ids)
-        for result, entity_id in self.conflicts:
-            result["server"] = envelopes.get(entity_id)
+        for result, mutation in self.conflicts:
+            result["server"] = envelopes.get(mutation.id)
 
     def _applied(self, mutation: Mutation, **extra: Any) -> dict[str, Any]:
         result = {"mutation_id": mutation.mutation_id, "status": "applied", **extra}
@@ -357,6 +359,10 @@ async def _push_once(
         for result, index in judge.versioned:
             result["version"] = versions[index]
         await judge.fill_conflicts()
+        # Kept in the inbox before the outcomes are stored: a retry's
+        # `duplicate` then carries the same `conflict_id`.
+        head = versions[-1] if versions else tx.next_version - 1
+        await record_conflicts(session, customer_id, workstation_id, judge.conflicts, head)
         if fresh:
             await session.execute(
                 _STORE_OUTCOMES,

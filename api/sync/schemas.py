@@ -76,6 +76,11 @@ class MutationResult(BaseModel):
         description="True when a venue edit was merged with "
         "concurrent edits of other fields instead of conflicting.",
     )
+    conflict_id: uuid.UUID | None = Field(
+        None,
+        description="For `conflict` (and its `duplicate`): the conflict kept in the inbox "
+        "(`GET /sync/conflicts/{id}`).",
+    )
 
 
 class PushResponse(BaseModel):
