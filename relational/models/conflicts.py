@@ -53,9 +53,7 @@ class SyncConflict(Base):
             "id",
             postgresql_where=text("resolved_at IS NULL"),
         ),
-        Index(
-            "ix_sync_conflicts_workstation", "customer_id", "workstation_id", "created_at", "id"
-        ),
+        Index("ix_sync_conflicts_workstation", "customer_id", "workstation_id", "created_at", "id"),
         Index("ix_sync_conflicts_entity", "customer_id", "entity_id", "created_at"),
         # Retention sweeps every tenant by age.
         Index("ix_sync_conflicts_created_at", "created_at"),
