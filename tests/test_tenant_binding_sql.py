@@ -35,6 +35,11 @@ TENANT_TABLES = (
     "api_keys",
     "customer_versions",
     "stream_presence",
+    "sync_conflicts",
+    "sync_scopes",
+    "sync_scope_venues",
+    "sync_scope_removals",
+    "sync_scope_exits",
 )
 _TABLE = re.compile(r"\b(FROM|JOIN|UPDATE|INTO)\s+(" + "|".join(TENANT_TABLES) + r")\b", re.I)
 _SQL = re.compile(r"^\s*(\(?\s*SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.I)
