@@ -351,6 +351,16 @@ class SyncClient:
             self.resync = set()  # whole tenant again: prune what the pull from 0 lacks
         self.last_scope_answer = answer
 
+    async def resume_mutation_ids(self) -> None:
+        """Continue after the last mutation id the server holds (after a reinstall)."""
+        response = await self._request(
+            "GET", "/status", params={"workstation_id": self.workstation_id}
+        )
+        response.raise_for_status()
+        self.next_mutation_id = max(
+            self.next_mutation_id, int(response.json()["last_mutation_id"]) + 1
+        )
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
