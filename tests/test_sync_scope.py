@@ -317,6 +317,13 @@ async def test_scope_input_is_checked(client, tenant, other_tenant):
             assert r.json()["error"]["code"] == code, r.text
     r = await client.get(f"{SYNC}/scope", headers=h_r)
     assert r.json()["venues"] is None  # nothing changed
+    # A venue deleted since is still accepted: a client resending its scope is not refused.
+    ws_w, h_w = await register(client, tenant, "writer")
+    writer = Writer(client, ws_w, h_w)
+    gone = await writer.venue("gone")
+    await writer.delete("venue", gone)
+    r = await client.put(f"{SYNC}/scope", headers=h_r, json={"venues": [gone], "cursor": 0})
+    assert r.status_code == 200, r.text
     r = await client.put(f"{SYNC}/scope", headers=tenant.headers, json={"venues": [], "cursor": 0})
     assert r.status_code == 403
 

@@ -50,9 +50,11 @@ _VENUES = text(
     "SELECT venue_id, floor, added FROM sync_scope_venues WHERE workstation_id = :w "
     "AND customer_id = :c"
 )
+# A venue deleted or merged away since the client last heard is still known
+# (its tombstone): a client resending its scope is not refused for it.
 _KNOWN = text(
     "SELECT entity_id FROM sync_entities WHERE customer_id = :c AND entity_type = 'venue' "
-    "AND entity_id = ANY(:ids) AND NOT deleted"
+    "AND entity_id = ANY(:ids)"
 )
 _CLEAR_VENUES = text("DELETE FROM sync_scope_venues WHERE workstation_id = :w AND customer_id = :c")
 _SET_VENUES = text(
