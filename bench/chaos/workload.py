@@ -379,9 +379,11 @@ class Workstation:
         rng = self.rng
         pool = self.tracker.venue_pool()
         # Venues of the scope deleted or merged away since (their tombstones
-        # were pulled) are left out: naming them is refused (unknown_venue).
+        # were pulled) are mostly left out, and now and then kept: the server
+        # accepts a venue the tenant had, and its pull must stay exact.
         live = set(pool) | set(self._live("venue", confirmed=True))
-        current = [v for v in self.client.scope or [] if v in live]
+        keep_gone = rng.random() < 0.2
+        current = [v for v in self.client.scope or [] if keep_gone or v in live]
         roll = rng.random()
         if self.client.scope is not None and roll < 0.08:
             return None
