@@ -350,13 +350,47 @@ async def run_statements(
         await result.consume()
 
 
-async def apply_changes(graph: GraphClient, changes: Sequence[GraphChange]) -> None:
-    """Apply changes, in the order given (version order), in one write transaction."""
+class StaleApplier(Exception):
+    """A later applier already wrote this tenant's graph: this one's lock is gone."""
+
+
+# The tenant's apply fence (cypher/migrations/0002_apply_fence.cypher): raised
+# to this transaction's epoch, first thing, which also write-locks the fence
+# node until the transaction ends, so appliers of one tenant serialise here
+# too. `seen` above the epoch: a later lock holder has already applied.
+FENCE: LiteralString = """
+MERGE (f:ApplyFence {tenant: $customer_id})
+WITH f, coalesce(f.epoch, 0) AS seen
+SET f.epoch = CASE WHEN seen > $epoch THEN seen ELSE $epoch END
+RETURN seen
+"""
+
+
+async def raise_fence(
+    tx: AsyncManagedTransaction | AsyncTransaction, customer_id: str, epoch: int
+) -> None:
+    """Claim the tenant's graph for `epoch`, or raise StaleApplier (roll back)."""
+    record = await (await tx.run(FENCE, {"customer_id": customer_id, "epoch": epoch})).single()
+    if record is not None and int(record["seen"]) > epoch:
+        raise StaleApplier(f"apply epoch {epoch} is behind the fence ({record['seen']})")
+
+
+async def apply_changes(
+    graph: GraphClient, changes: Sequence[GraphChange], epoch: int | None = None
+) -> None:
+    """Apply changes, in the order given (version order), in one write transaction.
+
+    With `epoch` (the applier's fencing token, api/journal/apply.py) the
+    transaction first raises the tenant's fence, and is refused with
+    StaleApplier if a later applier got there first.
+    """
     if not changes:
         return
     runs = statement_runs(changes)
 
     async def work(tx: AsyncManagedTransaction) -> None:
+        if epoch is not None:
+            await raise_fence(tx, changes[0].customer_id, epoch)
         await run_statements(tx, runs)
 
     await graph.write_tx("journal.apply", work)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from graph.driver import GraphClient
-from graph.projection import STATEMENTS, GraphChange, apply_changes
+from graph.projection import STATEMENTS, GraphChange, StaleApplier, apply_changes
 
 EXAMPLES = int(os.environ.get("OVERWATCH_PROPERTY_EXAMPLES", "30"))
 # Shrinking a failure can take minutes of Neo4j round trips; on demand only.
@@ -379,3 +379,35 @@ async def test_batching_never_changes_the_outcome(graph: GraphClient, journal: J
     finally:
         await _clear(graph, customer_a)
         await _clear(graph, customer_b)
+
+
+async def test_an_applier_behind_the_fence_cannot_bring_a_deleted_entity_back(
+    graph: GraphClient,
+):
+    """The chaos harness's find: an applier's Postgres lock vanished with its
+    connection while its Neo4j batch was in flight; a later lock holder applied
+    the entity's delete, then the old batch landed and MERGE recreated it.
+    With the fence, the old batch (a lower epoch) is refused and rolled back."""
+    customer = str(uuid.uuid4())
+    v, a = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def row(entity_id: str, op: str, version: int, data: Any) -> GraphChange:
+        return GraphChange("venue", entity_id, op, version, customer, data)
+
+    await apply_changes(graph, [row(v, "upsert", 1, {"name": "V"})], epoch=10)
+    old_batch = [row(a, "upsert", 2, {"name": "A"})]
+    # The later holder (epoch 12) applies A's upsert and delete.
+    await apply_changes(graph, [*old_batch, row(a, "delete", 3, {"name": "A"})], epoch=12)
+    with pytest.raises(StaleApplier):
+        await apply_changes(graph, old_batch, epoch=11)
+    found = await graph.read(
+        "test.fence",
+        "MATCH (n:Venue {id: $id}) WHERE n.customer_id = $customer_id RETURN n",
+        {"id": a, "customer_id": customer},
+    )
+    assert found == []
+    await graph.write(
+        "test.fence_clear",
+        "MATCH (n) WHERE n.customer_id = $customer_id OR n.tenant = $customer_id DETACH DELETE n",
+        {"customer_id": customer},
+    )

@@ -37,6 +37,9 @@ ALLOWED: dict[str, str] = {
     # The graph's own schema bookkeeping: shared by all tenants, holds no tenant data.
     "graph/schema.py:_APPLIED": "reads the applied schema migrations (shared)",
     "graph/schema.py:_RECORD": "records an applied schema migration (shared)",
+    # One bookkeeping node per tenant, keyed by its id under `tenant` (not
+    # `customer_id`) so no tenant query ever returns it.
+    "graph/projection.py:FENCE": "the tenant's apply fence, MERGEd by `tenant: $customer_id`",
     # Search sizes its over-fetch from the size of the shared vector index.
     "graph/search.py:INDEX_SIZE[venue]": "counts the shared index's nodes, returns a number",
     "graph/search.py:INDEX_SIZE[world_node]": "counts the shared index's nodes, returns a number",

@@ -21,6 +21,7 @@ from api.journal.circuit import graph_health
 from api.journal.record import Change
 from graph.projection import (
     GraphChange,
+    StaleApplier,
     apply_changes,
 )
 from relational.database import unit_of_work
@@ -93,9 +94,17 @@ _TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id
 _LOCK_TRY_HOLD = text(
     "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
     "WHERE customer_id = :customer_id FOR UPDATE) "
-    "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held "
-    "FROM counter"
+    "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held, "
+    "nextval('journal_apply_epoch') AS epoch FROM counter"
 )
+
+
+# An apply lock holder's fencing token (migration 0015): every Neo4j apply
+# transaction raises the tenant's fence to it first (graph.projection.FENCE),
+# so a holder whose lock vanished with its connection (a Postgres restart)
+# cannot land an older batch after a newer holder's. Drawn after the lock is
+# taken; a sequence never repeats, crashes included.
+_EPOCH = text("SELECT nextval('journal_apply_epoch')")
 
 
 _UNHOLD = text("SELECT pg_advisory_unlock(hashtextextended(CAST(:customer_id AS text), 7))")
@@ -155,7 +164,7 @@ class Applied:
 
 
 async def _apply_isolating(
-    resources: Resources, changes: Sequence[GraphChange], outcome: Applied
+    resources: Resources, changes: Sequence[GraphChange], outcome: Applied, epoch: int
 ) -> None:
     """Apply `changes` in order; when Neo4j refuses a batch, bisect it.
 
@@ -167,17 +176,17 @@ async def _apply_isolating(
     Outages propagate: `outcome` says how far it got.
     """
     try:
-        await apply_changes(resources.graph, changes)
+        await apply_changes(resources.graph, changes, epoch)
     except Exception as exc:
-        if not refused_rows(exc):
+        if isinstance(exc, StaleApplier) or not refused_rows(exc):
             raise
         if len(changes) == 1:
             outcome.failed.append((changes[0], f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]))
             outcome.through = changes[0].version
             return
         middle = len(changes) // 2
-        await _apply_isolating(resources, changes[:middle], outcome)
-        await _apply_isolating(resources, changes[middle:], outcome)
+        await _apply_isolating(resources, changes[:middle], outcome, epoch)
+        await _apply_isolating(resources, changes[middle:], outcome, epoch)
         return
     outcome.applied += len(changes)
     outcome.through = changes[-1].version
@@ -270,6 +279,7 @@ async def apply_pending(
                 resources, session, _TRY_LOCK, {"customer_id": str(customer_id)}
             ):
                 return BUSY
+            epoch = int((await session.execute(_EPOCH)).scalar_one())
             params = {"customer_id": customer_id, "limit": APPLY_BATCH}
             changes: list[GraphChange] = []
             if known:
@@ -291,12 +301,22 @@ async def apply_pending(
                 ]
             if not changes:
                 return total
+            stale = False
             try:
-                await _apply_isolating(resources, changes, outcome)
+                await _apply_isolating(resources, changes, outcome, epoch)
+            except StaleApplier as exc:
+                # Our lock vanished (its connection dropped) and a later holder
+                # applied: what we applied before stands, the rest is theirs.
+                log.warning(
+                    "journal.apply_superseded", customer_id=str(customer_id), error=str(exc)
+                )
+                stale = True
             except Exception as exc:
                 JOURNAL_APPLY_FAILURES.inc()
                 outage = exc
             await _settle(session, customer_id, outcome)
+        if stale:
+            return total + outcome.applied
         total += outcome.applied
         if outage is None:
             graph_health(resources).ok()

@@ -15,6 +15,7 @@ from api.core.observability import error_text
 from api.core.resources import Resources
 from api.journal.apply import (
     _ANY_PENDING,
+    _EPOCH,
     _HAND_OVER,
     _LOCK_TRY_HOLD,
     _MARK_APPLIED,
@@ -33,6 +34,7 @@ from api.journal.tenant_gate import tenant_connection
 from graph.driver import OpenWrite
 from graph.projection import (
     GraphChange,
+    raise_fence,
     run_statements,
     statement_runs,
 )
@@ -86,6 +88,7 @@ class TenantTransaction:
         self._unreachable = False
         # The first version `record` will allocate (the counter is locked).
         self.next_version = 0
+        self._epoch = 0
 
     async def start(self) -> None:
         """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
@@ -111,9 +114,13 @@ class TenantTransaction:
         # Never wait for the apply lock: its holder may be an applier stuck on
         # an unreachable Neo4j, and this transaction holds the counter row that
         # every other writer of the tenant is queued on.
-        self._holding = bool(locked.held) or await _poll_lock(
+        self._holding = bool(locked.held)
+        self._epoch = int(locked.epoch)  # the fencing token (api/journal/apply.py)
+        if not self._holding and await _poll_lock(
             self.resources, self.session, _TRY_HOLD, params, within=LOCK_WAIT
-        )
+        ):
+            self._holding = True
+            self._epoch = int((await self.session.execute(_EPOCH)).scalar_one())
         if not self._holding:
             await self._discard()
             self._opening = None
@@ -151,7 +158,10 @@ class TenantTransaction:
         if before is not None:
             await before
         assert self._opening is not None
-        await run_statements((await self._opening).tx, runs)
+        tx = (await self._opening).tx
+        if before is None:  # first thing in the transaction: the tenant's fence
+            await raise_fence(tx, str(self.customer_id), self._epoch)
+        await run_statements(tx, runs)
 
     async def complete(self) -> bool:
         """After the journal committed: commit Neo4j and mark the rows applied.
