@@ -166,12 +166,20 @@ _BOOTSTRAP = text(
     "WHERE e.customer_id = :c AND e.entity_type = :t AND e.entity_id > :after "
     "AND NOT e.deleted AND e.version <= :snapshot ORDER BY e.entity_id LIMIT :limit"
 )
-# A scope's venue at a time, along `ix_sync_entities_scope_live`.
+# Every venue of a scope at once, one type at a time, in (venue, id) order:
+# per venue an index range along `ix_sync_entities_scope_live` cut at the
+# chunk size, merged, cut again; envelopes are built for the chunk only.
 _SCOPED_BOOTSTRAP = text(
-    f"SELECT e.entity_id, {ENVELOPE_SQL} AS envelope FROM sync_entities e "  # noqa: S608
-    "WHERE e.customer_id = :c AND e.venue_id = :v AND e.entity_type = :t "
-    "AND e.entity_id > :after AND NOT e.deleted AND e.version <= :snapshot "
-    "ORDER BY e.entity_id LIMIT :limit"
+    "WITH chunk AS (SELECT x.venue_id, x.entity_id"  # noqa: S608 (constant SQL)
+    " FROM unnest(CAST(:venues AS uuid[])) AS v(venue)"
+    " CROSS JOIN LATERAL (SELECT e.venue_id, e.entity_id FROM sync_entities e"
+    " WHERE e.customer_id = :c AND e.venue_id = v.venue AND e.entity_type = :t"
+    " AND (e.venue_id > :av OR e.entity_id > :after) AND NOT e.deleted"
+    " AND e.version <= :snapshot ORDER BY e.entity_id LIMIT :limit) x"
+    " WHERE v.venue >= :av ORDER BY x.venue_id, x.entity_id LIMIT :limit)"
+    f" SELECT c.venue_id, c.entity_id, {ENVELOPE_SQL} AS envelope FROM chunk c"
+    " JOIN sync_entities e ON e.customer_id = :c AND e.entity_type = :t"
+    " AND e.entity_id = c.entity_id ORDER BY c.venue_id, c.entity_id"
 )
 _SCOPED_COUNTS = text(
     "SELECT entity_type, count(*) AS n FROM sync_entities WHERE customer_id = :c "
@@ -284,11 +292,10 @@ class Snapshot:
     venues: list[uuid.UUID] | None = None
     scope_version: int | None = None
 
-    def lanes(self) -> list[tuple[str, uuid.UUID | None]]:
-        """The stream's order: by type (parents first), then by venue when scoped."""
-        if self.venues is None:
-            return [(t, None) for t in BOOTSTRAP_ORDER]
-        return [(t, v) for t in BOOTSTRAP_ORDER for v in self.venues]
+    @property
+    def scope_venues(self) -> list[uuid.UUID] | None:
+        """The scope's venues in stream order (sorted), tenant-wide included."""
+        return None if self.venues is None else sorted(self.venues)
 
 
 async def bootstrap_snapshot(
@@ -342,39 +349,41 @@ async def bootstrap_lines(
     in a short transaction, so neither memory nor a long-held snapshot grows
     with the tenant's size. A scoped stream walks each venue of the scope.
     """
-    lanes = snapshot.lanes()
-    first, after_id = 0, uuid.UUID(int=0)
+    nil = uuid.UUID(int=0)
+    first, key = 0, (nil, nil)
     if after is not None:
-        lane = (after[0], after[1])
-        if lane not in lanes:
+        entity_type, venue, entity_id = after
+        venues = snapshot.scope_venues
+        if (venue is None) != (venues is None) or (venues is not None and venue not in venues):
             raise Invalid(
                 "after names a position outside this stream (was the scope changed?); "
                 "start the bootstrap again",
                 code="bad_position",
                 details=[{"loc": ["query", "after"], "msg": "not in this stream"}],
             )
-        first, after_id = lanes.index(lane), after[2]
-    return _bootstrap_stream(resources, principal, snapshot, lanes, first, after_id, page_size)
+        first, key = BOOTSTRAP_ORDER.index(entity_type), (venue or nil, entity_id)
+    return _bootstrap_stream(resources, principal, snapshot, first, key, page_size)
 
 
 async def _bootstrap_stream(
     resources: Resources,
     principal: Principal,
     snapshot: Snapshot,
-    lanes: list[tuple[str, uuid.UUID | None]],
     first: int,
-    after_id: uuid.UUID,
+    after: tuple[uuid.UUID, uuid.UUID],
     page_size: int | None,
 ) -> AsyncIterator[bytes]:
+    nil = uuid.UUID(int=0)
+    venues = snapshot.scope_venues
     header: dict[str, Any] = {
         "snapshot_version": snapshot.version,
         "counts": snapshot.counts,
         "page_size": page_size,
-        "resumed_after": True if first or after_id.int else None,
+        "resumed_after": True if first or after[1].int else None,
     }
-    if snapshot.venues is not None:
+    if venues is not None:
         header["scope"] = {
-            "venues": [str(v) for v in snapshot.venues if v.int],
+            "venues": [str(v) for v in venues if v.int],
             "scope_version": snapshot.scope_version,
         }
     yield _line(header)
@@ -382,9 +391,9 @@ async def _bootstrap_stream(
     sent = 0
     position: str | None = None
     full = False
-    for index in range(first, len(lanes)):
-        entity_type, venue = lanes[index]
-        cursor_id = after_id if index == first else uuid.UUID(int=0)
+    for index in range(first, len(BOOTSTRAP_ORDER)):
+        entity_type = BOOTSTRAP_ORDER[index]
+        key = after if index == first else (nil, nil)
         while True:
             want = BOOTSTRAP_FETCH if page_size is None else min(BOOTSTRAP_FETCH, page_size - sent)
             if want <= 0:
@@ -393,22 +402,27 @@ async def _bootstrap_stream(
             params = {
                 "c": principal.customer_id,
                 "t": entity_type,
-                "v": venue,
-                "after": cursor_id,
+                "venues": venues,
+                "av": key[0],
+                "after": key[1],
                 "snapshot": snapshot.version,
                 "limit": want,
             }
             async with resources.sessions() as session:
-                statement = _BOOTSTRAP if venue is None else _SCOPED_BOOTSTRAP
+                statement = _BOOTSTRAP if venues is None else _SCOPED_BOOTSTRAP
                 rows = (await session.execute(statement, params)).all()
             chunk = "".join(r.envelope + "\n" for r in rows).encode()
             digest.update(chunk)
             yield chunk
             sent += len(rows)
             if rows:
-                cursor_id = rows[-1].entity_id
-                lane = entity_type if venue is None else f"{entity_type}:{venue}"
-                position = f"{lane}:{cursor_id}"
+                last = rows[-1]
+                if venues is None:
+                    key = (nil, last.entity_id)
+                    position = f"{entity_type}:{last.entity_id}"
+                else:
+                    key = (last.venue_id, last.entity_id)
+                    position = f"{entity_type}:{last.venue_id}:{last.entity_id}"
             if len(rows) < want:
                 break
         if full:
