@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from api.auth.endpoints import router as auth_router
 from api.blobs.endpoints import router as blobs_router
 from api.fleet.endpoints import admin_router as fleet_admin_router
 from api.fleet.endpoints import drones_router, kits_router
 from api.graphs.endpoints import router as graphs_router
-from api.journal.storable import refuse_unstorable_parameters
+from api.journal.route import V1Route
 from api.operations.endpoints import router as operations_router
 from api.search.endpoints import router as search_router
 from api.streams.endpoints import router as streams_router
@@ -20,9 +21,7 @@ from api.sync.scope_endpoints import router as sync_scope_router
 from api.venues.endpoints import router as venues_router
 from api.world.endpoints import router as world_router
 
-# No endpoint sees a query or path parameter that Postgres could not hold (NUL).
 V1_PREFIX = "/api/v1"
-V1_DEPENDENCIES = [Depends(refuse_unstorable_parameters)]
 # Each is included into the app itself under V1_PREFIX (`include_v1`), not
 # through an `/api/v1` router of its own: FastAPI walks nested included
 # routers on every request (matching, route versions), one level less per request.
@@ -49,6 +48,13 @@ V1_ROUTERS: list[APIRouter] = [
 
 
 def include_v1(app: FastAPI) -> None:
-    """Every `/api/v1` router, in V1_ROUTERS' order, with the shared dependencies."""
+    """Every `/api/v1` router, in V1_ROUTERS' order.
+
+    No endpoint sees a query or path parameter that Postgres could not hold
+    (NUL): every route is a `V1Route`, which refuses one before anything runs.
+    """
     for router in V1_ROUTERS:
-        app.include_router(router, prefix=V1_PREFIX, dependencies=V1_DEPENDENCIES)
+        for route in router.routes:
+            if isinstance(route, APIRoute) and not isinstance(route, V1Route):
+                raise RuntimeError(f"{route.path}: an /api/v1 route must be a V1Route")
+        app.include_router(router, prefix=V1_PREFIX)

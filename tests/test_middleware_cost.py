@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from api.auth.deps import current_principal
+from api.auth.deps import KeyAuth
 from api.auth.principal import Principal, Scope
 from api.core.deps import get_session
 from api.core.errors import DependencyUnavailable
@@ -81,8 +81,10 @@ def test_no_dependency_or_endpoint_runs_in_the_threadpool(app: FastAPI):
     assert not offenders, sorted(offenders)
 
 
-def _uses(dependency: Any, call: Any) -> bool:
-    return dependency.call is call or any(_uses(d, call) for d in dependency.dependencies)
+def _authenticates(dependency: Any) -> bool:
+    return isinstance(dependency.call, KeyAuth) or any(
+        _authenticates(d) for d in dependency.dependencies
+    )
 
 
 def test_fleet_endpoints_authenticate_before_they_open_a_session(app: FastAPI):
@@ -95,9 +97,7 @@ def test_fleet_endpoints_authenticate_before_they_open_a_session(app: FastAPI):
         dependencies = route.dependant.dependencies
         session = [i for i, d in enumerate(dependencies) if d.call is get_session]
         auth = [
-            i
-            for i, d in enumerate(dependencies)
-            if d.call is not get_session and _uses(d, current_principal)
+            i for i, d in enumerate(dependencies) if d.call is not get_session and _authenticates(d)
         ]
         assert auth, route.path
         if session:
@@ -249,3 +249,21 @@ async def test_the_body_cap_still_counts_a_body_without_a_declared_length(
     )
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_api_v1_route_without_the_parameter_check_is_refused_at_startup(monkeypatch):
+    """The NUL check runs in `V1Route`, not as a dependency: a router that
+    forgot the route class would serve unchecked parameters, so the app refuses it."""
+    from fastapi import APIRouter
+
+    from api import router as v1
+
+    plain = APIRouter(prefix="/plain")
+
+    @plain.get("/{name}")
+    async def echo(name: str) -> str:
+        return name
+
+    monkeypatch.setattr(v1, "V1_ROUTERS", [*v1.V1_ROUTERS, plain])
+    with pytest.raises(RuntimeError, match="must be a V1Route"):
+        v1.include_v1(FastAPI())

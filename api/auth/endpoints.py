@@ -28,8 +28,9 @@ from api.auth.schemas import (
 from api.core.deps import ResourcesDep, SessionDep
 from api.core.pagination import Cursor, after_uuid, id_cursor
 from api.core.resources import Resources
+from api.journal.route import V1Route
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=V1Route)
 
 
 async def _committed_everywhere(session: AsyncSession, resources: Resources) -> None:

@@ -19,8 +19,9 @@ from api.blobs.schemas import (
     UploadTicket,
 )
 from api.core.deps import ResourcesDep, SessionDep
+from api.journal.route import V1Route
 
-router = APIRouter(prefix="/blobs", tags=["blobs"])
+router = APIRouter(prefix="/blobs", tags=["blobs"], route_class=V1Route)
 
 UPLOAD_HOWTO = (
     "POST a multipart form to `upload.url` with every entry of `upload.fields`, then the "

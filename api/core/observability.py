@@ -110,7 +110,7 @@ def _route_template(scope: Scope) -> str:
 _ACCESS_LOG_SKIPPED = frozenset(("/metrics", "/healthz", "/health"))
 
 
-def _header(scope: Scope, name: bytes) -> bytes:
+def raw_header(scope: Scope, name: bytes) -> bytes:
     """One request header's value (b"" if absent): a scan of the few raw headers,
     cheaper than building a dict of all of them on every request."""
     for key, value in scope.get("headers") or ():
@@ -163,7 +163,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id").decode("latin-1")
+        incoming = raw_header(scope, b"x-request-id").decode("latin-1")
         # 32 random hex digits, as uuid4().hex gave, without building a UUID.
         request_id = incoming if _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id

@@ -31,6 +31,7 @@ from api.fleet.schemas import (
     UpdateOut,
     UpdatePage,
 )
+from api.journal.route import V1Route
 from api.journal.storable import FilterDatetime
 
 SerialPath = Annotated[str, Path(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
@@ -39,9 +40,9 @@ Cursor = Annotated[
     str | None, Query(max_length=500, description="`next_cursor` of the previous page")
 ]
 
-admin_router = APIRouter(prefix="/admin", tags=["fleet admin"])
-kits_router = APIRouter(prefix="/kits", tags=["kits"])
-drones_router = APIRouter(prefix="/drones", tags=["drones"])
+admin_router = APIRouter(prefix="/admin", tags=["fleet admin"], route_class=V1Route)
+kits_router = APIRouter(prefix="/kits", tags=["kits"], route_class=V1Route)
+drones_router = APIRouter(prefix="/drones", tags=["drones"], route_class=V1Route)
 
 
 # ------------------------------------------------------------------ admin

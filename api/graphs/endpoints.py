@@ -12,12 +12,13 @@ from pydantic import AfterValidator, BaseModel, Field
 from api.auth.deps import AdminPrincipal, Analyst, tenant_of
 from api.core.deps import ResourcesDep
 from api.graphs import service
+from api.journal.route import V1Route
 from api.journal.storable import check_cypher_params
 
 # Values the Neo4j driver can send: 64-bit integers, bounded nesting (api/journal/storable.py).
 CypherParams = Annotated[dict[str, Any], AfterValidator(check_cypher_params)]
 
-router = APIRouter(prefix="/graph", tags=["graph"])
+router = APIRouter(prefix="/graph", tags=["graph"], route_class=V1Route)
 
 MAX_NEIGHBOURHOOD_NODES = 500
 MAX_EXPORT_NODES = 50_000

@@ -278,18 +278,15 @@ def check_cypher_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-async def refuse_unstorable_parameters(connection: HTTPConnection) -> None:
-    """A router dependency: query and path parameters hold no NUL or lone surrogate.
+def refuse_unstorable_parameters(connection: HTTPConnection) -> None:
+    """Query and path parameters hold no NUL or lone surrogate (`V1Route`).
 
     They end up in Postgres statements (filters, cursors, serials), which
-    cannot carry them; refused with 422 before any endpoint runs. `async def`
-    though it never awaits: a plain `def` dependency runs in FastAPI's
-    threadpool, a thread hop on every /api/v1 request.
+    cannot carry them; refused with 422 before any dependency or endpoint runs.
     """
-    if connection.scope["type"] != "http":
-        return
+    query = connection.scope.get("query_string")
     for where, items in (
-        ("query", connection.query_params.multi_items()),
+        ("query", connection.query_params.multi_items() if query else ()),
         ("path", list(connection.path_params.items())),
     ):
         for name, value in items:

@@ -12,12 +12,13 @@ from api.auth.deps import Reader, Writer, tenant_of
 from api.core.errors import NotFound
 from api.core.pagination import Cursor, Page, after_id, page
 from api.journal.entities import EntityData, EntityType, OperationData, OperationStatus, Properties
+from api.journal.route import V1Route
 from api.journal.schemas import Written
 from api.journal.storable import FilterDatetime, StorableDatetime
 from api.journal.writes import create_entity, patch_entity
 from graph import reads
 
-router = APIRouter(prefix="/operations", tags=["operations"])
+router = APIRouter(prefix="/operations", tags=["operations"], route_class=V1Route)
 
 
 class OperationCreate(OperationData):

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Query, Request
 from api.auth.deps import Reader, tenant_of
 from api.core.deps import ResourcesDep
 from api.core.errors import Invalid
+from api.journal.route import V1Route
 from api.search import service
 from api.search.schemas import SearchResponse
 from api.search.service import MAX_LIMIT, MAX_QUERY_CHARS, Mode
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], route_class=V1Route)
 
 QueryText = Annotated[
     str,

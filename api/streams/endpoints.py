@@ -10,12 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, WebSocket
 
 from api.auth.deps import Reader, tenant_of
+from api.journal.route import V1Route
 from api.streams import streams_of
 from api.streams.feed import serve_subscriber
 from api.streams.ingest import serve_ingest
 from api.streams.schemas import StreamStats
 
-router = APIRouter(prefix="/stream", tags=["streams"])
+router = APIRouter(prefix="/stream", tags=["streams"], route_class=V1Route)
 
 
 @router.websocket("/ingest")

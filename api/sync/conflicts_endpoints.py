@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Query
 from api.auth.deps import Syncer, Writer
 from api.core.deps import ResourcesDep, SessionDep
 from api.core.pagination import Cursor
+from api.journal.route import V1Route
 from api.journal.storable import FilterDatetime
 from api.sync.conflicts import get_conflict, list_conflicts, resolve_conflict
 from api.sync.conflicts_schemas import (
@@ -25,7 +26,7 @@ from api.sync.conflicts_schemas import (
     ResolveRequest,
 )
 
-router = APIRouter(prefix="/sync", tags=["sync"])
+router = APIRouter(prefix="/sync", tags=["sync"], route_class=V1Route)
 
 SyncType = Literal["venue", "world_node", "world_edge", "operation", "kit", "drone"]
 

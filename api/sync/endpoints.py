@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from api.auth.deps import Syncer
 from api.core.errors import Invalid, PayloadTooLarge
 from api.core.json_body import parse_json
+from api.journal.route import V1Route
 from api.journal.storable import MAX_DEPTH, printable
 from api.sync.pull import (
     bootstrap_lines,
@@ -25,7 +26,7 @@ from api.sync.push import push
 from api.sync.schemas import PullResponse, PushRequest, PushResponse, SyncStatus
 from api.sync.status import status
 
-router = APIRouter(prefix="/sync", tags=["sync"])
+router = APIRouter(prefix="/sync", tags=["sync"], route_class=V1Route)
 
 
 @router.post(

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Request
 
 from api.auth.deps import KeyManager, tenant_of
 from api.core.pagination import Cursor, after_uuid, id_cursor
+from api.journal.route import V1Route
 from api.sync.health import workstations_health
 from api.sync.schemas import WorkstationHealthPage
 
-router = APIRouter(prefix="/sync", tags=["sync"])
+router = APIRouter(prefix="/sync", tags=["sync"], route_class=V1Route)
 
 
 @router.get(

@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from api.auth.deps import Syncer
 from api.core.deps import ResourcesDep
+from api.journal.route import V1Route
 from api.sync.scope import clear_scope, get_scope, put_scope
 from api.sync.scope_schemas import ScopeAnswer, ScopeRequest
 
-router = APIRouter(prefix="/sync", tags=["sync"])
+router = APIRouter(prefix="/sync", tags=["sync"], route_class=V1Route)
 
 _SCOPE_ERRORS: dict[int | str, dict[str, str]] = {
     403: {"description": "not a workstation key"},

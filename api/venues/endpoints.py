@@ -24,6 +24,7 @@ from api.journal.entities import (
     Text200,
     VenueData,
 )
+from api.journal.route import V1Route
 from api.journal.schemas import Deleted, Written
 from api.journal.writes import create_entity, delete_entity, patch_entity
 from api.search import service as search_service
@@ -34,7 +35,7 @@ from graph import reads
 
 # Tags per route: the search routes are listed under "search" in the docs, the rest
 # under "venues", each once.
-router = APIRouter(prefix="/venues")
+router = APIRouter(prefix="/venues", route_class=V1Route)
 VENUES: list[str | Enum] = ["venues"]
 
 VENUE_EXAMPLE: dict[str, Any] = {

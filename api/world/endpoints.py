@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from api.auth.deps import Reader, Writer, tenant_of
 from api.core.deps import ResourcesDep
 from api.core.errors import NotFound
-from api.core.json_body import OrjsonRoute
 from api.core.pagination import Cursor, Page, after_id, page
 from api.core.resources import Resources
 from api.journal.changes import ChangeRejected, ChangeSet, references
@@ -26,13 +25,14 @@ from api.journal.entities import (
     WorldEdgeData,
     WorldNodeData,
 )
+from api.journal.route import V1Route
 from api.journal.schemas import BatchResult, Deleted, Written
 from api.journal.storable import FilterDatetime, StorableDatetime
 from api.journal.writes import create_entity, current_data, delete_entity, patch_entity, write
 from graph import reads
 
 # Batches of up to 1,000 entities: their bodies are parsed with orjson.
-router = APIRouter(prefix="/world-model", tags=["world model"], route_class=OrjsonRoute)
+router = APIRouter(prefix="/world-model", tags=["world model"], route_class=V1Route)
 
 MAX_BATCH = 1000
 
