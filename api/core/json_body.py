@@ -23,10 +23,11 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-# orjson reads an integer beyond 64 bits as a float, where `json.loads` keeps
-# the integer (which api/journal/storable.py then refuses). Such an integer has at
-# least 20 digits: a body with a run of 20 digits anywhere goes to json.loads.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# orjson reads an integer outside [-2**63, 2**64) as a float, where `json.loads`
+# keeps the integer (which api/journal/storable.py then refuses). Such an integer
+# has at least 19 digits (-2**63 - 1 has 19): a body with a run of 19 digits
+# anywhere goes to json.loads.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def parse_json(body: bytes | bytearray) -> Any:
