@@ -15,7 +15,6 @@ themselves (sync push).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,13 +25,21 @@ from fastapi.routing import APIRoute
 # orjson reads an integer outside [-2**63, 2**64) as a float, where `json.loads`
 # keeps the integer (which api/journal/storable.py then refuses). Such an integer
 # has at least 19 digits (-2**63 - 1 has 19): a body with a run of 19 digits
-# anywhere goes to json.loads.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# anywhere goes to json.loads. The run is found by mapping every digit to "0"
+# and everything else to a space, then a plain `find`: both in C, ten times
+# faster than a regular expression over a 150 KB batch body.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def has_long_digit_run(body: bytes | bytearray) -> bool:
+    """Whether `body` holds 19 or more consecutive ASCII digits."""
+    return body.translate(_DIGITS_AS_ZEROS).find(_LONG_RUN) >= 0
 
 
 def parse_json(body: bytes | bytearray) -> Any:
     """`json.loads(body)`, through orjson when it gives the same answer (see above)."""
-    if not _LONG_DIGITS.search(body):
+    if not has_long_digit_run(body):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
