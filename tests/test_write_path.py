@@ -153,3 +153,32 @@ async def test_concurrent_batches_of_two_tenants_converge(
         )
         assert count == [{"n": 300}]
     assert await advisory_locks(pg) == 0
+
+
+async def test_an_overlapped_write_behind_the_fence_leaves_neo4j_alone(app, tenant, graph, pg):
+    """The overlapped path raises the tenant's apply fence first thing in its
+    Neo4j transaction (`TenantTransaction._fenced`). A later applier holding a
+    higher epoch (here: the fence set far ahead) makes it roll back: the
+    journal keeps the change pending, Neo4j never sees it."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    venue_id = uuid.uuid4()
+    name = f"Behind the fence {venue_id}"
+    fence = "MERGE (f:ApplyFence {tenant: $customer_id}) SET f.epoch = $epoch"
+    await graph.write("test.fence_ahead", fence, {"customer_id": tenant.id, "epoch": 10**15})
+    try:
+        change = Change(EntityType.venue, venue_id, "upsert", {"name": name, "tags": []})
+        async with tenant_transaction(resources, customer) as tx:
+            await tx.record([change], Origin(updated_by="test"))
+            assert tx._running is not None, "nothing pending, so the overlap must be used"
+        assert not tx.applied  # the retry (`try_apply`) is behind the fence too
+        assert await graph.read("test.v", VENUE_BY_NAME, {"name": name, "c": tenant.id}) == []
+        state = await pg.fetchval(
+            "SELECT state FROM sync_journal WHERE customer_id = $1 AND entity_id = $2",
+            customer,
+            venue_id,
+        )
+        assert state == "pending"
+    finally:
+        await graph.write("test.fence_back", fence, {"customer_id": tenant.id, "epoch": 0})
+    assert await advisory_locks(pg) == 0

@@ -316,7 +316,10 @@ async def apply_pending(
                 outage = exc
             await _settle(session, customer_id, outcome)
         if stale:
-            return total + outcome.applied
+            # A later holder is at work, as when the lock is busy: without
+            # `wait` the caller hears BUSY (its rows are that holder's to apply),
+            # not a count that would let a request answer `applied: true`.
+            return total + outcome.applied if wait else BUSY
         total += outcome.applied
         if outage is None:
             graph_health(resources).ok()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import structlog
 from neo4j.exceptions import ServiceUnavailable
@@ -131,6 +131,22 @@ class TenantTransaction:
             self._holding = False
             await self._discard()
             self._opening = None
+            return
+        # The tenant's fence, first thing in the Neo4j transaction, raised while
+        # the caller validates: `record` then sends its statement at once.
+        self._opening = asyncio.create_task(self._fenced(self._opening))
+
+    async def _fenced(self, opening: asyncio.Task[OpenWrite]) -> OpenWrite:
+        opened = await opening
+        try:
+            await raise_fence(opened.tx, str(self.customer_id), self._epoch)
+        except BaseException:
+            # Refused (a later applier passed) or cancelled: end the transaction
+            # here, `_discard` sees no OpenWrite to roll back.
+            with suppress(Exception):
+                await asyncio.wait_for(opened.rollback(), OVERLAP_TIMEOUT)
+            raise
+        return opened
 
     async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
         """Journal `changes` in this transaction (see `record`) and start applying them."""
@@ -158,10 +174,7 @@ class TenantTransaction:
         if before is not None:
             await before
         assert self._opening is not None
-        tx = (await self._opening).tx
-        if before is None:  # first thing in the transaction: the tenant's fence
-            await raise_fence(tx, str(self.customer_id), self._epoch)
-        await run_statements(tx, runs)
+        await run_statements((await self._opening).tx, runs)  # fenced (`_fenced`)
 
     async def complete(self) -> bool:
         """After the journal committed: commit Neo4j and mark the rows applied.
