@@ -37,6 +37,24 @@ async def test_models_and_migrations_agree_on_every_table(test_database_url):
     assert await schema_drift(test_database_url) == []
 
 
+async def test_a_deleted_customer_takes_its_journal_states_and_queue(client, tenant, pg):
+    """The journal's tables have no foreign key to customers (migration 0016):
+    the trigger does the cascade the foreign keys did."""
+    venue = await client.post("/api/v1/venues", json={"name": "Cascade"}, headers=tenant.headers)
+    assert venue.status_code == 201, venue.text
+    tables = ("sync_journal", "sync_entities", "embedding_queue")
+
+    async def counts() -> list[int]:
+        return [
+            await pg.fetchval(f"SELECT count(*) FROM {t} WHERE customer_id = $1", tenant.id)
+            for t in tables
+        ]
+
+    assert all(await counts())
+    await pg.execute("DELETE FROM customers WHERE id = $1", tenant.id)
+    assert await counts() == [0, 0, 0]
+
+
 async def test_neo4j_migrations_recorded_in_graph_and_idempotent(graph: GraphClient):
     expected = [m.version for m in load_migrations()]
     assert await migrate_graph(graph) == []  # the session fixture applied them already

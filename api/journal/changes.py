@@ -75,7 +75,7 @@ _FETCH = text(
 _BY_VENUE = text(
     "SELECT entity_id, entity_type, customer_id, version, deleted, payload FROM sync_entities "
     "WHERE customer_id = :customer_id AND entity_type = ANY(:types) AND NOT deleted "
-    "AND payload->>'venue_id' = :venue_id ORDER BY entity_type, version"
+    "AND venue_id = CAST(:venue_id AS uuid) ORDER BY entity_type, version"
 )
 _EDGES_OF_NODE = text(
     "SELECT entity_id, entity_type, customer_id, version, deleted, payload FROM sync_entities "

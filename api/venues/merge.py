@@ -33,7 +33,7 @@ NEAR_METRES = 250.0
 
 _BY_VENUE = text(
     "SELECT entity_type, entity_id, payload FROM sync_entities WHERE customer_id = :c "
-    "AND entity_type = ANY(:types) AND NOT deleted AND payload->>'venue_id' = :v "
+    "AND entity_type = ANY(:types) AND NOT deleted AND venue_id = CAST(:v AS uuid) "
     "ORDER BY entity_type DESC, version"  # world_node, then world_edge, then operation
 )
 _REPOINT_BLOBS = text(

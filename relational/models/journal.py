@@ -45,9 +45,9 @@ class JournalEntry(Base):
         CheckConstraint("state IN ('pending', 'applied', 'failed')", name="state"),
     )
 
-    customer_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key: written only under the tenant's customer_versions lock,
+    # and a deleted customer's rows go by trigger (migration 0016).
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
     entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
@@ -73,16 +73,9 @@ class SyncEntity(Base):
     __tablename__ = "sync_entities"
     __table_args__ = (
         Index("ix_sync_entities_customer_version", "customer_id", "version"),
-        # Cascades (venue delete) and merges look entities up by their venue.
-        Index(
-            "ix_sync_entities_venue",
-            "customer_id",
-            "entity_type",
-            text("(payload->>'venue_id')"),
-            postgresql_where=text("NOT deleted"),
-        ),
         # Scoped pull walks each venue of a scope in version order (migration 0013);
-        # scoped bootstrap walks each venue's live entities of one type by id.
+        # scoped bootstrap walks each venue's live entities of one type by id, and
+        # cascades (venue delete) and merges look a venue's entities up by type.
         Index("ix_sync_entities_scope_version", "customer_id", "venue_id", "version"),
         Index(
             "ix_sync_entities_scope_live",
@@ -97,9 +90,9 @@ class SyncEntity(Base):
         UniqueConstraint("entity_id"),
     )
 
-    customer_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key: written only under the tenant's customer_versions lock,
+    # and a deleted customer's rows go by trigger (migration 0016).
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -171,9 +164,8 @@ class EmbeddingQueueItem(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    customer_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
-    )
+    # No foreign key, as for the journal (migration 0016).
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
     entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
