@@ -340,6 +340,17 @@ def statement_runs(changes: Sequence[GraphChange]) -> list[tuple[LiteralString, 
     ]
 
 
+def rebase_versions(runs: Sequence[tuple[LiteralString, list[dict]]], offset: int) -> None:
+    """Add `offset` to every row's version, in place: rows `statement_runs`
+    built before the versions were known (numbered from 0)."""
+    for _, rows in runs:
+        for row in rows:
+            row["version"] += offset
+            props = row.get("props")
+            if props is not None and "version" in props:
+                props["version"] += offset
+
+
 async def run_statements(
     tx: AsyncManagedTransaction | AsyncTransaction,
     runs: Sequence[tuple[LiteralString, list[dict]]],

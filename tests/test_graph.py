@@ -549,6 +549,39 @@ async def test_batch_writes_many_nodes_in_one_call(client, tenant, graph):
     body = response.json()
     assert body["count"] == 300 and body["last_version"] - body["first_version"] == 299
     assert await graph_count(graph, tenant.id) == 301
+    # Neo4j holds each node at its journaled version (the batch's rows are
+    # built before the tenant's lock and numbered once it is taken).
+    versions = (
+        "MATCH (n:WorldNode) WHERE n.customer_id = $c RETURN n.version AS v, n.name AS name "
+        "ORDER BY v"
+    )
+    rows = await graph.read("test.batch_versions", versions, {"c": tenant.id})
+    assert [r["v"] for r in rows] == list(range(body["first_version"], body["last_version"] + 1))
+    # And again as an update of the same nodes (Neo4j applies a row only above
+    # the version it holds).
+    ids = [
+        r["id"]
+        for r in (
+            await client.get(
+                f"{V1}/world-model/nodes",
+                headers=tenant.headers,
+                params={"venue_id": venue["id"], "limit": 500},
+            )
+        ).json()["items"]
+    ]
+    assert len(ids) == 300
+    renamed = [
+        node | {"id": i, "name": f"Q{n}"}
+        for n, (i, node) in enumerate(zip(ids, nodes, strict=True))
+    ]
+    again = await client.post(
+        f"{V1}/world-model/nodes/batch", headers=tenant.headers, json={"nodes": renamed}
+    )
+    assert again.status_code == 200, again.text
+    rows = await graph.read("test.batch_versions", versions, {"c": tenant.id})
+    first, last = again.json()["first_version"], again.json()["last_version"]
+    assert [r["v"] for r in rows] == list(range(first, last + 1))
+    assert all(r["name"].startswith("Q") for r in rows)
 
 
 # ------------------------------------------------- consistency and crashes

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from api.journal.apply import prepare_ahead
 from api.journal.entities import EntityType
 from api.journal.reconcile import verify
 from api.journal.record import Change, Origin
@@ -182,3 +183,37 @@ async def test_an_overlapped_write_behind_the_fence_leaves_neo4j_alone(app, tena
     finally:
         await graph.write("test.fence_back", fence, {"customer_id": tenant.id, "epoch": 0})
     assert await advisory_locks(pg) == 0
+
+
+async def test_changes_sent_ahead_then_changed_by_validation_never_reach_neo4j(
+    app, tenant, graph, pg
+):
+    """`send_ahead` starts Neo4j on what a batch expects to journal; if what is
+    recorded differs, what was sent ahead is rolled back and the recorded
+    changes are applied after the commit instead."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    expected, actual = uuid.uuid4(), uuid.uuid4()
+
+    def venue(venue_id: uuid.UUID) -> Change:
+        return Change(EntityType.venue, venue_id, "upsert", {"name": f"V {venue_id}", "tags": []})
+
+    async with tenant_transaction(resources, customer) as tx:
+        tx.send_ahead(prepare_ahead(customer, [venue(expected)]))
+        assert tx._running is not None
+        await tx._running  # Neo4j has run the statement, uncommitted
+        await tx.record([venue(actual)], Origin(updated_by="test"))
+    assert tx.applied
+
+    async def in_neo4j(venue_id: uuid.UUID) -> bool:
+        found = await graph.read(
+            "test.ahead",
+            "MATCH (v:Venue {id: $id}) WHERE v.customer_id = $c RETURN v.id AS id",
+            {"id": str(venue_id), "c": tenant.id},
+        )
+        return bool(found)
+
+    assert not await in_neo4j(expected)
+    assert await in_neo4j(actual)
+    assert await advisory_locks(pg) == 0
+    assert (await verify(resources, customer)).clean

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, LiteralString
 
 import structlog
 from neo4j.exceptions import ClientError, ServiceUnavailable
@@ -23,6 +23,7 @@ from graph.projection import (
     GraphChange,
     StaleApplier,
     apply_changes,
+    statement_runs,
 )
 from relational.database import unit_of_work
 
@@ -365,6 +366,21 @@ def as_graph_changes(
         )
         for version, change in zip(versions, changes, strict=True)
     }
+
+
+@dataclass
+class Ahead:
+    """Changes a write expects to journal, with their Neo4j rows built before
+    it takes the tenant's lock (versions numbered from 0 until then):
+    `TenantTransaction.send_ahead`."""
+
+    changes: list[Change]
+    runs: list[tuple[LiteralString, list[dict[str, Any]]]]
+
+
+def prepare_ahead(customer_id: uuid.UUID, expected: Sequence[Change]) -> Ahead:
+    graph = as_graph_changes(customer_id, expected, range(len(expected)))
+    return Ahead(list(expected), statement_runs(list(graph.values())))
 
 
 async def try_apply(

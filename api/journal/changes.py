@@ -19,6 +19,7 @@ Rules (documented in docs/graph-model.md):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.core.settings import Settings
+from api.journal.apply import Ahead
 from api.journal.entities import (
     EntityData,
     EntityType,
@@ -118,6 +120,25 @@ class ChangeSet:
         self._known: dict[uuid.UUID, EntityState | None] = {}
         # Only a venue merge may move nodes and edges to another venue.
         self.allow_venue_moves = False
+        # Set by the writer (api/journal/writes.py): sends the changes a batch
+        # expects to make to Neo4j before validation ends (`send_ahead`).
+        self.ahead: Callable[[Ahead], None] | None = None
+        self.ahead_dispatched: Callable[[], Awaitable[None]] | None = None
+
+    def send_ahead(self, expected: Ahead) -> None:
+        """The changes this set expects to collect, in order (`prepare_ahead`),
+        before they are validated: their Neo4j statements start now, in the
+        write's still uncommitted Neo4j transaction, instead of after
+        validation. If the set ends up different (or refused), nothing sent
+        ahead is committed (TenantTransaction.send_ahead)."""
+        if self.ahead is not None and not self.changes:
+            self.ahead(expected)
+
+    async def let_ahead_go(self) -> None:
+        """Before CPU-bound validation: let what `send_ahead` started reach
+        Neo4j first (TenantTransaction.ahead_dispatched)."""
+        if self.ahead_dispatched is not None:
+            await self.ahead_dispatched()
 
     # ------------------------------------------------------------ state
     async def prefetch(self, ids: list[uuid.UUID]) -> None:
@@ -232,9 +253,11 @@ class ChangeSet:
         model: EntityData,
         *,
         mutation_id: int | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """`upsert` of a validated model whose id and references `prefetch`
-        already loaded (the batch endpoints: one prefetch, then no awaits)."""
+        already loaded (the batch endpoints: one prefetch, then no awaits).
+        `payload`: `canonical(model)`, if the caller already made it."""
         existing = self._own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):
@@ -243,7 +266,8 @@ class ChangeSet:
             self._check_edge(model, previous)
         elif isinstance(model, OperationData):
             self._check_operation(model, previous)
-        payload = canonical(model)
+        if payload is None:
+            payload = canonical(model)
         self._remember(Change(entity_type, entity_id, "upsert", payload, mutation_id=mutation_id))
         return payload
 

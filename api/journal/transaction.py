@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from typing import LiteralString
 
 import structlog
 from neo4j.exceptions import ServiceUnavailable
@@ -24,6 +25,7 @@ from api.journal.apply import (
     JOURNAL_APPLIED,
     LOCK_WAIT,
     OVERLAP_TIMEOUT,
+    Ahead,
     _poll_lock,
     as_graph_changes,
     try_apply,
@@ -35,11 +37,16 @@ from graph.driver import OpenWrite
 from graph.projection import (
     GraphChange,
     raise_fence,
+    rebase_versions,
     run_statements,
     statement_runs,
 )
 
 log = structlog.get_logger("api.journal")
+
+# How long a batch waits, before validating, for the statement it sent ahead
+# to leave for Neo4j (`ahead_dispatched`): a few round trips on loopback.
+AHEAD_WAIT = 0.02
 
 
 class TenantTransaction:
@@ -89,6 +96,8 @@ class TenantTransaction:
         # The first version `record` will allocate (the counter is locked).
         self.next_version = 0
         self._epoch = 0
+        self._ahead: list[Change] | None = None  # `send_ahead`
+        self._dispatched = asyncio.Event()  # set by `_run`
 
     async def start(self) -> None:
         """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
@@ -148,6 +157,25 @@ class TenantTransaction:
             raise
         return opened
 
+    def send_ahead(self, ahead: Ahead) -> None:
+        """Start Neo4j on the changes the caller expects to `record` next,
+        before it has validated them (ChangeSet.send_ahead; `prepare_ahead`
+        built their rows before the lock, numbered from 0: rebased here).
+
+        The statements run in the still uncommitted Neo4j transaction. If
+        `record` then gets exactly these changes, it does not send them again;
+        if anything differs, the Neo4j transaction is discarded and the
+        journaled rows are applied after the commit (`apply_later`). A refused
+        batch rolls back both stores, as any failed write does.
+        """
+        if self._opening is None or self._running is not None or self._ahead or not ahead.changes:
+            return
+        self._ahead = ahead.changes
+        versions = range(self.next_version, self.next_version + len(ahead.changes))
+        self._known.update(as_graph_changes(self.customer_id, ahead.changes, versions))
+        rebase_versions(ahead.runs, self.next_version)
+        self._running = asyncio.create_task(self._run(None, ahead.runs))
+
     async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
         """Journal `changes` in this transaction (see `record`) and start applying them."""
         if not changes:
@@ -155,11 +183,21 @@ class TenantTransaction:
         # The counter row is locked: the versions are known before `_allocate`
         # returns them, so Neo4j gets its statement a round trip earlier.
         versions = list(range(self.next_version, self.next_version + len(changes)))
-        known = as_graph_changes(self.customer_id, changes, versions)
-        self._known.update(known)
-        if self._opening is not None:
-            self._running = asyncio.create_task(self._run(self._running, list(known.values())))
-            await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
+        sent_ahead = False
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            sent_ahead = ahead == list(changes)
+            if not sent_ahead:  # validation changed the set: drop what Neo4j ran
+                await self._discard()
+                self._opening = self._running = None
+                self._known = {}
+        if not sent_ahead:
+            known = as_graph_changes(self.customer_id, changes, versions)
+            self._known.update(known)
+            if self._opening is not None:
+                runs = statement_runs(list(known.values()))
+                self._running = asyncio.create_task(self._run(self._running, runs))
+                await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
         params = _record_params(self.customer_id, changes, versions, origin)
         params["n"] = len(changes)
         last = (await self.session.execute(_ALLOCATE_AND_RECORD, params)).scalar_one_or_none()
@@ -169,12 +207,32 @@ class TenantTransaction:
         self.next_version = versions[-1] + 1
         return versions
 
-    async def _run(self, before: asyncio.Task[None] | None, changes: list[GraphChange]) -> None:
-        runs = statement_runs(changes)
-        if before is not None:
-            await before
-        assert self._opening is not None
-        await run_statements((await self._opening).tx, runs)  # fenced (`_fenced`)
+    async def _run(
+        self, before: asyncio.Task[None] | None, runs: list[tuple[LiteralString, list[dict]]]
+    ) -> None:
+        try:
+            if before is not None:
+                await before
+            assert self._opening is not None
+            opened = await self._opening  # fenced (`_fenced`)
+        finally:
+            # Set before the statement is packed and written (no await between):
+            # a waiter resumes once it is on the wire, or once this failed.
+            self._dispatched.set()
+        await run_statements(opened.tx, runs)
+
+    async def ahead_dispatched(self) -> None:
+        """Wait until the statement `send_ahead` started is on its way to Neo4j
+        (its transaction opened and fenced), at most AHEAD_WAIT.
+
+        The caller's validation is CPU work with no await in it: without this
+        the statement would only go out when validation ends. Bounded, so a
+        slow or frozen Neo4j never holds a write up (the journal does not
+        wait for its projection)."""
+        if self._running is None or self._dispatched.is_set():
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._dispatched.wait(), AHEAD_WAIT)
 
     async def complete(self) -> bool:
         """After the journal committed: commit Neo4j and mark the rows applied.

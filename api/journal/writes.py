@@ -42,6 +42,7 @@ async def write(
         try:
             async with tenant_transaction(resources, customer_id) as tx:
                 changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
+                changes.ahead, changes.ahead_dispatched = tx.send_ahead, tx.ahead_dispatched
                 outcome = await build(changes)
                 versions = await tx.record(changes.changes, principal.origin())
         except ChangeRejected as exc:

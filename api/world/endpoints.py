@@ -14,6 +14,7 @@ from api.core.deps import ResourcesDep
 from api.core.errors import NotFound
 from api.core.pagination import Cursor, Page, after_id, page
 from api.core.resources import Resources
+from api.journal.apply import prepare_ahead
 from api.journal.changes import ChangeRejected, ChangeSet, references
 from api.journal.entities import (
     EntityData,
@@ -24,7 +25,9 @@ from api.journal.entities import (
     Text200,
     WorldEdgeData,
     WorldNodeData,
+    canonical,
 )
+from api.journal.record import Change
 from api.journal.route import V1Route
 from api.journal.schemas import BatchResult, Deleted, Written
 from api.journal.storable import FilterDatetime, StorableDatetime
@@ -144,15 +147,29 @@ async def _batch(
 ) -> BatchResult:
     ids = [item.id or uuid.uuid4() for item in items]
 
+    # The batch as it will be journaled if valid, its Neo4j rows built before
+    # the tenant's lock; Neo4j starts on it while the current states are
+    # fetched and checked (a refused batch commits nothing in either store).
+    payloads = [canonical(item) for item in items]
+    ahead = prepare_ahead(
+        tenant_of(principal),
+        [
+            Change(entity_type, entity_id, "upsert", payload)
+            for entity_id, payload in zip(ids, payloads, strict=True)
+        ],
+    )
+
     async def build(changes: ChangeSet) -> int:
+        changes.send_ahead(ahead)
         refs: list[uuid.UUID] = list(ids)
         for item in items:
             refs += references(item)
         await changes.prefetch(refs)
+        await changes.let_ahead_go()
         upsert = changes.upsert_loaded
-        for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
+        for index, (entity_id, item, payload) in enumerate(zip(ids, items, payloads, strict=True)):
             try:
-                upsert(entity_type, entity_id, item)
+                upsert(entity_type, entity_id, item, payload=payload)
             except ChangeRejected as exc:
                 exc.details = {"index": index, "errors": exc.details}
                 exc.message = f"item {index}: {exc.message}"
