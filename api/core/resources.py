@@ -67,6 +67,18 @@ class Resources:
     _direct: asyncpg.Pool | None = None
     _direct_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def autocommit(self) -> AsyncEngine:
+        """The engine's pool, each statement its own transaction: for readers
+        of one statement (a statement is one snapshot), no BEGIN or COMMIT
+        round trips. Connections go back to the pool in the default mode."""
+        engine = self.extras.get("autocommit")
+        if engine is None:
+            engine = self.extras["autocommit"] = self.engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return engine
+
     @classmethod
     def open(cls, settings: Settings) -> Resources:
         engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
