@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import sys
 import time
+
+import uvloop
 
 from bench.harness import Result, dispose, prepare, print_results
 
@@ -47,4 +48,8 @@ async def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    # The bench process is the client of every HTTP figure (wrk aside) and the
+    # raw side of every ratio: on uvloop, as the server is, both sides read
+    # their bytes through the same fast loop (a 2 MB pull page: 32 ms on
+    # uvloop against 39 ms on asyncio's own loop; the raw side gains alike).
+    uvloop.run(main(sys.argv[1:]))
