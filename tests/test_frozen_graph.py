@@ -69,6 +69,59 @@ async def test_pushes_flow_while_neo4j_is_frozen(settings, app, client, tenant: 
     assert pending == 6
 
 
+async def test_batch_writes_flow_while_neo4j_is_frozen(settings, client, tenant: Tenant, pg):
+    """The REST batch path sends its Neo4j statement ahead of validation
+    (TenantTransaction.send_ahead) and waits a bounded moment for it to leave:
+    with Neo4j frozen, batches are still journaled and answered, `applied`
+    false, and after the first failure the next ones do not ask Neo4j."""
+    from main import create_app
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    venue = await client.post("/api/v1/venues", json={"name": "Frozen"}, headers=tenant.headers)
+    assert venue.status_code == 201, venue.text
+    frozen = create_app(
+        settings.model_copy(update={"neo4j_uri": f"bolt://127.0.0.1:{port}"}), background=False
+    )
+
+    def nodes(batch: int) -> dict:
+        return {
+            "nodes": [
+                {"venue_id": venue.json()["id"], "kind": "Zone", "name": f"Z{batch}-{i}"}
+                for i in range(50)
+            ]
+        }
+
+    try:
+        async with frozen.router.lifespan_context(frozen):
+            transport = httpx.ASGITransport(app=frozen)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                url, headers = "/api/v1/world-model/nodes/batch", tenant.headers
+                first = await asyncio.wait_for(c.post(url, json=nodes(0), headers=headers), 120)
+                assert first.status_code == 200, first.text
+                assert first.json()["applied"] is False
+                assert graph_health(frozen.state.resources).suspect()
+                asked = len(accepted)
+                for batch in range(1, 4):
+                    r = await asyncio.wait_for(c.post(url, json=nodes(batch), headers=headers), 120)
+                    assert r.status_code == 200 and r.json()["applied"] is False, r.text
+                assert len(accepted) == asked
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+    pending = await pg.fetchval(
+        "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid AND state = 'pending'",
+        tenant.id,
+    )
+    assert pending == 200
+
+
 def test_a_postgres_shutting_down_or_starting_up_is_unreachable():
     """57P01/57P03 (a fast shutdown, a restart) answered 500 from authentication
     during the chaos harness's Postgres restarts; they are outages (503)."""
