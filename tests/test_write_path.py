@@ -217,3 +217,29 @@ async def test_changes_sent_ahead_then_changed_by_validation_never_reach_neo4j(
     assert await in_neo4j(actual)
     assert await advisory_locks(pg) == 0
     assert (await verify(resources, customer)).clean
+
+
+async def test_rows_sent_ahead_again_by_a_retried_write_keep_their_versions(app, tenant, graph, pg):
+    """A write retried after an id race (api/journal/writes.py) sends the same
+    prepared rows ahead again, in a new transaction: they are renumbered from
+    its versions, not from the first attempt's."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    venue_id = uuid.uuid4()
+    change = Change(EntityType.venue, venue_id, "upsert", {"name": f"V {venue_id}", "tags": []})
+    ahead = prepare_ahead(customer, [change])
+    with pytest.raises(RuntimeError, match="the first attempt fails"):
+        async with tenant_transaction(resources, customer) as tx:
+            tx.send_ahead(ahead)
+            raise RuntimeError("the first attempt fails")
+    async with tenant_transaction(resources, customer) as tx:
+        tx.send_ahead(ahead)
+        [version] = await tx.record([change], Origin(updated_by="test"))
+    assert tx.applied
+    found = await graph.read(
+        "test.ahead_retry",
+        "MATCH (v:Venue {id: $id}) WHERE v.customer_id = $c RETURN v.version AS version",
+        {"id": str(venue_id), "c": tenant.id},
+    )
+    assert found == [{"version": version}]
+    assert (await verify(resources, customer)).clean

@@ -376,6 +376,9 @@ class Ahead:
 
     changes: list[Change]
     runs: list[tuple[LiteralString, list[dict[str, Any]]]]
+    # The first version the rows are numbered from now: a write retried (an id
+    # race) sends the same rows again in a new transaction, from a new base.
+    base: int = 0
 
 
 def prepare_ahead(customer_id: uuid.UUID, expected: Sequence[Change]) -> Ahead:

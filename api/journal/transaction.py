@@ -173,7 +173,8 @@ class TenantTransaction:
         self._ahead = ahead.changes
         versions = range(self.next_version, self.next_version + len(ahead.changes))
         self._known.update(as_graph_changes(self.customer_id, ahead.changes, versions))
-        rebase_versions(ahead.runs, self.next_version)
+        rebase_versions(ahead.runs, self.next_version - ahead.base)
+        ahead.base = self.next_version
         self._running = asyncio.create_task(self._run(None, ahead.runs))
 
     async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
