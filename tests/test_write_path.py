@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from api.journal.apply import prepare_ahead
+from api.journal.changes import ChangeSet
 from api.journal.entities import EntityType
 from api.journal.reconcile import verify
 from api.journal.record import Change, Origin
@@ -243,3 +244,38 @@ async def test_rows_sent_ahead_again_by_a_retried_write_keep_their_versions(app,
     )
     assert found == [{"version": version}]
     assert (await verify(resources, customer)).clean
+
+
+async def test_a_batch_outside_the_ontology_is_not_sent_ahead(app, tenant):
+    """Node kinds and edge types become Neo4j labels and relationship types,
+    tokens Neo4j keeps even when the transaction naming them rolls back: a
+    batch is sent ahead of validation only if all of them are the ontology's."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    kind = resources.settings.ontology_node_kinds[0]
+
+    def node(kind: str) -> Change:
+        data = {"venue_id": str(uuid.uuid4()), "kind": kind, "name": "n"}
+        return Change(EntityType.world_node, uuid.uuid4(), "upsert", data)
+
+    with pytest.raises(RuntimeError, match="roll back"):
+        async with tenant_transaction(resources, customer) as tx:
+            changes = ChangeSet(tx.session, resources.settings, customer, tx.next_version)
+            changes.ahead, changes.ahead_dispatched = tx.send_ahead, tx.ahead_dispatched
+            changes.send_ahead(prepare_ahead(customer, [node(kind), node("NotAKind")]))
+            assert tx._running is None
+            edge = {
+                "venue_id": str(uuid.uuid4()),
+                "from_id": str(uuid.uuid4()),
+                "to_id": str(uuid.uuid4()),
+                "type": "NOT_AN_EDGE_TYPE",
+            }
+            changes.send_ahead(
+                prepare_ahead(
+                    customer, [Change(EntityType.world_edge, uuid.uuid4(), "upsert", edge)]
+                )
+            )
+            assert tx._running is None
+            changes.send_ahead(prepare_ahead(customer, [node(kind)]))
+            assert tx._running is not None
+            raise RuntimeError("roll back")

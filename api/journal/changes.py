@@ -131,8 +131,23 @@ class ChangeSet:
         write's still uncommitted Neo4j transaction, instead of after
         validation. If the set ends up different (or refused), nothing sent
         ahead is committed (TenantTransaction.send_ahead)."""
-        if self.ahead is not None and not self.changes:
+        if self.ahead is not None and not self.changes and self._in_ontology(expected.changes):
             self.ahead(expected)
+
+    def _in_ontology(self, changes: list[Change]) -> bool:
+        """Whether every node kind and edge type is the ontology's. Only then may
+        they reach Neo4j before validation: labels and relationship types are
+        tokens Neo4j keeps even when the transaction that named them rolls
+        back, so an unchecked batch could fill its token store."""
+        for change in changes:
+            data = change.data or {}
+            if change.entity_type is EntityType.world_node and data.get("kind") not in self.kinds:
+                return False
+            if change.entity_type is EntityType.world_edge and (
+                data.get("type") not in self.edge_types
+            ):
+                return False
+        return True
 
     async def let_ahead_go(self) -> None:
         """Before CPU-bound validation: let what `send_ahead` started reach
