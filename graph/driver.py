@@ -178,6 +178,19 @@ class GraphClient:
             await result.consume()
 
 
+class Rows(list[dict[str, Any]]):
+    """A statement's rows, as the driver sends them. The driver formats every
+    RUN's parameters for its debug log whether or not that log is on (6.4:
+    `repr` of all of them, eagerly); for a 500-row batch that took 2 to 5 ms
+    of the event loop just before the statement left. This list's `repr` is
+    its length; it packs as any list."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} rows>"
+
+
 class OpenWrite:
     """An explicit write transaction from `GraphClient.open_write`.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
-from graph.driver import GraphClient
+from graph.driver import GraphClient, Rows
 from graph.search import Target
 
 EMBEDDING_SOURCES: dict[Target, LiteralString] = {
@@ -77,7 +77,7 @@ async def embedding_sources(
     if not rows:
         return []
     return await graph.read(
-        f"embeddings.{target}.sources", EMBEDDING_SOURCES[target], {"rows": list(rows)}
+        f"embeddings.{target}.sources", EMBEDDING_SOURCES[target], {"rows": Rows(rows)}
     )
 
 
@@ -88,7 +88,7 @@ async def write_embeddings(
     if not rows:
         return 0
     result = await graph.write(
-        f"embeddings.{target}.write", WRITE_EMBEDDINGS[target], {"rows": list(rows)}
+        f"embeddings.{target}.write", WRITE_EMBEDDINGS[target], {"rows": Rows(rows)}
     )
     return int(result[0]["written"]) if result else 0
 

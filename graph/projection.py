@@ -20,7 +20,7 @@ from typing import Any, LiteralString
 
 from neo4j import AsyncManagedTransaction, AsyncTransaction
 
-from graph.driver import GraphClient
+from graph.driver import GraphClient, Rows
 
 USER_PROPERTY_PREFIX = "p_"
 
@@ -357,7 +357,7 @@ async def run_statements(
 ) -> None:
     """Run `statement_runs(...)` in order inside the caller's transaction."""
     for statement, rows in runs:
-        result = await tx.run(statement, {"rows": rows})
+        result = await tx.run(statement, {"rows": Rows(rows)})
         await result.consume()
 
 

@@ -170,9 +170,7 @@ class TenantTransaction:
         """
         if self._opening is None or self._running is not None or self._ahead or not ahead.changes:
             return
-        self._ahead = ahead.changes
-        versions = range(self.next_version, self.next_version + len(ahead.changes))
-        self._known.update(as_graph_changes(self.customer_id, ahead.changes, versions))
+        self._ahead = ahead.changes  # `record` fills `_known`, off the statement's way
         rebase_versions(ahead.runs, self.next_version - ahead.base)
         ahead.base = self.next_version
         self._running = asyncio.create_task(self._run(None, ahead.runs))
@@ -202,6 +200,8 @@ class TenantTransaction:
         params = _record_params(self.customer_id, changes, versions, origin)
         params["n"] = len(changes)
         last = (await self.session.execute(_ALLOCATE_AND_RECORD, params)).scalar_one_or_none()
+        if sent_ahead:  # Neo4j has them already; noted here, while it works on them
+            self._known.update(as_graph_changes(self.customer_id, changes, versions))
         if last is None:
             raise LookupError(f"customer {self.customer_id} has no version counter")
         assert last == versions[-1], "versions allocated outside this transaction"
