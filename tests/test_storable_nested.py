@@ -10,10 +10,12 @@ import uuid
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from api.journal import storable
-from api.journal.entities import Position, WorldNodeData
+from api.journal.entities import Part, Position, WorldNodeData
+from tests.test_middleware_cost import _api_routes
 
 VENUE = str(uuid.uuid4())
 
@@ -46,9 +48,24 @@ def test_a_model_validated_after_an_outer_one_walks_its_input_again(outer: dict)
     except ValidationError:
         pass
     # The storable check, not pydantic's extra-field error, speaks first.
-    message = _refusal(Position, {"x": 1, "y": 2, "\ud800": 3})
+    message = _refusal(
+        WorldNodeData, {"venue_id": VENUE, "kind": "K", "name": "n", "\ud800": 3}
+    )
     assert "a key contains a lone surrogate" in message
     assert "Extra inputs" not in message
+
+
+async def test_parts_are_never_a_request_body(app: FastAPI) -> None:
+    """A `Part` (a position, say) skips the storable walk: the entity holding it
+    walked its input. Only safe while no endpoint takes one as its body."""
+    bodies = [
+        route.body_field.field_info.annotation
+        for route in _api_routes(app.routes)
+        if getattr(route, "body_field", None) is not None
+    ]
+    assert bodies
+    assert not [b for b in bodies if isinstance(b, type) and issubclass(b, Part)]
+    assert issubclass(Position, Part)
 
 
 class _Kind(enum.StrEnum):
