@@ -48,9 +48,7 @@ def test_a_model_validated_after_an_outer_one_walks_its_input_again(outer: dict)
     except ValidationError:
         pass
     # The storable check, not pydantic's extra-field error, speaks first.
-    message = _refusal(
-        WorldNodeData, {"venue_id": VENUE, "kind": "K", "name": "n", "\ud800": 3}
-    )
+    message = _refusal(WorldNodeData, {"venue_id": VENUE, "kind": "K", "name": "n", "\ud800": 3})
     assert "a key contains a lone surrogate" in message
     assert "Extra inputs" not in message
 

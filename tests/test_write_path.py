@@ -17,7 +17,7 @@ from api.journal.apply import prepare_ahead
 from api.journal.changes import ChangeSet
 from api.journal.entities import EntityType
 from api.journal.reconcile import verify
-from api.journal.record import Change, Origin
+from api.journal.record import Change, Origin, record
 from api.journal.status import frontier
 from api.journal.transaction import tenant_transaction
 from tests.test_graph import V1, journal_count, make_venue
@@ -125,6 +125,54 @@ async def test_older_pending_rows_are_applied_before_a_new_write(
     assert drift.clean and drift.pending == 0
     async with app.state.resources.sessions() as session:
         assert await frontier(session, customer) == node.json()["version"]
+    assert await advisory_locks(pg) == 0
+
+
+async def test_a_writer_that_waited_for_the_counter_applies_what_its_predecessor_left(
+    app, tenant, graph, pg
+):
+    """The lock statement's own pending check reads a snapshot taken before it
+    waited for the counter row. A predecessor that committed a pending venue
+    meanwhile (its Neo4j apply never ran) must still be seen: the node written
+    next lands in Neo4j inside that venue, and nothing is marked applied that
+    Neo4j does not hold."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    venue_id = uuid.uuid4()
+    async with resources.sessions() as first:
+        await record(
+            first,
+            customer,
+            [Change(EntityType.venue, venue_id, "upsert", {"name": "Late", "tags": []})],
+            Origin(updated_by="test"),
+        )  # the counter row is locked until `first` commits
+
+        async def second() -> bool:
+            node = {"venue_id": str(venue_id), "kind": "Zone", "name": "Hall"}
+            async with tenant_transaction(resources, customer) as tx:
+                await tx.record(
+                    [Change(EntityType.world_node, uuid.uuid4(), "upsert", node)],
+                    Origin(updated_by="test"),
+                )
+            return tx.applied
+
+        waiting = asyncio.create_task(second())
+        for _ in range(200):  # until its lock statement waits for the row
+            if await pg.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the second writer never waited for the counter row")
+        await first.commit()
+    assert await waiting
+    rows = await graph.read(
+        "test.n",
+        "MATCH (n:WorldNode)-[:IN_VENUE]->(v:Venue {id: $v}) RETURN n.name AS name",
+        {"v": str(venue_id)},
+    )
+    assert rows == [{"name": "Hall"}]
+    drift = await verify(resources, customer)
+    assert drift.clean and drift.pending == 0
     assert await advisory_locks(pg) == 0
 
 

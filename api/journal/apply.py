@@ -92,11 +92,21 @@ _TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id
 
 # `lock_tenant`, then one `_TRY_HOLD`: the outer SELECT runs on the row the
 # materialised CTE returns, so the try happens only once the row is locked.
+#
+# It also answers `_ANY_PENDING`, as of the statement's snapshot (`pending`),
+# and reads the counter as of that snapshot too (`seen`). The snapshot is taken
+# before the row lock is waited for; the locked row is the latest. Every
+# journal write moves the counter in the transaction that adds its pending
+# rows, so `seen == version` means no writer committed in between and
+# `pending` misses none. Otherwise the caller asks `_ANY_PENDING` again.
 _LOCK_TRY_HOLD = text(
     "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
     "WHERE customer_id = :customer_id FOR UPDATE) "
     "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held, "
-    "nextval('journal_apply_epoch') AS epoch FROM counter"
+    "nextval('journal_apply_epoch') AS epoch, "
+    "(SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS seen, "
+    "EXISTS (SELECT 1 FROM sync_journal WHERE customer_id = :customer_id "
+    "AND state = 'pending') AS pending FROM counter"
 )
 
 

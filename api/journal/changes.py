@@ -269,10 +269,12 @@ class ChangeSet:
         *,
         mutation_id: int | None = None,
         payload: dict[str, Any] | None = None,
+        prepared: Change | None = None,
     ) -> dict[str, Any]:
         """`upsert` of a validated model whose id and references `prefetch`
         already loaded (the batch endpoints: one prefetch, then no awaits).
-        `payload`: `canonical(model)`, if the caller already made it."""
+        `payload`: `canonical(model)`, if the caller already made it;
+        `prepared`: the `Change` it already made of it (the one it sent ahead)."""
         existing = self._own(entity_id, entity_type)
         previous = existing.data if existing and not existing.deleted else None
         if isinstance(model, WorldNodeData):
@@ -281,6 +283,10 @@ class ChangeSet:
             self._check_edge(model, previous)
         elif isinstance(model, OperationData):
             self._check_operation(model, previous)
+        if prepared is not None:
+            assert prepared.entity_id == entity_id and prepared.op == "upsert"
+            self._remember(prepared)
+            return prepared.data or {}
         if payload is None:
             payload = canonical(model)
         self._remember(Change(entity_type, entity_id, "upsert", payload, mutation_id=mutation_id))

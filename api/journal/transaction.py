@@ -134,8 +134,11 @@ class TenantTransaction:
             await self._discard()
             self._opening = None
             return
-        # A new statement, so a new snapshot: it sees rows marked while we waited.
-        if (await self.session.execute(_ANY_PENDING, params)).scalar_one():
+        # Nothing pending as of a snapshot no journal write passed (see
+        # `_LOCK_TRY_HOLD`); otherwise a new statement, so a new snapshot: it
+        # sees rows written or marked while we waited.
+        settled = self._holding and locked.seen == locked.version and not locked.pending
+        if not settled and (await self.session.execute(_ANY_PENDING, params)).scalar_one():
             await self.session.execute(_UNHOLD, params)  # older rows first: try_apply
             self._holding = False
             await self._discard()

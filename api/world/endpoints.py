@@ -167,9 +167,10 @@ async def _batch(
         await changes.prefetch(refs)
         await changes.let_ahead_go()
         upsert = changes.upsert_loaded
-        for index, (entity_id, item, payload) in enumerate(zip(ids, items, payloads, strict=True)):
+        prepared = ahead.changes
+        for index, (entity_id, item) in enumerate(zip(ids, items, strict=True)):
             try:
-                upsert(entity_type, entity_id, item, payload=payload)
+                upsert(entity_type, entity_id, item, prepared=prepared[index])
             except ChangeRejected as exc:
                 exc.details = {"index": index, "errors": exc.details}
                 exc.message = f"item {index}: {exc.message}"
