@@ -55,8 +55,11 @@ def _plain(value: Any) -> Any:
 
 def encode_cursor(*values: Any) -> str:
     """An opaque cursor holding `values` (str, int, aware datetime, UUID), in order."""
-    raw = json.dumps([_plain(v) for v in values], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    raw = json.dumps([_plain(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    if len(cursor) > MAX_CURSOR_LENGTH:  # never hand out a cursor `decode_cursor` refuses
+        raise ValueError(f"a cursor of {len(cursor)} characters (at most {MAX_CURSOR_LENGTH})")
+    return cursor
 
 
 def _typed(value: Any, kind: type) -> Any:
