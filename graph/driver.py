@@ -178,7 +178,7 @@ class GraphClient:
             await result.consume()
 
 
-class Rows(list[dict[str, Any]]):
+class Rows(list[Mapping[str, Any]]):
     """A statement's rows, as the driver sends them. The driver formats every
     RUN's parameters for its debug log whether or not that log is on (6.4:
     `repr` of all of them, eagerly); for a 500-row batch that took 2 to 5 ms
