@@ -310,7 +310,9 @@ async def test_a_batch_outside_the_ontology_is_not_sent_ahead(app, tenant):
         async with tenant_transaction(resources, customer) as tx:
             changes = ChangeSet(tx.session, resources.settings, customer, tx.next_version)
             changes.ahead, changes.ahead_dispatched = tx.send_ahead, tx.ahead_dispatched
-            changes.send_ahead(prepare_ahead(customer, [node(kind), node("NotAKind")]))
+            expected = prepare_ahead(customer, [node(kind), node("NotAKind")])
+            await changes.prefetch([c.entity_id for c in expected.changes])
+            changes.send_ahead(expected)
             assert tx._running is None
             edge = {
                 "venue_id": str(uuid.uuid4()),
@@ -318,12 +320,57 @@ async def test_a_batch_outside_the_ontology_is_not_sent_ahead(app, tenant):
                 "to_id": str(uuid.uuid4()),
                 "type": "NOT_AN_EDGE_TYPE",
             }
-            changes.send_ahead(
-                prepare_ahead(
-                    customer, [Change(EntityType.world_edge, uuid.uuid4(), "upsert", edge)]
-                )
+            expected = prepare_ahead(
+                customer, [Change(EntityType.world_edge, uuid.uuid4(), "upsert", edge)]
             )
+            await changes.prefetch([c.entity_id for c in expected.changes])
+            changes.send_ahead(expected)
             assert tx._running is None
-            changes.send_ahead(prepare_ahead(customer, [node(kind)]))
+            expected = prepare_ahead(customer, [node(kind)])
+            await changes.prefetch([c.entity_id for c in expected.changes])
+            changes.send_ahead(expected)
             assert tx._running is not None
             raise RuntimeError("roll back")
+
+
+async def test_a_batch_naming_another_tenants_node_is_refused_before_neo4j_sees_it(
+    client, tenant, other_tenant, app, graph
+):
+    """A node id of another tenant: the batch is refused (409), and its
+    statement never reaches Neo4j, where the MERGE would hold that node's lock
+    until the write rolled back (the other tenant's writes waiting on it)."""
+    theirs = await make_venue(client, other_tenant)
+    node = await client.post(
+        f"{V1}/world-model/nodes",
+        headers=other_tenant.headers,
+        json={"venue_id": theirs["id"], "kind": "Zone", "name": "Theirs"},
+    )
+    assert node.status_code == 201
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    mine = await make_venue(client, tenant)
+    data = {"venue_id": mine["id"], "kind": "Zone", "name": "Mine"}
+    expected = prepare_ahead(
+        customer,
+        [
+            Change(EntityType.world_node, uuid.uuid4(), "upsert", data),
+            Change(EntityType.world_node, uuid.UUID(node.json()["id"]), "upsert", data),
+        ],
+    )
+    with pytest.raises(RuntimeError, match="roll back"):
+        async with tenant_transaction(resources, customer) as tx:
+            changes = ChangeSet(tx.session, resources.settings, customer, tx.next_version)
+            changes.ahead, changes.ahead_dispatched = tx.send_ahead, tx.ahead_dispatched
+            await changes.prefetch([c.entity_id for c in expected.changes])
+            changes.send_ahead(expected)
+            assert tx._running is None
+            raise RuntimeError("roll back")
+    nodes = [{"id": node.json()["id"], "venue_id": mine["id"], "kind": "Zone", "name": "Mine"}]
+    refused = await client.post(
+        f"{V1}/world-model/nodes/batch", json={"nodes": nodes}, headers=tenant.headers
+    )
+    assert refused.status_code == 409, refused.text
+    kept = await graph.read(
+        "test.n", "MATCH (n:WorldNode {id: $id}) RETURN n.name AS name", {"id": node.json()["id"]}
+    )
+    assert kept == [{"name": "Theirs"}]

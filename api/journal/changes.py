@@ -130,9 +130,31 @@ class ChangeSet:
         before they are validated: their Neo4j statements start now, in the
         write's still uncommitted Neo4j transaction, instead of after
         validation. If the set ends up different (or refused), nothing sent
-        ahead is committed (TenantTransaction.send_ahead)."""
-        if self.ahead is not None and not self.changes and self._in_ontology(expected.changes):
+        ahead is committed (TenantTransaction.send_ahead).
+
+        Call it once their ids are loaded (`prefetch`): a change of an id that
+        is another tenant's, or another type's, is refused later, and is never
+        sent ahead, since Neo4j's MERGE would hold that entity's lock until the
+        transaction rolls back."""
+        if (
+            self.ahead is not None
+            and not self.changes
+            and self._in_ontology(expected.changes)
+            and self._all_own(expected.changes)
+        ):
             self.ahead(expected)
+
+    def _all_own(self, changes: list[Change]) -> bool:
+        """Whether every change's id is new or the tenant's own of that type."""
+        for change in changes:
+            if change.entity_id not in self._known:
+                return False  # not loaded: the caller did not `prefetch` it
+            found = self._known[change.entity_id]
+            if found is not None and (
+                found.customer_id != self.customer_id or found.entity_type != change.entity_type
+            ):
+                return False
+        return True
 
     def _in_ontology(self, changes: list[Change]) -> bool:
         """Whether every node kind and edge type is the ontology's. Only then may

@@ -148,8 +148,9 @@ async def _batch(
     ids = [item.id or uuid.uuid4() for item in items]
 
     # The batch as it will be journaled if valid, its Neo4j rows built before
-    # the tenant's lock; Neo4j starts on it while the current states are
-    # fetched and checked (a refused batch commits nothing in either store).
+    # the tenant's lock; Neo4j starts on it once the current states are
+    # fetched, while they are checked (a refused batch commits nothing in
+    # either store).
     payloads = [canonical(item) for item in items]
     ahead = prepare_ahead(
         tenant_of(principal),
@@ -160,11 +161,13 @@ async def _batch(
     )
 
     async def build(changes: ChangeSet) -> int:
-        changes.send_ahead(ahead)
         refs: list[uuid.UUID] = list(ids)
         for item in items:
             refs += references(item)
+        # The states first (one round trip, usually back before the Neo4j
+        # transaction's fence is): another tenant's id is never sent ahead.
         await changes.prefetch(refs)
+        changes.send_ahead(ahead)
         await changes.let_ahead_go()
         upsert = changes.upsert_loaded
         prepared = ahead.changes
