@@ -100,4 +100,5 @@ clean: stack-down
 	$(TEST_STACK) down
 	$(CHAOS_STACK) down
 	OVERWATCH_STACK_INSTANCE=bench $(STACK) down
+	OVERWATCH_STACK_INSTANCE=scale $(STACK) down
 	rm -rf .local
