@@ -149,7 +149,14 @@ postgres_status() {
 
 # -------------------------------------------------------------------- Neo4j
 neo4j_artifacts() {
-  local lib="$CACHE_DIR/neo4j-$NEO4J_VERSION/lib"
+  local lib="$CACHE_DIR/neo4j-$NEO4J_VERSION/lib" lockfd
+  if [[ -f "$lib/.complete" ]]; then echo "$lib"; return; fi
+  # Stacks share this download (the test and bench stacks started at once, say):
+  # one fetches, the others wait for it, then find it complete. The lock goes
+  # with this subshell (`lib=$(neo4j_artifacts)`), on success or `fail`.
+  mkdir -p "$CACHE_DIR"
+  exec {lockfd}>"$CACHE_DIR/neo4j-$NEO4J_VERSION.lock"
+  flock "$lockfd"
   if [[ -f "$lib/.complete" ]]; then echo "$lib"; return; fi
   command -v mvn >/dev/null 2>&1 || fail "maven (mvn) not found; run scripts/install-system-deps.sh"
   local log="$STACK_DIR/neo4j-download.log"
