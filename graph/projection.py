@@ -355,39 +355,63 @@ def rebase_versions(runs: Sequence[tuple[LiteralString, list[dict]]], offset: in
                 props["version"] += offset
 
 
-async def run_statements(
-    tx: AsyncManagedTransaction | AsyncTransaction,
-    runs: Sequence[tuple[LiteralString, list[dict]]],
-) -> None:
-    """Run `statement_runs(...)` in order inside the caller's transaction."""
-    for statement, rows in runs:
-        result = await tx.run(statement, {"rows": Rows(rows)})
-        await result.consume()
-
-
 class StaleApplier(Exception):
     """A later applier already wrote this tenant's graph: this one's lock is gone."""
 
 
-# The tenant's apply fence (cypher/migrations/0002_apply_fence.cypher): raised
-# to this transaction's epoch, first thing, which also write-locks the fence
-# node until the transaction ends, so appliers of one tenant serialise here
-# too. `seen` above the epoch: a later lock holder has already applied.
+# The tenant's apply fence (cypher/migrations/0002_apply_fence.cypher), in
+# the same round trip as a transaction's first statement (`fenced`): raised to
+# the applier's epoch first thing, which also write-locks the fence node until
+# the transaction ends, so appliers of one tenant serialise here too. `seen`
+# above the epoch means a later lock holder has already applied: no row passes
+# the WHERE, the statement (a unit subquery, run once per row) does nothing,
+# and nothing comes back. Otherwise one row comes back, whatever the
+# statement matched. A round trip of its own cost 2-4 ms of every write.
 FENCE: LiteralString = """
-MERGE (f:ApplyFence {tenant: $customer_id})
-WITH f, coalesce(f.epoch, 0) AS seen
-SET f.epoch = CASE WHEN seen > $epoch THEN seen ELSE $epoch END
-RETURN seen
+CALL () {
+  MERGE (f:ApplyFence {tenant: $customer_id})
+  WITH f, coalesce(f.epoch, 0) AS seen
+  SET f.epoch = CASE WHEN seen > $epoch THEN seen ELSE $epoch END
+  RETURN seen
+}
+WITH seen WHERE seen <= $epoch
+CALL () {
 """
+_FENCE_END: LiteralString = "}\nRETURN seen\n"
+
+# Every projection statement behind the fence (constants joined, never input).
+_FENCED: dict[str, LiteralString] = {
+    statement: "".join((FENCE, statement, _FENCE_END)) for statement in STATEMENTS.values()
+}
 
 
-async def raise_fence(
-    tx: AsyncManagedTransaction | AsyncTransaction, customer_id: str, epoch: int
+def fenced(statement: LiteralString) -> LiteralString:
+    """`statement` (one of STATEMENTS) run behind the tenant's fence: see FENCE."""
+    return _FENCED[statement]
+
+
+async def run_statements(
+    tx: AsyncManagedTransaction | AsyncTransaction,
+    runs: Sequence[tuple[LiteralString, list[dict]]],
+    fence: tuple[str, int] | None = None,
 ) -> None:
-    """Claim the tenant's graph for `epoch`, or raise StaleApplier (roll back)."""
-    record = await (await tx.run(FENCE, {"customer_id": customer_id, "epoch": epoch})).single()
-    if record is not None and int(record["seen"]) > epoch:
-        raise StaleApplier(f"apply epoch {epoch} is behind the fence ({record['seen']})")
+    """Run `statement_runs(...)` in order inside the caller's transaction.
+
+    With `fence` (customer id, epoch) the first statement first raises the
+    tenant's fence to the epoch, or raises StaleApplier (roll back) when a
+    later applier passed it.
+    """
+    for index, (statement, rows) in enumerate(runs):
+        if index == 0 and fence is not None:
+            customer_id, epoch = fence
+            result = await tx.run(
+                fenced(statement), {"rows": Rows(rows), "customer_id": customer_id, "epoch": epoch}
+            )
+            if await result.single() is None:
+                raise StaleApplier(f"apply epoch {epoch} is behind the tenant's fence")
+            continue
+        result = await tx.run(statement, {"rows": Rows(rows)})
+        await result.consume()
 
 
 async def apply_changes(
@@ -403,10 +427,10 @@ async def apply_changes(
         return
     runs = statement_runs(changes)
 
+    fence = None if epoch is None else (changes[0].customer_id, epoch)
+
     async def work(tx: AsyncManagedTransaction) -> None:
-        if epoch is not None:
-            await raise_fence(tx, changes[0].customer_id, epoch)
-        await run_statements(tx, runs)
+        await run_statements(tx, runs, fence)
 
     await graph.write_tx("journal.apply", work)
 

@@ -381,6 +381,23 @@ async def test_batching_never_changes_the_outcome(graph: GraphClient, journal: J
         await _clear(graph, customer_b)
 
 
+async def test_a_fenced_statement_that_matches_nothing_is_not_refused(graph: GraphClient):
+    """The fence rides in the first statement's round trip (`FENCE`): a
+    refusal is "no row came back". A delete of what Neo4j no longer holds
+    matches nothing, and must still come back as passed, not as refused."""
+    customer = str(uuid.uuid4())
+    gone = GraphChange("venue", str(uuid.uuid4()), "delete", 5, customer, {"name": "V"})
+    try:
+        await apply_changes(graph, [gone], epoch=3)
+        await apply_changes(graph, [gone], epoch=4)  # and again, at a later epoch
+    finally:
+        await graph.write(
+            "test.fence_clear",
+            "MATCH (f:ApplyFence {tenant: $customer_id}) DELETE f",
+            {"customer_id": customer},
+        )
+
+
 async def test_an_applier_behind_the_fence_cannot_bring_a_deleted_entity_back(
     graph: GraphClient,
 ):

@@ -207,9 +207,10 @@ async def test_concurrent_batches_of_two_tenants_converge(
 
 async def test_an_overlapped_write_behind_the_fence_leaves_neo4j_alone(app, tenant, graph, pg):
     """The overlapped path raises the tenant's apply fence first thing in its
-    Neo4j transaction (`TenantTransaction._fenced`). A later applier holding a
-    higher epoch (here: the fence set far ahead) makes it roll back: the
-    journal keeps the change pending, Neo4j never sees it."""
+    Neo4j transaction, in its first statement's round trip
+    (`graph.projection.FENCE`). A later applier holding a higher epoch (here:
+    the fence set far ahead) makes it roll back: the journal keeps the change
+    pending, Neo4j never sees it."""
     resources = app.state.resources
     customer = uuid.UUID(tenant.id)
     venue_id = uuid.uuid4()

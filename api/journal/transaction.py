@@ -34,13 +34,7 @@ from api.journal.circuit import graph_health
 from api.journal.record import _ALLOCATE_AND_RECORD, Change, Origin, _record_params, lock_tenant
 from api.journal.tenant_gate import tenant_connection
 from graph.driver import OpenWrite
-from graph.projection import (
-    GraphChange,
-    raise_fence,
-    rebase_versions,
-    run_statements,
-    statement_runs,
-)
+from graph.projection import GraphChange, rebase_versions, run_statements, statement_runs
 
 log = structlog.get_logger("api.journal")
 
@@ -97,6 +91,7 @@ class TenantTransaction:
         self.next_version = 0
         self._epoch = 0
         self._ahead: list[Change] | None = None  # `send_ahead`
+        self._fence: tuple[str, int] | None = None  # (customer, epoch), raised by the first `_run`
         self._dispatched = asyncio.Event()  # set by `_run`
 
     async def start(self) -> None:
@@ -144,21 +139,10 @@ class TenantTransaction:
             await self._discard()
             self._opening = None
             return
-        # The tenant's fence, first thing in the Neo4j transaction, raised while
-        # the caller validates: `record` then sends its statement at once.
-        self._opening = asyncio.create_task(self._fenced(self._opening))
-
-    async def _fenced(self, opening: asyncio.Task[OpenWrite]) -> OpenWrite:
-        opened = await opening
-        try:
-            await raise_fence(opened.tx, str(self.customer_id), self._epoch)
-        except BaseException:
-            # Refused (a later applier passed) or cancelled: end the transaction
-            # here, `_discard` sees no OpenWrite to roll back.
-            with suppress(Exception):
-                await asyncio.wait_for(opened.rollback(), OVERLAP_TIMEOUT)
-            raise
-        return opened
+        # The tenant's fence goes with the first statement (`_run`): a refused
+        # one (a later applier passed) fails `_running`, and `complete` leaves
+        # the rows to `try_apply`.
+        self._fence = (str(self.customer_id), self._epoch)
 
     def send_ahead(self, ahead: Ahead) -> None:
         """Start Neo4j on the changes the caller expects to `record` next,
@@ -218,16 +202,17 @@ class TenantTransaction:
             if before is not None:
                 await before
             assert self._opening is not None
-            opened = await self._opening  # fenced (`_fenced`)
+            opened = await self._opening
         finally:
             # Set before the statement is packed and written (no await between):
             # a waiter resumes once it is on the wire, or once this failed.
             self._dispatched.set()
-        await run_statements(opened.tx, runs)
+        fence, self._fence = self._fence, None  # the transaction's first statement raises it
+        await run_statements(opened.tx, runs, fence)
 
     async def ahead_dispatched(self) -> None:
         """Wait until the statement `send_ahead` started is on its way to Neo4j
-        (its transaction opened and fenced), at most AHEAD_WAIT.
+        (its transaction opened), at most AHEAD_WAIT.
 
         The caller's validation is CPU work with no await in it: without this
         the statement would only go out when validation ends. Bounded, so a
