@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIWebSocketRoute
 
 from api.auth.endpoints import router as auth_router
 from api.blobs.endpoints import router as blobs_router
@@ -48,13 +48,58 @@ V1_ROUTERS: list[APIRouter] = [
 
 
 def include_v1(app: FastAPI) -> None:
-    """Every `/api/v1` router, in V1_ROUTERS' order.
+    """Every `/api/v1` route, in V1_ROUTERS' order, on the app's own router.
 
     No endpoint sees a query or path parameter that Postgres could not hold
     (NUL): every route is a `V1Route`, which refuses one before anything runs.
+
+    The routes are added one by one, as `include_router` did before FastAPI
+    0.16x: that now keeps each router as a nested `_IncludedRouter`, matched
+    in full once to find it and again to dispatch into it, about a fifth of a
+    small authenticated request's time in the server. Every attribute a route
+    was declared with is carried over, and the OpenAPI document is the same
+    (`tests/test_middleware_cost.py`).
     """
     for router in V1_ROUTERS:
         for route in router.routes:
-            if isinstance(route, APIRoute) and not isinstance(route, V1Route):
+            if isinstance(route, APIWebSocketRoute):
+                app.router.add_api_websocket_route(
+                    V1_PREFIX + route.path,
+                    route.endpoint,
+                    name=route.name,
+                    dependencies=route.dependencies,
+                )
+                continue
+            if not isinstance(route, V1Route):
                 raise RuntimeError(f"{route.path}: an /api/v1 route must be a V1Route")
-        app.include_router(router, prefix=V1_PREFIX)
+            app.router.add_api_route(
+                V1_PREFIX + route.path,
+                route.endpoint,
+                response_model=route.response_model,
+                status_code=route.status_code,
+                tags=route.tags,
+                dependencies=route.dependencies,
+                summary=route.summary,
+                description=route.description,
+                response_description=route.response_description,
+                responses=route.responses,
+                deprecated=route.deprecated,
+                methods=route.methods,
+                operation_id=route.operation_id,
+                response_model_include=route.response_model_include,
+                response_model_exclude=route.response_model_exclude,
+                response_model_by_alias=route.response_model_by_alias,
+                response_model_exclude_unset=route.response_model_exclude_unset,
+                response_model_exclude_defaults=route.response_model_exclude_defaults,
+                response_model_exclude_none=route.response_model_exclude_none,
+                include_in_schema=route.include_in_schema,
+                response_class=route.response_class,
+                name=route.name,
+                route_class_override=type(route),
+                callbacks=route.callbacks,
+                openapi_extra=route.openapi_extra,
+                generate_unique_id_function=route.generate_unique_id_function,
+                strict_content_type=route.strict_content_type,
+                max_body_size=route.max_body_size,
+                form_limits=route.form_limits,
+            )

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import structlog
 from fastapi import FastAPI
+from fastapi.datastructures import DefaultPlaceholder
 from prometheus_client import REGISTRY
 from sqlalchemy import event
 from starlette.applications import Starlette
@@ -267,3 +268,56 @@ def test_an_api_v1_route_without_the_parameter_check_is_refused_at_startup(monke
     monkeypatch.setattr(v1, "V1_ROUTERS", [*v1.V1_ROUTERS, plain])
     with pytest.raises(RuntimeError, match="must be a V1Route"):
         v1.include_v1(FastAPI())
+
+
+# What `include_v1` carries from a declared route to the one it serves.
+_CARRIED = (
+    "response_model status_code tags summary description response_description responses "
+    "deprecated operation_id response_model_include response_model_exclude "
+    "response_model_by_alias response_model_exclude_unset response_model_exclude_defaults "
+    "response_model_exclude_none include_in_schema response_class name callbacks "
+    "openapi_extra generate_unique_id_function strict_content_type max_body_size form_limits"
+).split()
+
+
+def _resolved(value: Any) -> str:
+    """A route attribute as it acts: a FastAPI default placeholder is its value."""
+    return repr(value.value if isinstance(value, DefaultPlaceholder) else value)
+
+
+def test_the_flat_api_v1_routes_serve_what_included_routers_would(monkeypatch, settings: Any):
+    """`include_v1` adds each route to the app's own router (FastAPI's nested
+    included routers are matched twice per request) and carries every
+    attribute over: the OpenAPI document and each route's path, methods,
+    endpoint, class and dependencies equal those of `include_router`."""
+    from api import router as v1
+    from main import create_app
+
+    flat = create_app(settings, background=False)
+
+    def nested(app: FastAPI) -> None:
+        for router in v1.V1_ROUTERS:
+            app.include_router(router, prefix=v1.V1_PREFIX)
+
+    monkeypatch.setattr("main.include_v1", nested)
+    included = create_app(settings, background=False)
+    assert flat.openapi() == included.openapi()
+
+    def served(app: FastAPI) -> list[tuple[Any, ...]]:
+        return [  # HTTP routes (an included router's are its effective contexts)
+            (
+                route.path,
+                sorted(route.methods),
+                route.endpoint,
+                type(getattr(route, "original_route", route)),
+                [d.call for d in route.dependant.dependencies],
+                [_resolved(getattr(getattr(route, "original_route", route), a)) for a in _CARRIED],
+            )
+            for route in _api_routes(app.routes)
+            if getattr(route, "methods", None)
+        ]
+
+    assert served(flat) == served(included)
+    v1_routes = [r for r in flat.routes if getattr(r, "path", "").startswith(v1.V1_PREFIX)]
+    declared = sum(len(router.routes) for router in v1.V1_ROUTERS)  # WebSockets too
+    assert len(v1_routes) == declared  # each one on the app's own router
