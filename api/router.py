@@ -71,7 +71,8 @@ def include_v1(app: FastAPI) -> None:
                 )
                 continue
             if not isinstance(route, V1Route):
-                raise RuntimeError(f"{route.path}: an /api/v1 route must be a V1Route")
+                path = getattr(route, "path", route)
+                raise RuntimeError(f"{path}: an /api/v1 route must be a V1Route")
             app.router.add_api_route(
                 V1_PREFIX + route.path,
                 route.endpoint,
