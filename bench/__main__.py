@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import time
@@ -34,6 +35,11 @@ async def main(names: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {unknown}; known: {BENCHMARKS}")
     ctx = await prepare()
+    # Everything loaded so far lives as long as the run (the server does the
+    # same, main.py): frozen, it stays out of the collector's full passes,
+    # which otherwise stall whichever side of a ratio is being timed.
+    gc.collect()
+    gc.freeze()
     results: list[Result] = []
     try:
         for name in selected:

@@ -36,7 +36,7 @@ import uuid
 import httpx
 import orjson
 
-from bench.harness import BenchContext, Result
+from bench.harness import BenchContext, Result, quiet_collector
 from bench.sync_bootstrap import _bootstrap
 from bench.sync_common import BATCH, PUSH_BATCHES, _node, _PageClient, _pull_pages, _raw_pages
 from graph.projection import WORLD_NODE_UPSERT, GraphChange, to_row
@@ -173,12 +173,14 @@ async def _pull(ctx: BenchContext, base: str, customer_id: str, headers: dict[st
     count = size = 0
     async with _PageClient(base, headers) as client:
         for round_ in range(8):  # the first round warms caches and is not counted
-            started = time.perf_counter()
-            pulled, pulled_bytes = await _pull_pages(client)
-            api_time = time.perf_counter() - started
-            started = time.perf_counter()
-            total = await _raw_pages(pg, customer_id)
-            raw_time = time.perf_counter() - started
+            with quiet_collector():
+                started = time.perf_counter()
+                pulled, pulled_bytes = await _pull_pages(client)
+                api_time = time.perf_counter() - started
+            with quiet_collector():
+                started = time.perf_counter()
+                total = await _raw_pages(pg, customer_id)
+                raw_time = time.perf_counter() - started
             assert pulled == total, (pulled, total)
             if round_ > 0:
                 api_s += api_time

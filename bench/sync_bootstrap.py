@@ -10,7 +10,7 @@ import uuid
 import httpx
 import orjson
 
-from bench.harness import BenchContext, Result, rss_bytes
+from bench.harness import BenchContext, Result, quiet_collector, rss_bytes
 from bench.sync_common import BOOTSTRAP_SIZES, SCALE, _node, _PageClient, _pull_pages, _raw_pages
 
 SEED_CHUNK = 50_000
@@ -109,14 +109,16 @@ async def _catch_up(ctx: BenchContext, base: str, customer_id: str, key: str, si
     assert ctx.server_pid is not None
     async with _PageClient(base, {"X-API-Key": key}) as client:
         async with _Sampler(ctx.server_pid) as memory:
-            started = time.perf_counter()
-            pulled, pulled_bytes = await _pull_pages(client)
-            api_time = time.perf_counter() - started
+            with quiet_collector():
+                started = time.perf_counter()
+                pulled, pulled_bytes = await _pull_pages(client)
+                api_time = time.perf_counter() - started
     pg = await ctx.pg()
     try:
-        started = time.perf_counter()
-        raw = await _raw_pages(pg, customer_id)
-        raw_time = time.perf_counter() - started
+        with quiet_collector():
+            started = time.perf_counter()
+            raw = await _raw_pages(pg, customer_id)
+            raw_time = time.perf_counter() - started
     finally:
         await pg.close()
     assert pulled == raw == size, (pulled, raw, size)
