@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from api.auth.deps import Syncer
 from api.core.errors import Invalid, PayloadTooLarge
 from api.core.json_body import parse_json
+from api.core.responses import SplicedResponse
 from api.journal.route import V1Route
 from api.journal.storable import MAX_DEPTH, printable
 from api.sync.pull import (
@@ -114,10 +115,10 @@ async def pull_endpoint(
         str | None, Query(max_length=200, description="Comma-separated entity types")
     ] = None,
 ) -> Response:
-    body = await pull(
+    parts = await pull(
         request.app.state.resources, principal, since=since, limit=limit, types=parse_types(types)
     )
-    return Response(body, media_type="application/json")
+    return SplicedResponse(parts)
 
 
 @router.get(
