@@ -167,43 +167,57 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
     )
 
 
-async def _pull(ctx: BenchContext, base: str, customer_id: str, headers: dict[str, str]) -> Result:
+async def _pull(
+    ctx: BenchContext, base: str, customer_id: str, headers: dict[str, str]
+) -> list[Result]:
+    """Two figures from alternated rounds: both sides decoding what they read,
+    and neither decoding (the server's work alone, as the bootstrap figure)."""
     pg = await ctx.pg()
-    api_s = raw_s = 0.0
-    count = size = 0
+    api_s = {True: 0.0, False: 0.0}
+    raw_s = {True: 0.0, False: 0.0}
+    count = {True: 0, False: 0}
+    size = {True: 0, False: 0}
     async with _PageClient(base, headers) as client:
         for round_ in range(8):  # the first round warms caches and is not counted
-            with quiet_collector():
-                started = time.perf_counter()
-                pulled, pulled_bytes = await _pull_pages(client)
-                api_time = time.perf_counter() - started
-            with quiet_collector():
-                started = time.perf_counter()
-                total = await _raw_pages(pg, customer_id)
-                raw_time = time.perf_counter() - started
-            assert pulled == total, (pulled, total)
-            if round_ > 0:
-                api_s += api_time
-                raw_s += raw_time
-                count += total
-                size += pulled_bytes
-    await pg.close()
-    return Result(
-        "sync pull, pages of 5,000",
-        "entities/s",
-        api=count / api_s,
-        raw=count / raw_s,
-        notes={
-            "entities": count,
-            "api_MB_per_s": round(size / api_s / 2**20, 1),
-            "target_ratio": ">=0.8",
-        },
+            for decode in (True, False):
+                with quiet_collector():
+                    started = time.perf_counter()
+                    pulled, pulled_bytes, cursor = await _pull_pages(client, decode=decode)
+                    api_time = time.perf_counter() - started
+                with quiet_collector():
+                    started = time.perf_counter()
+                    total = await _raw_pages(pg, customer_id, decode=decode)
+                    raw_time = time.perf_counter() - started
+                assert pulled == total or not decode, (pulled, total)
+                if round_ > 0:
+                    api_s[decode] += api_time
+                    raw_s[decode] += raw_time
+                    count[decode] += total
+                    size[decode] += pulled_bytes
+    head = await pg.fetchval(
+        "SELECT version FROM customer_versions WHERE customer_id = $1", uuid.UUID(customer_id)
     )
+    assert cursor == head, (cursor, head)
+    await pg.close()
+    return [
+        Result(
+            "sync pull, pages of 5,000" + ("" if decode else ", neither side decoding"),
+            "entities/s",
+            api=count[decode] / api_s[decode],
+            raw=count[decode] / raw_s[decode],
+            notes={
+                "entities": count[decode],
+                "api_MB_per_s": round(size[decode] / api_s[decode] / 2**20, 1),
+                "target_ratio": ">=0.8",
+            },
+        )
+        for decode in (True, False)
+    ]
 
 
 async def run(ctx: BenchContext) -> list[Result]:
     async with ctx.server() as base:
         push_result, customer_id, headers = await _push(ctx, base)
-        pull_result = await _pull(ctx, base, customer_id, headers)
+        pull_results = await _pull(ctx, base, customer_id, headers)
     boot = await _bootstrap(ctx)
-    return [push_result, pull_result, *boot]
+    return [push_result, *pull_results, *boot]

@@ -111,7 +111,7 @@ async def _catch_up(ctx: BenchContext, base: str, customer_id: str, key: str, si
         async with _Sampler(ctx.server_pid) as memory:
             with quiet_collector():
                 started = time.perf_counter()
-                pulled, pulled_bytes = await _pull_pages(client)
+                pulled, pulled_bytes, _ = await _pull_pages(client)
                 api_time = time.perf_counter() - started
     pg = await ctx.pg()
     try:

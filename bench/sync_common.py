@@ -76,21 +76,34 @@ class _PageClient:
         return body
 
 
-async def _pull_pages(client: _PageClient) -> tuple[int, int]:
-    """Pull from version 0 to the head; returns (changes, body bytes)."""
+# Where a pull page's tail starts: an unescaped quote cannot sit inside a JSON
+# string, so the last occurrence is the page's own, after every envelope.
+_TAIL = b'],"cursor":'
+
+
+async def _pull_pages(client: _PageClient, *, decode: bool = True) -> tuple[int, int, int]:
+    """Pull from version 0 to the head; returns (changes, body bytes, last cursor).
+
+    Undecoded, only each page's tail (cursor, has_more) is parsed and the
+    changes are not counted (0): the figure is the server's, not the client's
+    JSON decoding (compare `_raw_pages(..., decode=False)`)."""
     cursor, count, size = 0, 0, 0
     while True:
         body = await client.get(f"/api/v1/sync/pull?since={cursor}&limit={PULL_PAGE}")
         size += len(body)
-        page = orjson.loads(body)
+        if decode:
+            page = orjson.loads(body)
+            count += len(page["changes"])
+        else:
+            page = orjson.loads(b"{" + body[body.rindex(_TAIL) + 2 :])
         cursor = page["cursor"]
-        count += len(page["changes"])
         if not page["has_more"]:
-            return count, size
+            return count, size, cursor
 
 
-async def _raw_pages(pg: asyncpg.Connection, customer_id: str) -> int:
-    """The same pages straight from `sync_entities` with asyncpg."""
+async def _raw_pages(pg: asyncpg.Connection, customer_id: str, *, decode: bool = True) -> int:
+    """The same pages straight from `sync_entities` with asyncpg; decoded, every
+    payload is parsed as the API side's client parses the page."""
     raw_cursor, total = 0, 0
     while True:
         records = await pg.fetch(
@@ -105,4 +118,5 @@ async def _raw_pages(pg: asyncpg.Connection, customer_id: str) -> int:
             return total
         total += len(records)
         raw_cursor = records[-1]["version"]
-        _ = [orjson.loads(r["payload"]) for r in records]
+        if decode:
+            _ = [orjson.loads(r["payload"]) for r in records]
