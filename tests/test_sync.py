@@ -496,6 +496,43 @@ async def test_stored_envelopes_follow_every_write_of_the_row(client, tenant, pg
     assert all(s.tzinfo is not None for s in stamps)
 
 
+async def test_every_kind_of_row_reads_as_whole_json_with_or_without_blobs(client, tenant, pg):
+    """Stored envelopes are complete, and readers rebuild only flagged rows
+    (migration 0017): for every type, live or deleted, flagged `has_blobs` or
+    not, pull hands out whole JSON, with `blob_ids` exactly on live venues,
+    world nodes and operations."""
+    rows = [
+        (entity_type, deleted, flagged)
+        for entity_type in ("venue", "kit", "drone", "world_node", "world_edge", "operation")
+        for deleted in (False, True)
+        for flagged in (False, True)
+    ]
+    top = await pg.fetchval(
+        "UPDATE customer_versions SET version = version + $2 WHERE customer_id = $1::uuid "
+        "RETURNING version",
+        tenant.id,
+        len(rows),
+    )
+    ids = [uuid.uuid4() for _ in rows]
+    await pg.executemany(
+        "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, "
+        "payload, has_blobs) VALUES ($1::uuid, $2, $3, $4, $5, $6::json, $7)",
+        [
+            (tenant.id, t, i, top - n, deleted, '{"name": "x"}', flagged)
+            for n, (i, (t, deleted, flagged)) in enumerate(zip(ids, rows, strict=True))
+        ],
+    )
+    body = (await client.get(f"{SYNC}/pull?since=0", headers=tenant.headers)).content
+    got = {c["id"]: c for c in json.loads(body)["changes"]}
+    for i, (entity_type, deleted, flagged) in zip(ids, rows, strict=True):
+        envelope = got[str(i)]
+        assert envelope["op"] == ("delete" if deleted else "upsert")
+        carries = not deleted and entity_type in ("venue", "world_node", "operation")
+        assert ("blob_ids" in envelope) == carries, (entity_type, deleted, flagged)
+        if carries:
+            assert envelope["blob_ids"] == []
+
+
 async def test_pull_from_an_expired_cursor_answers_410(app, client, tenant):
     from api.sync.prune import prune_sync
 

@@ -117,8 +117,9 @@ class SyncEntity(Base):
         nullable=False,
         server_default=text("'00000000-0000-0000-0000-000000000000'::uuid"),
     )
-    # The sync envelope without its closing brace, computed from the columns
-    # above by a trigger (migration 0010); readers append blob_ids and "}".
+    # The sync envelope as sent for an entity without blobs, computed from the
+    # columns above by a trigger (migrations 0010, 0017); readers rebuild the
+    # blob_ids of rows flagged has_blobs (api/journal/envelopes.py).
     envelope: Mapped[str] = mapped_column(Text, nullable=False)
 
 
