@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -201,9 +202,15 @@ _COUNTS = text(
 )
 
 
-def _position(row: asyncpg.Record) -> int:
-    version = row[_VERSION]
-    return -1 if version is None else int(version)
+_BY_VERSION = operator.itemgetter(_VERSION)
+
+
+def _head_index(rows: list[asyncpg.Record]) -> int:
+    """Where the head's row is (the only one without a version): first, as
+    the statement writes it, unless a plan ever says otherwise."""
+    if rows[0][_VERSION] is None:
+        return 0
+    return next(i for i, row in enumerate(rows) if row[_VERSION] is None)
 
 
 class CursorExpired(OverwatchError):
@@ -245,11 +252,10 @@ async def pull(
         pool = await resources.direct()
         async with pool.acquire() as driver:
             rows = await _PULL_DRIVER.fetch(driver, params)
-            # The head's row sorts first (version None), the changes in version
-            # order; the lateral scan yields that order already, and sorting
-            # an ordered list is one linear pass: the order rests on no plan.
-            rows.sort(key=_position)
-            page = rows.pop(0)
+            page = rows.pop(_head_index(rows))
+            # The lateral scan yields version order already, and sorting an
+            # ordered list is one linear pass in C: the order rests on no plan.
+            rows.sort(key=_BY_VERSION)
             if page["scoped"]:  # protocol v2: the workstation declared a scope
                 page = (await _PULL_SCOPED_DRIVER.fetch(driver, params))[0]
                 expired = bool(page["expired"])
