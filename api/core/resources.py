@@ -99,15 +99,17 @@ class Resources:
         )
 
     async def direct(self) -> asyncpg.Pool:
-        """A plain asyncpg pool for one-statement hot paths (heartbeats), opened on first use.
+        """A plain asyncpg pool for hot paths of one statement (heartbeats, pull pages),
+        opened on first use.
 
         Apart from the engine's pool on purpose: it never opens overflow
         connections (under more concurrent requests than connections a caller
         waits for one, instead of paying a connect, TLS probe and statement
         preparation per request as the engine's closed-on-return overflow
-        connections did), and a telemetry storm cannot take the connections
-        the journal needs. asyncpg replaces a connection it finds closed when
-        it hands it out, so a restarted Postgres costs no ping per request.
+        connections did), and neither a telemetry storm nor many workstations
+        catching up can take the connections the journal's writes need.
+        asyncpg replaces a connection it finds closed when it hands it out, so
+        a restarted Postgres costs no ping per request.
         """
         if self._direct is None:
             async with self._direct_lock:
