@@ -4,9 +4,11 @@
   raw drivers doing the same writes (the journal and entity-state inserts in
   Postgres, the same `UNWIND`/`MERGE` in Neo4j). Calls alternate.
 - pull: `GET /sync/pull` pages of 5,000, against asyncpg reading the same
-  rows of `sync_entities` in the same pages. Both sides decode with orjson
-  (the page's JSON on the API side, every payload on the raw side); bytes/s
-  is reported beside entities/s. The API side reads pages with `_PageClient`
+  rows of `sync_entities` in the same pages, reported twice from alternated
+  rounds: neither side decoding (the server's figure, with the target: the
+  API side parses each page's tail only) and both decoding with orjson (the
+  page's JSON on the API side, every payload on the raw side); bytes/s is
+  reported beside entities/s. The API side reads pages with `_PageClient`
   (HTTP/1.1 keep-alive on asyncio streams, the body in one `readexactly`),
   not httpx: timed on one 1.8 MB page of 5,000, httpx took 26-29 ms to fetch
   it where this client and curl took 21-23 ms, i.e. httpx's receive path (h11,
@@ -199,19 +201,23 @@ async def _pull(
     )
     assert cursor == head, (cursor, head)
     await pg.close()
+    # The server's figure is the undecoded one (the issue asks pull's figure to
+    # measure the server, not the client's JSON decoding); the decoded one adds
+    # each side's client work, which differs (whole envelopes against payloads).
     return [
         Result(
-            "sync pull, pages of 5,000" + ("" if decode else ", neither side decoding"),
+            "sync pull, pages of 5,000"
+            + (", both sides decoding (client included)" if decode else ", neither side decoding"),
             "entities/s",
             api=count[decode] / api_s[decode],
             raw=count[decode] / raw_s[decode],
             notes={
                 "entities": count[decode],
                 "api_MB_per_s": round(size[decode] / api_s[decode] / 2**20, 1),
-                "target_ratio": ">=0.8",
+                **({"measures": "server+client"} if decode else {"target_ratio": ">=0.8"}),
             },
         )
-        for decode in (True, False)
+        for decode in (False, True)
     ]
 
 
