@@ -943,6 +943,30 @@ async def test_postgres_down_refuses_the_push_with_503(settings, tenant):
     assert r.json()["error"]["details"]["dependency"] == "postgres"
 
 
+async def test_a_pull_without_postgres_is_a_503_naming_it(settings):
+    """Pull pages run on the direct driver pool (api/sync/pull.py): an outage
+    there is still the 503 naming Postgres, not a 500."""
+    from api.auth.principal import Principal, Scope
+    from api.core.errors import DependencyUnavailable
+    from api.core.resources import Resources
+    from api.sync.pull import pull
+
+    resources = Resources.open(
+        settings.model_copy(
+            update={"database_url": "postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none"}
+        )
+    )
+    principal = Principal(
+        key_uuid=None, scopes=frozenset({Scope.customer}), customer_id=uuid.uuid4()
+    )
+    try:
+        with pytest.raises(DependencyUnavailable) as refused:
+            await pull(resources, principal, since=0, limit=10, types=["venue"])
+    finally:
+        await resources.close()
+    assert refused.value.details == {"dependency": "postgres"}
+
+
 # -------------------------------------------------------------- tenancy
 async def test_sync_never_crosses_tenants(client, tenant, other_tenant):
     for t in (tenant, other_tenant):
