@@ -1,9 +1,9 @@
 """Responses whose body is sent in parts, never joined.
 
-A sync pull page is one large `bytes` from Postgres between a short head and
-tail; joining them into one body copied the page's megabytes into a freshly
-allocated buffer (0.75 ms median for a 2 MB page in the server, page faults
-included). `SplicedResponse` sends the parts as consecutive body messages of
+A sync pull page is one large `bytes` (its envelopes, joined) between a
+short head and tail; joining those into one body copied the page's megabytes
+into a freshly allocated buffer (0.75 ms median for a 2 MB page in the
+server, page faults included). `SplicedResponse` sends the parts as consecutive body messages of
 one response with their summed `Content-Length`; the server writes each as
 it is.
 """
