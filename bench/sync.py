@@ -10,8 +10,9 @@
   page's JSON on the API side, every payload on the raw side); bytes/s is
   reported beside entities/s. The API side reads pages with `_PageClient`
   (HTTP/1.1 keep-alive on a plain socket, each response received straight
-  into one buffer allocated once), not httpx: timed on one 1.8 MB page of 5,000, httpx took 26-29 ms to fetch
-  it where this client and curl took 21-23 ms, i.e. httpx's receive path (h11,
+  into one buffer allocated once), not httpx: timed on one 1.8 MB page of
+  5,000, httpx took 26-29 ms to fetch it where this client (then on asyncio
+  streams) and curl took 21-23 ms, i.e. httpx's receive path (h11,
   chunked Python-level reads) was 15-20% of the page and charged the client's
   cost to the server. orjson decoding of the page is ~8-10 ms on either side.
 - bootstrap: the NDJSON stream of a tenant of SCALE entities, against an
