@@ -281,16 +281,14 @@ async def test_reconcile_and_verify_exit_non_zero_when_neo4j_is_unreachable(app,
     assert (await states(pg, tenant))[pending][0] == "applied"
 
 
-async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant):
+async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant, monkeypatch):
     """Issue 14.11: `overwatch prune` committing between a pull's reading of the
     retention bound and of its page must not hand out a page without a delete
     the client has not seen. The prune is committed right before the pull's
     page is read; with one snapshot the pull then sees the raised bound (410)."""
     from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import event
-    from sqlalchemy.util import await_only
-
+    from api.sync import pull as pull_module
     from api.sync.prune import prune_sync
 
     resources = app.state.resources
@@ -301,18 +299,20 @@ async def test_a_pull_racing_prune_never_skips_a_delete(app, client, tenant):
     await do_push(client, ws, h, [mutation(2, "venue", venue_id, "delete", seen)])
     await do_push(client, ws, h, [mutation(3, "venue", uid(), data=venue("W"))])
     pruned: list[int] = []
+    # The page statement runs on a driver connection (api/sync/pull.py): the
+    # prune is committed right before it is sent.
+    page = pull_module._PULL_DRIVER
+    fetch = page.fetch
 
-    def prune_first(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "FROM sync_entities e" in statement and not pruned:
+    async def prune_first(driver: Any, params: Any) -> Any:
+        if not pruned:
             cutoff = datetime.now(UTC) + timedelta(days=1)
-            pruned.append(await_only(prune_sync(resources, cutoff)).tombstones)
+            pruned.append((await prune_sync(resources, cutoff)).tombstones)
+        return await fetch(driver, params)
 
-    engine = resources.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", prune_first)
-    try:
-        racing = await client.get(f"{SYNC}/pull?since={seen}", headers=h)
-    finally:
-        event.remove(engine, "before_cursor_execute", prune_first)
+    monkeypatch.setattr(page, "fetch", prune_first)
+    racing = await client.get(f"{SYNC}/pull?since={seen}", headers=h)
+    monkeypatch.undo()
     assert pruned and pruned[0] >= 1
     if racing.status_code == 200:  # then the page must carry the delete
         ops = [(c["id"], c["op"]) for c in racing.json()["changes"]]
