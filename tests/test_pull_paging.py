@@ -11,17 +11,16 @@ an example costs a few statements, not a push.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Tenant
+from tests.properties import against_the_stores
 
 SYNC = "/api/v1/sync"
-EXAMPLES = int(os.environ.get("OVERWATCH_PROPERTY_EXAMPLES", "30"))
 TYPES = ("venue", "kit", "world_node", "operation")
 SLOTS = 6  # entities an example writes to, each of one type
 
@@ -36,13 +35,7 @@ class Latest:
 writes = st.lists(st.tuples(st.integers(0, SLOTS - 1), st.booleans()), min_size=0, max_size=25)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    phases=(Phase.explicit, Phase.reuse, Phase.generate),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@against_the_stores
 @given(
     history=writes,
     limit=st.integers(1, 7),

@@ -375,3 +375,47 @@ async def test_a_batch_naming_another_tenants_node_is_refused_before_neo4j_sees_
         "test.n", "MATCH (n:WorldNode {id: $id}) RETURN n.name AS name", {"id": node.json()["id"]}
     )
     assert kept == [{"name": "Theirs"}]
+
+
+async def test_states_loaded_with_the_lock_are_dropped_when_a_writer_committed_first(
+    app, tenant, pg
+):
+    """The lock statement loads the states a write names (`preload`) as of its
+    snapshot, taken before it waits for the counter row. A writer that commits
+    while it waits changes the tenant's state: those states are dropped and
+    loaded again, never used stale."""
+    resources = app.state.resources
+    customer = uuid.UUID(tenant.id)
+    entity_id = uuid.uuid4()
+    writer = pg.transaction()
+    await writer.start()
+    await pg.execute(
+        "UPDATE customer_versions SET version = version + 1 WHERE customer_id = $1", customer
+    )
+    loaded: dict[str, object] = {}
+
+    async def waiting_writer() -> None:
+        async with tenant_transaction(resources, customer, preload=[entity_id]) as tx:
+            loaded["preloaded"] = dict(tx.preloaded)
+            changes = ChangeSet(tx.session, resources.settings, customer, tx.next_version)
+            changes.load(tx.preloaded)
+            await changes.prefetch([entity_id])
+            loaded["state"] = await changes.state(entity_id)
+            loaded["absent"] = entity_id in changes.absent
+
+    task = asyncio.create_task(waiting_writer())
+    await asyncio.sleep(0.3)  # its lock statement has its snapshot and waits for the row
+    assert not task.done()
+    await pg.execute(
+        "INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, "
+        "payload) SELECT $1, 'venue', $2, version, false, '{\"name\": \"first\"}' "
+        "FROM customer_versions WHERE customer_id = $1",
+        customer,
+        entity_id,
+    )
+    await writer.commit()
+    await task
+    assert loaded["preloaded"] == {}
+    state = loaded["state"]
+    assert state is not None and state.data == {"name": "first"}  # type: ignore[attr-defined]
+    assert loaded["absent"] is False

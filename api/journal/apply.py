@@ -99,14 +99,32 @@ _TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id
 # journal write moves the counter in the transaction that adds its pending
 # rows, so `seen == version` means no writer committed in between and
 # `pending` misses none. Otherwise the caller asks `_ANY_PENDING` again.
-_LOCK_TRY_HOLD = text(
-    "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
-    "WHERE customer_id = :customer_id FOR UPDATE) "
+_LOCKED_COLUMNS = (
     "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held, "
     "nextval('journal_apply_epoch') AS epoch, "
     "(SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS seen, "
     "EXISTS (SELECT 1 FROM sync_journal WHERE customer_id = :customer_id "
     "AND state = 'pending') AS pending FROM counter"
+)
+_COUNTER = (
+    "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
+    "WHERE customer_id = :customer_id FOR UPDATE) "
+)
+_LOCK_TRY_HOLD = text(_COUNTER + _LOCKED_COLUMNS)
+
+
+# `_LOCK_TRY_HOLD` that also loads the current state of the ids a write names
+# (`ChangeSet.prefetch`'s columns), saving a batch that round trip: one row
+# per id found, the lock's columns on each, or one row with null entity
+# columns. The lock's columns are a materialised CTE, so the try and the
+# epoch happen once whatever the join makes of them. The states are as of
+# the statement's snapshot: current when `seen == version` (no writer of the
+# tenant committed in between, see above); otherwise the caller loads them again.
+_LOCK_TRY_HOLD_LOADING = text(
+    f"{_COUNTER}, locked AS MATERIALIZED ({_LOCKED_COLUMNS}) "  # noqa: S608 (constant SQL)
+    "SELECT locked.*, e.entity_id, e.entity_type, e.customer_id AS owner, "
+    "e.version AS entity_version, e.deleted, e.payload "
+    "FROM locked LEFT JOIN sync_entities e ON e.entity_id = ANY(:ids)"
 )
 
 

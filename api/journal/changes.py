@@ -118,6 +118,9 @@ class ChangeSet:
         self.edge_types = frozenset(settings.ontology_edge_types)
         self.changes: list[Change] = []
         self._known: dict[uuid.UUID, EntityState | None] = {}
+        # Ids no row of `sync_entities` held when loaded (under the tenant's
+        # lock): their journal rows are inserted, not upserted (`record`).
+        self.absent: set[uuid.UUID] = set()
         # Only a venue merge may move nodes and edges to another venue.
         self.allow_venue_moves = False
         # Set by the writer (api/journal/writes.py): sends the changes a batch
@@ -185,11 +188,19 @@ class ChangeSet:
             return
         for i in missing:
             self._known[i] = None
+        self.absent.update(missing)
         rows = (await self.session.execute(_FETCH, {"ids": missing})).all()
         for r in rows:
+            self.absent.discard(r.entity_id)
             self._known[r.entity_id] = EntityState(
                 r.entity_type, r.customer_id, r.version, r.deleted, r.payload
             )
+
+    def load(self, states: dict[uuid.UUID, EntityState | None]) -> None:
+        """States loaded elsewhere in this transaction, current as `prefetch`
+        would load them (TenantTransaction.start's `preload`)."""
+        self._known.update(states)
+        self.absent.update(i for i, state in states.items() if state is None)
 
     async def state(self, entity_id: uuid.UUID) -> EntityState | None:
         if entity_id not in self._known:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,26 +68,43 @@ _ALLOCATE = text(
 CHANGES_CHANNEL = "overwatch_changes"  # LISTENed to by api/streams/hub.py
 
 
+# The row of an entity's latest state (its last change in the batch), with
+# its venue (`_venue`) so the envelope trigger need not parse the payload for
+# it (migration 0018); completed below with `true` or `false`.
+_ENTITY_ROWS = """
+INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
+                           merged_into, updated_by, updated_at, venue_id)
+SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::json,
+       r.merged_into, :updated_by, now(),
+       COALESCE(CAST(r.venue_id AS uuid), '00000000-0000-0000-0000-000000000000')
+FROM r CROSS JOIN notified
+WHERE r.is_last AND r.is_new = """
+
+
 # One statement journals a batch: the changes arrive as column arrays (`unnest`
 # zips them back into rows, payload text sent once) and feed, in data-modifying
 # CTEs, the journal rows, the embedding queue (venue and world-node upserts),
 # the stream notification (NOTIFY is delivered on commit, in commit order; the
 # payload is small, listeners read the rows back by version range) and, in the
-# main INSERT, the latest state of each entity (its last change in the batch).
-_RECORD_CTES = """
+# INSERTs below, the latest state of each entity (its last change in the batch),
+# with its venue (`_venue`) so the envelope trigger need not parse the payload
+# for it (migration 0018).
+_RECORD_CTES = f"""
 r AS (
   SELECT * FROM unnest(
     CAST(:versions AS bigint[]), CAST(:entity_types AS text[]), CAST(:entity_ids AS uuid[]),
     CAST(:ops AS text[]), CAST(:payloads AS text[]), CAST(:mutation_ids AS bigint[]),
-    CAST(:merged_into AS uuid[]), CAST(:is_last AS boolean[]))
-  AS r(version, entity_type, entity_id, op, payload, mutation_id, merged_into, is_last)
+    CAST(:merged_into AS uuid[]), CAST(:is_last AS boolean[]), CAST(:venue_ids AS text[]),
+    CAST(:is_new AS boolean[]))
+  AS r(version, entity_type, entity_id, op, payload, mutation_id, merged_into, is_last, venue_id,
+       is_new)
 ),
 journal AS (
   INSERT INTO sync_journal (customer_id, version, entity_type, entity_id, op, payload,
                             workstation_id, mutation_id, state)
   SELECT :customer_id, version, entity_type, entity_id, op,
          CASE WHEN merged_into IS NULL THEN payload::jsonb
-              ELSE COALESCE(payload::jsonb, '{}'::jsonb)
+              ELSE COALESCE(payload::jsonb, '{{}}'::jsonb)
                    || jsonb_build_object('merged_into', merged_into) END,
          :workstation_id, mutation_id, 'pending'
   FROM r
@@ -96,16 +114,17 @@ queued AS (
   SELECT :customer_id, entity_type, entity_id, version FROM r
   WHERE op = 'upsert' AND entity_type IN ('venue', 'world_node')
 ),
-notified AS (SELECT pg_notify(:channel, :notify) AS sent)"""
+notified AS (SELECT pg_notify(:channel, :notify) AS sent),
+fresh AS ({_ENTITY_ROWS}true)"""  # noqa: S608 (constant SQL)
 
 
-_RECORD_ENTITIES = """
-INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
-                           merged_into, updated_by, updated_at)
-SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::json,
-       r.merged_into, :updated_by, now()
-FROM r CROSS JOIN notified
-WHERE r.is_last
+# The latest state of each entity: a plain insert for the entities the writer
+# found absent (`is_new`: most of a batch of new nodes; an insert that may
+# conflict costs a speculative insertion and its confirmation, ~4 µs a row),
+# an upsert for the rest. Under the tenant's lock only another tenant can take
+# a new id meanwhile: the plain insert then fails on the id's unique
+# constraint, as the upsert would, and the write runs again (api/journal/writes.py).
+_RECORD_ENTITIES = f"""{_ENTITY_ROWS}false
 ON CONFLICT (customer_id, entity_type, entity_id) DO UPDATE SET
   version = excluded.version, deleted = excluded.deleted, payload = excluded.payload,
   merged_into = excluded.merged_into, updated_by = excluded.updated_by, updated_at = now()
@@ -145,6 +164,23 @@ async def lock_tenant(session: AsyncSession, customer_id: uuid.UUID) -> int:
     return int(current)
 
 
+# The trigger's test of a venue id in a payload (migration 0013's UUID_TEXT).
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def _venue(change: Change) -> str | None:
+    """The venue the envelope trigger would derive for this change's new row
+    (migration 0018), or None to let it derive it (kits and drones: none)."""
+    if change.entity_type == EntityType.venue:
+        return str(change.entity_id)
+    if change.data is None or change.entity_type in (EntityType.kit, EntityType.drone):
+        return None
+    venue = change.data.get("venue_id")
+    return venue if isinstance(venue, str) and _UUID_TEXT.fullmatch(venue) else None
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -169,8 +205,14 @@ async def _insert(
 
 
 def _record_params(
-    customer_id: uuid.UUID, changes: Sequence[Change], versions: list[int], origin: Origin
+    customer_id: uuid.UUID,
+    changes: Sequence[Change],
+    versions: list[int],
+    origin: Origin,
+    absent: Collection[uuid.UUID] = (),
 ) -> dict[str, Any]:
+    """`absent`: ids the writer found in no row of `sync_entities` under the
+    tenant's lock (`ChangeSet.absent`); their rows are inserted, not upserted."""
     last_change = {(c.entity_type, c.entity_id): i for i, c in enumerate(changes)}
     return {
         "customer_id": customer_id,
@@ -184,6 +226,8 @@ def _record_params(
         "mutation_ids": [c.mutation_id for c in changes],
         "merged_into": [c.merged_into for c in changes],
         "is_last": [last_change[(c.entity_type, c.entity_id)] == i for i, c in enumerate(changes)],
+        "venue_ids": [_venue(c) for c in changes],
+        "is_new": [c.entity_id in absent for c in changes],
         "channel": CHANGES_CHANNEL,
         "notify": json.dumps(
             {"customer_id": str(customer_id), "first": versions[0], "last": versions[-1]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import LiteralString
 
@@ -19,6 +19,7 @@ from api.journal.apply import (
     _EPOCH,
     _HAND_OVER,
     _LOCK_TRY_HOLD,
+    _LOCK_TRY_HOLD_LOADING,
     _MARK_APPLIED,
     _TRY_HOLD,
     _UNHOLD,
@@ -30,6 +31,7 @@ from api.journal.apply import (
     as_graph_changes,
     try_apply,
 )
+from api.journal.changes import EntityState
 from api.journal.circuit import graph_health
 from api.journal.record import _ALLOCATE_AND_RECORD, Change, Origin, _record_params, lock_tenant
 from api.journal.tenant_gate import tenant_connection
@@ -93,9 +95,15 @@ class TenantTransaction:
         self._ahead: list[Change] | None = None  # `send_ahead`
         self._fence: tuple[str, int] | None = None  # (customer, epoch), raised by the first `_run`
         self._dispatched = asyncio.Event()  # set by `_run`
+        # `start(preload=...)`: the states it loaded, for `ChangeSet.load`.
+        self.preloaded: dict[uuid.UUID, EntityState | None] = {}
 
-    async def start(self) -> None:
-        """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction."""
+    async def start(self, preload: Sequence[uuid.UUID] = ()) -> None:
+        """Take the counter row; if nothing is pending, the apply lock and a Neo4j transaction.
+
+        `preload`: ids whose current state the write will read (`ChangeSet.prefetch`),
+        loaded in the lock's round trip into `preloaded` when that state is current.
+        """
         if graph_health(self.resources).suspect():
             # Neo4j just failed a write: journal only; the reconciler applies.
             self._unreachable = True
@@ -107,13 +115,25 @@ class TenantTransaction:
         params = {"customer_id": str(self.customer_id)}
         # The counter row and a first try for the apply lock in one round trip
         # (`_LOCK_TRY_HOLD`: the try comes after the row lock, in lock order).
-        locked = (
-            await self.session.execute(
-                _LOCK_TRY_HOLD, {"customer_id": self.customer_id, "key": params["customer_id"]}
-            )
-        ).first()
-        if locked is None:
+        lock_params = {"customer_id": self.customer_id, "key": params["customer_id"]}
+        if preload:
+            preload = list(set(preload))  # a batch names its venue once a node
+            rows = (
+                await self.session.execute(_LOCK_TRY_HOLD_LOADING, lock_params | {"ids": preload})
+            ).all()
+        else:
+            rows = (await self.session.execute(_LOCK_TRY_HOLD, lock_params)).all()
+        if not rows:
             raise LookupError(f"customer {self.customer_id} has no version counter")
+        locked = rows[0]
+        if preload and locked.seen == locked.version:
+            self.preloaded = dict.fromkeys(preload) | {
+                row.entity_id: EntityState(
+                    row.entity_type, row.owner, row.entity_version, row.deleted, row.payload
+                )
+                for row in rows
+                if row.entity_id is not None
+            }
         self.next_version = int(locked.version) + 1
         # Never wait for the apply lock: its holder may be an applier stuck on
         # an unreachable Neo4j, and this transaction holds the counter row that
@@ -162,8 +182,12 @@ class TenantTransaction:
         ahead.base = self.next_version
         self._running = asyncio.create_task(self._run(None, ahead.runs))
 
-    async def record(self, changes: Sequence[Change], origin: Origin) -> list[int]:
-        """Journal `changes` in this transaction (see `record`) and start applying them."""
+    async def record(
+        self, changes: Sequence[Change], origin: Origin, absent: Collection[uuid.UUID] = ()
+    ) -> list[int]:
+        """Journal `changes` in this transaction (see `record`) and start applying them.
+
+        `absent`: ids known to have no row yet (`ChangeSet.absent`)."""
         if not changes:
             return []
         # The counter row is locked: the versions are known before `_allocate`
@@ -184,7 +208,7 @@ class TenantTransaction:
                 runs = statement_runs(list(known.values()))
                 self._running = asyncio.create_task(self._run(self._running, runs))
                 await asyncio.sleep(0)  # let Neo4j get the statement before Postgres its rows
-        params = _record_params(self.customer_id, changes, versions, origin)
+        params = _record_params(self.customer_id, changes, versions, origin, absent)
         params["n"] = len(changes)
         last = (await self.session.execute(_ALLOCATE_AND_RECORD, params)).scalar_one_or_none()
         if sent_ahead:  # Neo4j has them already; noted here, while it works on them
@@ -340,10 +364,11 @@ class TenantTransaction:
 
 @asynccontextmanager
 async def tenant_transaction(
-    resources: Resources, customer_id: uuid.UUID
+    resources: Resources, customer_id: uuid.UUID, preload: Sequence[uuid.UUID] = ()
 ) -> AsyncIterator[TenantTransaction]:
     """Lock the tenant's counter row, yield, commit; then apply to Neo4j.
 
+    `preload`: see `TenantTransaction.start`.
     The body validates and calls `tx.record(...)`; any exception rolls back
     both stores. After the block, `tx.applied` says whether Neo4j has the
     changes (False: they are journaled and the reconciler will apply them).
@@ -354,7 +379,7 @@ async def tenant_transaction(
         async with resources.sessions(bind=connection) as session:
             tx = TenantTransaction(resources, connection, session, customer_id)
             try:
-                await tx.start()
+                await tx.start(preload)
                 yield tx
                 await session.commit()
             except BaseException:

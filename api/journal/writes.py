@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -30,21 +30,27 @@ def as_error(exc: ChangeRejected) -> OverwatchError:
 
 
 async def write(
-    resources: Resources, principal: Author, build: Callable[[ChangeSet], Awaitable[T]]
+    resources: Resources,
+    principal: Author,
+    build: Callable[[ChangeSet], Awaitable[T]],
+    preload: Sequence[uuid.UUID] = (),
 ) -> tuple[T, Recorded]:
     """Validate with `build`, journal its changes, commit, and apply them to Neo4j.
 
     Any `ChangeRejected` becomes a 4xx and nothing is written to either store.
+    `preload`: ids `build` will read, loaded with the tenant's lock (one round
+    trip fewer than its own `prefetch`, which then finds them loaded).
     """
     assert principal.customer_id is not None
     customer_id = principal.customer_id
     for attempt in range(1, ID_RACE_ATTEMPTS + 1):
         try:
-            async with tenant_transaction(resources, customer_id) as tx:
+            async with tenant_transaction(resources, customer_id, preload) as tx:
                 changes = ChangeSet(tx.session, resources.settings, customer_id, tx.next_version)
+                changes.load(tx.preloaded)
                 changes.ahead, changes.ahead_dispatched = tx.send_ahead, tx.ahead_dispatched
                 outcome = await build(changes)
-                versions = await tx.record(changes.changes, principal.origin())
+                versions = await tx.record(changes.changes, principal.origin(), changes.absent)
         except ChangeRejected as exc:
             raise as_error(exc) from exc
         except IntegrityError as exc:

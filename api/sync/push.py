@@ -355,7 +355,7 @@ async def _push_once(
             fresh.append(result)
         origin = Origin(updated_by=f"workstation:{workstation_id}", workstation_id=workstation_id)
         changes = judge.changes.changes
-        versions = await tx.record(changes, origin)
+        versions = await tx.record(changes, origin, judge.changes.absent)
         for result, index in judge.versioned:
             result["version"] = versions[index]
         await judge.fill_conflicts()

@@ -146,11 +146,14 @@ async def _batch(
     resources: Resources, principal: Writer, entity_type: EntityType, items: list[Any]
 ) -> BatchResult:
     ids = [item.id or uuid.uuid4() for item in items]
+    refs: list[uuid.UUID] = list(ids)
+    for item in items:
+        refs += references(item)
 
     # The batch as it will be journaled if valid, its Neo4j rows built before
-    # the tenant's lock; Neo4j starts on it once the current states are
-    # fetched, while they are checked (a refused batch commits nothing in
-    # either store).
+    # the tenant's lock; Neo4j starts on it once the current states are known
+    # (loaded with the lock: `preload`), while they are checked (a refused
+    # batch commits nothing in either store).
     payloads = [canonical(item) for item in items]
     ahead = prepare_ahead(
         tenant_of(principal),
@@ -161,11 +164,8 @@ async def _batch(
     )
 
     async def build(changes: ChangeSet) -> int:
-        refs: list[uuid.UUID] = list(ids)
-        for item in items:
-            refs += references(item)
-        # The states first (one round trip, usually back before the Neo4j
-        # transaction's fence is): another tenant's id is never sent ahead.
+        # Another tenant's id is never sent ahead. The states came with the
+        # lock; this loads them only if a writer committed in between.
         await changes.prefetch(refs)
         changes.send_ahead(ahead)
         await changes.let_ahead_go()
@@ -180,7 +180,7 @@ async def _batch(
                 raise
         return len(items)
 
-    count, recorded = await write(resources, principal, build)
+    count, recorded = await write(resources, principal, build, preload=refs)
     return BatchResult(
         count=count,
         first_version=recorded.versions[0],
