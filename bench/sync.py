@@ -144,10 +144,11 @@ async def _push(ctx: BenchContext, base: str) -> tuple[Result, str, dict[str, st
                     journal,
                 )
             await graph.write("bench.raw_push", WORLD_NODE_UPSERT, {"rows": raw_rows})
-            await pg.execute(
-                "UPDATE sync_journal SET state = 'applied' WHERE customer_id = $1 "
-                "AND state = 'pending'",
+            await pg.execute(  # applied through the batch's last version (migration 0019)
+                "INSERT INTO journal_applied (customer_id, through) VALUES ($1, $2) "
+                "ON CONFLICT (customer_id) DO UPDATE SET through = EXCLUDED.through",
                 raw_tenant,
+                version - 1,
             )
             ended = time.perf_counter()
             if batch >= 0:

@@ -20,6 +20,7 @@ import httpx
 
 from api.journal.circuit import graph_health
 from tests.conftest import Tenant
+from tests.journal_state import pending_rows
 from tests.test_sync import SYNC, do_push, mutation, register, uid
 
 
@@ -62,10 +63,7 @@ async def test_pushes_flow_while_neo4j_is_frozen(settings, app, client, tenant: 
         for writer in accepted:
             writer.close()
         server.close()
-    pending = await pg.fetchval(
-        "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid AND state = 'pending'",
-        tenant.id,
-    )
+    pending = await pending_rows(pg, tenant.id)
     assert pending == 6
 
 
@@ -115,10 +113,7 @@ async def test_batch_writes_flow_while_neo4j_is_frozen(settings, client, tenant:
         for writer in accepted:
             writer.close()
         server.close()
-    pending = await pg.fetchval(
-        "SELECT count(*) FROM sync_journal WHERE customer_id = $1::uuid AND state = 'pending'",
-        tenant.id,
-    )
+    pending = await pending_rows(pg, tenant.id)
     assert pending == 200
 
 

@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.conftest import Tenant, make_key
+from tests.journal_state import pending_rows
 
 V1 = "/api/v1"
 SYNC = f"{V1}/sync"
@@ -69,10 +70,7 @@ async def still_flows(client, graph, pg, tenant: Tenant) -> None:
     assert response.status_code == 201, response.text
     assert response.json()["applied"] is True
     assert (await graph_node(graph, "Venue", response.json()["id"]))["name"] == "After the poison"
-    pending = await pg.fetchval(
-        "SELECT count(*) FROM sync_journal WHERE customer_id = $1 AND state = 'pending'",
-        uuid.UUID(tenant.id),
-    )
+    pending = await pending_rows(pg, tenant.id)
     assert pending == 0
 
 

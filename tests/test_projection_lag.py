@@ -30,6 +30,7 @@ from api.journal.reconcile import verify
 from api.journal.record import Change, Origin, record
 from relational.database import unit_of_work
 from tests.conftest import Tenant
+from tests.journal_state import row_states
 from tests.test_sync import SYNC, do_push, mutation, register, uid
 
 DEAD_NEO4J = "bolt://127.0.0.1:1"  # nothing listens: the refusal a stopped Neo4j gives
@@ -84,11 +85,7 @@ def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Aw
 
 
 async def states(pg, tenant: Tenant) -> dict[int, tuple[str, str | None]]:
-    rows = await pg.fetch(
-        "SELECT version, state, error FROM sync_journal WHERE customer_id = $1::uuid",
-        tenant.id,
-    )
-    return {r["version"]: (r["state"], r["error"]) for r in rows}
+    return await row_states(pg, tenant.id)
 
 
 async def test_sync_answers_everything_committed_while_neo4j_is_unreachable(

@@ -224,20 +224,22 @@ async def test_worker_waits_while_the_change_is_pending_in_the_journal(
         f"{V1}/world-model/nodes/{node['id']}", headers=tenant.headers, json={"name": "Atrium east"}
     )
     version = patched.json()["version"]
-    await pg.execute(
-        "UPDATE sync_journal SET state = 'pending' WHERE customer_id = $1::uuid AND version = $2",
+    # The tenant's watermark (journal_applied) back below that change: pending.
+    through = await pg.fetchval(
+        "UPDATE journal_applied a SET through = $2 - 1 FROM journal_applied o "
+        "WHERE a.customer_id = $1::uuid AND o.customer_id = a.customer_id RETURNING o.through",
         tenant.id,
         version,
     )
+    assert through >= version
     try:
         await run_worker(app)
         assert await queued(pg, node["id"]) == 1
     finally:
         await pg.execute(
-            "UPDATE sync_journal SET state = 'applied' WHERE customer_id = "
-            "$1::uuid AND version = $2",
+            "UPDATE journal_applied SET through = $2 WHERE customer_id = $1::uuid",
             tenant.id,
-            version,
+            through,
         )
     await run_worker(app)
     assert await queued(pg, node["id"]) == 0

@@ -27,6 +27,7 @@ TENANT_TABLES = (
     "update_history",
     "occupancy_history",
     "sync_journal",
+    "journal_applied",
     "sync_entities",
     "sync_mutations",
     "embedding_queue",

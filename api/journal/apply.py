@@ -53,21 +53,35 @@ JOURNAL_ROWS_FAILED = Counter(
 )
 
 
+# How far the tenant's journal is applied (migration 0019): every row at or
+# below it is applied or failed. An SQL expression of `:customer_id`.
+THROUGH_SQL = "COALESCE((SELECT through FROM journal_applied WHERE customer_id = :customer_id), 0)"
+
+
+# The tenant's pending rows, as a condition on sync_journal beside
+# `customer_id = :customer_id`: above the watermark (through the primary key),
+# and neither failed nor settled otherwise.
+PENDING_SQL = f"version > {THROUGH_SQL} AND state = 'pending'"
+
+
 _PENDING = text(
-    "SELECT version, entity_type, entity_id, op, payload FROM sync_journal "
-    "WHERE customer_id = :customer_id AND state = 'pending' ORDER BY version LIMIT :limit"
+    "SELECT version, entity_type, entity_id, op, payload FROM sync_journal "  # noqa: S608
+    f"WHERE customer_id = :customer_id AND {PENDING_SQL} ORDER BY version LIMIT :limit"
 )
 
 
 _PENDING_VERSIONS = text(
-    "SELECT version FROM sync_journal "
-    "WHERE customer_id = :customer_id AND state = 'pending' ORDER BY version LIMIT :limit"
+    "SELECT version FROM sync_journal WHERE customer_id = :customer_id "  # noqa: S608
+    f"AND {PENDING_SQL} ORDER BY version LIMIT :limit"
 )
 
 
+# Everything up to `upto` is settled: one row, whatever the batch's size. Only
+# the holder of the tenant's apply lock moves it (and `retry_failed` lowers it).
 _MARK_APPLIED = text(
-    "UPDATE sync_journal SET state = 'applied', applied_at = now() "
-    "WHERE customer_id = :customer_id AND state = 'pending' AND version <= :upto"
+    "INSERT INTO journal_applied AS a (customer_id, through, applied_at) "
+    "VALUES (:customer_id, :upto, now()) ON CONFLICT (customer_id) DO UPDATE "
+    "SET through = GREATEST(a.through, EXCLUDED.through), applied_at = EXCLUDED.applied_at"
 )
 
 
@@ -100,11 +114,12 @@ _TRY_HOLD = text("SELECT pg_try_advisory_lock(hashtextextended(CAST(:customer_id
 # rows, so `seen == version` means no writer committed in between and
 # `pending` misses none. Otherwise the caller asks `_ANY_PENDING` again.
 _LOCKED_COLUMNS = (
-    "SELECT version, pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held, "
+    "SELECT version, "  # noqa: S608 (constant SQL)
+    "pg_try_advisory_lock(hashtextextended(CAST(:key AS text), 7)) AS held, "
     "nextval('journal_apply_epoch') AS epoch, "
     "(SELECT version FROM customer_versions WHERE customer_id = :customer_id) AS seen, "
     "EXISTS (SELECT 1 FROM sync_journal WHERE customer_id = :customer_id "
-    "AND state = 'pending') AS pending FROM counter"
+    f"AND {PENDING_SQL}) AS pending FROM counter"
 )
 _COUNTER = (
     "WITH counter AS MATERIALIZED (SELECT version FROM customer_versions "
@@ -154,8 +169,8 @@ _HAND_OVER = text(
 
 
 _ANY_PENDING = text(
-    "SELECT EXISTS (SELECT 1 FROM sync_journal "
-    "WHERE customer_id = :customer_id AND state = 'pending')"
+    "SELECT EXISTS (SELECT 1 FROM sync_journal WHERE "  # noqa: S608 (constant SQL)
+    f"customer_id = :customer_id AND {PENDING_SQL})"
 )
 
 

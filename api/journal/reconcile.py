@@ -48,10 +48,14 @@ class Reconciled:
         return not self.unavailable and not self.projection
 
 
+# Each tenant's first pending row, from its watermark up (the primary key).
 _PENDING_TENANTS = text(
-    "SELECT customer_id FROM sync_journal WHERE state = 'pending' "
-    "AND (CAST(:customer_id AS uuid) IS NULL OR customer_id = :customer_id) "
-    "GROUP BY customer_id ORDER BY min(created_at)"
+    "SELECT customer_id FROM (SELECT cv.customer_id, (SELECT j.created_at FROM sync_journal j "
+    "WHERE j.customer_id = cv.customer_id AND j.version > COALESCE(a.through, 0) "
+    "AND j.state = 'pending' ORDER BY j.version LIMIT 1) AS since "
+    "FROM customer_versions cv LEFT JOIN journal_applied a USING (customer_id) "
+    "WHERE CAST(:customer_id AS uuid) IS NULL OR cv.customer_id = :customer_id) t "
+    "WHERE since IS NOT NULL ORDER BY since"
 )
 
 

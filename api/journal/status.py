@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.core.resources import Resources
-from api.journal.apply import _LOCK, JOURNAL_PENDING
+from api.journal.apply import _LOCK, JOURNAL_PENDING, PENDING_SQL
 from relational.database import unit_of_work
 
 # Sampled from Postgres by the reconciler and by /readyz (every process sees
@@ -55,10 +55,8 @@ _HEAD = text("SELECT " + HEAD_SQL)
 # How far Neo4j has applied the tenant's journal: every version at or below it
 # is applied or failed (none pending). Not a bound for sync any more.
 APPLIED_THROUGH_SQL = (
-    "COALESCE("  # noqa: S608 (constant SQL)
-    " (SELECT min(version) - 1 FROM sync_journal "
-    "  WHERE customer_id = :customer_id AND state = 'pending'),"
-    f" {HEAD_SQL})"
+    "COALESCE((SELECT min(version) - 1 FROM sync_journal "  # noqa: S608 (constant SQL)
+    f"WHERE customer_id = :customer_id AND {PENDING_SQL}), {HEAD_SQL})"
 )
 
 
@@ -85,7 +83,8 @@ frontier = applied_through
 
 
 _PENDING_COUNT = text(
-    "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id AND state = 'pending'"
+    "SELECT count(*) FROM sync_journal WHERE customer_id = :customer_id "  # noqa: S608
+    f"AND {PENDING_SQL}"
 )
 
 
@@ -116,34 +115,47 @@ class Projection:
         return self.pending > 0
 
 
-# Only tenants with pending or failed rows, through the two partial indexes.
+# Pending rows are found per tenant from its watermark up (the primary key,
+# one range scan a tenant: LATERAL), failed ones through their partial index.
 _PROJECTION = """
-WITH p AS (
-  SELECT customer_id, min(version) AS first_pending, count(*) AS pending,
-         EXTRACT(EPOCH FROM now() - min(created_at)) AS lag_seconds
-  FROM sync_journal WHERE state = 'pending' {where} GROUP BY customer_id
+WITH t AS (
+  SELECT cv.customer_id, cv.version AS head, COALESCE(a.through, 0) AS through
+  FROM customer_versions cv LEFT JOIN journal_applied a USING (customer_id) {where}
+), p AS (
+  SELECT t.customer_id, x.* FROM t CROSS JOIN LATERAL (
+    SELECT min(j.version) AS first_pending, count(*) AS pending,
+           EXTRACT(EPOCH FROM now() - min(j.created_at)) AS lag_seconds
+    FROM sync_journal j
+    WHERE j.customer_id = t.customer_id AND j.version > t.through AND j.state = 'pending'
+  ) x WHERE x.pending > 0
 ), f AS (
   SELECT customer_id, count(*) AS failed FROM sync_journal
-  WHERE state = 'failed' {where} GROUP BY customer_id
+  WHERE state = 'failed' {failed_where} GROUP BY customer_id
 )
-SELECT cv.customer_id, cv.version AS head,
-       COALESCE(p.first_pending - 1, cv.version) AS applied_through,
+SELECT t.customer_id, t.head,
+       COALESCE(p.first_pending - 1, t.head) AS applied_through,
        COALESCE(p.lag_seconds, 0) AS lag_seconds,
        COALESCE(p.pending, 0) AS pending, COALESCE(f.failed, 0) AS failed
-FROM customer_versions cv LEFT JOIN p USING (customer_id) LEFT JOIN f USING (customer_id)
+FROM t LEFT JOIN p USING (customer_id) LEFT JOIN f USING (customer_id)
 WHERE {tenants}
-ORDER BY cv.customer_id
+ORDER BY t.customer_id
 """
 
 
 _PROJECTION_ALL = text(
-    _PROJECTION.format(where="", tenants="p.customer_id IS NOT NULL OR f.customer_id IS NOT NULL")
+    _PROJECTION.format(
+        where="",
+        failed_where="",
+        tenants="p.customer_id IS NOT NULL OR f.customer_id IS NOT NULL",
+    )
 )
 
 
 _PROJECTION_ONE = text(
     _PROJECTION.format(
-        where="AND customer_id = :customer_id", tenants="cv.customer_id = :customer_id"
+        where="WHERE cv.customer_id = :customer_id",
+        failed_where="AND customer_id = :customer_id",
+        tenants="true",
     )
 )
 
@@ -216,10 +228,12 @@ async def failed_rows(
     ]
 
 
-# A failed row that is still its entity's latest change goes back to pending.
-# One that a later change superseded is settled by that change: replaying it
-# could bring back what the later change deleted, so it is marked applied
-# (skipped) with a note, and is never sent.
+# A failed row that is still its entity's latest change goes back to pending,
+# and the tenant's watermark (journal_applied) below it: the rows from there
+# up are applied again in version order, those already in Neo4j a no-op
+# (version guards). One that a later change superseded is settled by that
+# change: replaying it could bring back what the later change deleted, so it
+# is marked applied (skipped) with a note, and is never sent.
 _RETRY_FAILED = text("""
 WITH latest AS (
   SELECT j.version, COALESCE(e.version, j.version) AS latest
@@ -236,7 +250,11 @@ WITH latest AS (
     failed_at = NULL
   FROM latest l
   WHERE j.customer_id = :customer_id AND j.version = l.version
-  RETURNING j.state
+  RETURNING j.state, j.version
+), lowered AS (
+  UPDATE journal_applied SET through = r.first - 1
+  FROM (SELECT min(version) AS first FROM retried WHERE state = 'pending') r
+  WHERE customer_id = :customer_id AND through >= r.first
 )
 SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
        count(*) FILTER (WHERE state = 'applied') AS superseded

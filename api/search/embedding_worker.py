@@ -58,11 +58,13 @@ EMBEDDINGS_UNCHANGED = Counter(
 )
 
 # Rows whose change is still pending in the journal wait: Neo4j does not hold
-# that text yet.
+# that text yet. At or below the tenant's watermark it is applied (or failed);
+# above it, the journal row says.
 _CLAIM = text(
     "SELECT q.id, q.customer_id, q.entity_type, q.entity_id FROM embedding_queue q "
-    "WHERE NOT EXISTS (SELECT 1 FROM sync_journal j WHERE j.customer_id = q.customer_id "
-    "AND j.version = q.version AND j.state = 'pending') "
+    "LEFT JOIN journal_applied a ON a.customer_id = q.customer_id "
+    "WHERE (q.version <= a.through OR NOT EXISTS (SELECT 1 FROM sync_journal j "
+    "WHERE j.customer_id = q.customer_id AND j.version = q.version AND j.state = 'pending')) "
     "ORDER BY q.id LIMIT :limit FOR UPDATE OF q SKIP LOCKED"
 )
 _DELETE = text("DELETE FROM embedding_queue WHERE id = ANY(CAST(:ids AS bigint[]))")

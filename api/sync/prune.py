@@ -50,7 +50,11 @@ _RAISE_HORIZON = text(
     "UPDATE customer_versions SET pruned_through = GREATEST(pruned_through, :upto) "
     "WHERE customer_id = :c"
 )
-_PRUNE_JOURNAL = text("DELETE FROM sync_journal WHERE state = 'applied' AND created_at < :before")
+# Applied rows only (at or below the tenant's watermark, not failed).
+_PRUNE_JOURNAL = text(
+    "DELETE FROM sync_journal j USING journal_applied a WHERE j.customer_id = a.customer_id "
+    "AND j.version <= a.through AND j.state <> 'failed' AND j.created_at < :before"
+)
 # Each workstation keeps its newest outcome: it is what "strictly increasing"
 # mutation ids are checked against.
 _PRUNE_OUTCOMES = text(

@@ -65,16 +65,23 @@ async def _tenant(stack: ChaosStack, count: int) -> tuple[str, str, list[tuple[s
     return customer["id"], customer["api_key"], [(s["id"], s["api_key"]) for s in stations]
 
 
+# The tenant's pending journal rows: above its watermark (migration 0019).
+_PENDING = (
+    "customer_id = $1 AND state = 'pending' AND version > "
+    "COALESCE((SELECT through FROM journal_applied WHERE customer_id = $1), 0)"
+)
+
+
 async def _projection(stack: ChaosStack, customer_id: str) -> tuple[int, list[asyncpg.Record]]:
     conn = await asyncpg.connect(stack.dsn, timeout=10)
     try:
         pending = await conn.fetchval(
-            "SELECT count(*) FROM sync_journal WHERE customer_id = $1 AND state = 'pending'",
+            f"SELECT count(*) FROM sync_journal WHERE {_PENDING}",
             customer_id,
         )
         failed = await conn.fetch(
             "SELECT version, entity_type, entity_id::text AS entity_id, state "
-            "FROM sync_journal WHERE customer_id = $1 AND state NOT IN ('pending', 'applied') "
+            "FROM sync_journal WHERE customer_id = $1 AND state = 'failed' "
             "ORDER BY version",
             customer_id,
         )
@@ -110,8 +117,7 @@ async def _caught_up(stack: ChaosStack, customer_id: str, deadline: float) -> fl
                         customer_id,
                     )
                 low = await conn.fetchval(
-                    "SELECT min(version) FROM sync_journal WHERE customer_id = $1 "
-                    "AND state = 'pending'",
+                    f"SELECT min(version) FROM sync_journal WHERE {_PENDING}",
                     customer_id,
                 )
             finally:

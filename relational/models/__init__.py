@@ -17,7 +17,13 @@ from relational.models.fleet import (
     OccupancyRecord,
     UpdateRecord,
 )
-from relational.models.journal import EmbeddingQueueItem, JournalEntry, SyncEntity, SyncMutation
+from relational.models.journal import (
+    EmbeddingQueueItem,
+    JournalApplied,
+    JournalEntry,
+    SyncEntity,
+    SyncMutation,
+)
 from relational.models.scopes import (
     TENANT_WIDE,
     SyncScope,
@@ -40,6 +46,7 @@ __all__ = [
     "Drone",
     "EmbeddingQueueItem",
     "Heartbeat",
+    "JournalApplied",
     "JournalEntry",
     "Kit",
     "OccupancyRecord",

@@ -31,12 +31,6 @@ class JournalEntry(Base):
     __table_args__ = (
         UniqueConstraint("workstation_id", "mutation_id"),
         Index(
-            "ix_sync_journal_pending",
-            "customer_id",
-            "version",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        Index(
             "ix_sync_journal_failed",
             "customer_id",
             "version",
@@ -55,12 +49,42 @@ class JournalEntry(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     workstation_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     mutation_id: Mapped[int | None] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(8), nullable=False, default="pending")
+    # `pending` rows are applied once `JournalApplied.through` reaches their
+    # version (migration 0019); `failed`: Neo4j refused it; `applied`: marked
+    # per row before that migration, or a failed row a later change superseded.
+    state: Mapped[str] = mapped_column(
+        String(8),
+        nullable=False,
+        default="pending",
+        comment=(
+            "pending: applied to Neo4j once version <= journal_applied.through; "
+            "failed: Neo4j refused it; applied: settled (marked per row before "
+            "migration 0019, or a superseded failed row)"
+        ),
+    )
     created_at: Mapped[datetime] = _now()
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # `failed`: Neo4j refused the row; its error, kept for `overwatch verify`.
     error: Mapped[str | None] = mapped_column(Text)
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JournalApplied(Base):
+    """How far a tenant's journal is applied to Neo4j: every row at or below
+    `through` is applied or failed (migration 0019).
+
+    Rows are applied in version order, so a watermark says what marking each
+    row did, in one row's update per batch instead of one per change. Moved
+    only by the holder of the tenant's apply lock (api/journal/apply.py).
+    """
+
+    __tablename__ = "journal_applied"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    through: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    applied_at: Mapped[datetime] = _now()
 
 
 class SyncEntity(Base):
