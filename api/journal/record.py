@@ -69,14 +69,17 @@ CHANGES_CHANNEL = "overwatch_changes"  # LISTENed to by api/streams/hub.py
 
 
 # The row of an entity's latest state (its last change in the batch), with
-# its venue (`_venue`) so the envelope trigger need not parse the payload for
-# it (migration 0018); completed below with `true` or `false`.
+# its venue (`_venue`, migration 0018) and its envelope (`sync_envelope`, the
+# trigger's own function, migration 0020): an insert naming both skips the
+# envelope trigger. Completed below with `true` or `false`.
 _ENTITY_ROWS = """
 INSERT INTO sync_entities (customer_id, entity_type, entity_id, version, deleted, payload,
-                           merged_into, updated_by, updated_at, venue_id)
+                           merged_into, updated_by, updated_at, venue_id, envelope)
 SELECT :customer_id, r.entity_type, r.entity_id, r.version, r.op = 'delete', r.payload::json,
        r.merged_into, :updated_by, now(),
-       COALESCE(CAST(r.venue_id AS uuid), '00000000-0000-0000-0000-000000000000')
+       COALESCE(CAST(r.venue_id AS uuid), '00000000-0000-0000-0000-000000000000'),
+       sync_envelope(r.entity_type, r.entity_id, r.op = 'delete', r.version, now(),
+                     :updated_by, r.merged_into, r.payload::json)
 FROM r CROSS JOIN notified
 WHERE r.is_last AND r.is_new = """
 
@@ -87,8 +90,8 @@ WHERE r.is_last AND r.is_new = """
 # the stream notification (NOTIFY is delivered on commit, in commit order; the
 # payload is small, listeners read the rows back by version range) and, in the
 # INSERTs below, the latest state of each entity (its last change in the batch),
-# with its venue (`_venue`) so the envelope trigger need not parse the payload
-# for it (migration 0018).
+# with its venue and envelope (`_ENTITY_ROWS`), so a new entity's row skips
+# the envelope trigger (migrations 0018, 0020).
 _RECORD_CTES = f"""
 r AS (
   SELECT * FROM unnest(
@@ -172,7 +175,8 @@ _UUID_TEXT = re.compile(
 
 def _venue(change: Change) -> str | None:
     """The venue the envelope trigger would derive for this change's new row
-    (migration 0018), or None to let it derive it (kits and drones: none)."""
+    (migrations 0018, 0020), or None where it derives none (the nil UUID:
+    kits and drones, a payload without a well-formed `venue_id`)."""
     if change.entity_type == EntityType.venue:
         return str(change.entity_id)
     if change.data is None or change.entity_type in (EntityType.kit, EntityType.drone):
