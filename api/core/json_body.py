@@ -22,6 +22,8 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from api.core.collector import LARGE_BODY_BYTES, fewer_collections
+
 # orjson reads an integer outside [-2**63, 2**64) as a float, where `json.loads`
 # keeps the integer (which api/journal/storable.py then refuses). Such an integer
 # has at least 19 digits (-2**63 - 1 has 19): a body with a run of 19 digits
@@ -65,6 +67,10 @@ class OrjsonRoute(APIRoute):
                 return request._json
 
             request.json = fast_json  # type: ignore[method-assign]
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) >= LARGE_BODY_BYTES:
+                with fewer_collections():
+                    return await handler(request)
             return await handler(request)
 
         return handle
