@@ -156,11 +156,12 @@ _UNHOLD = text("SELECT pg_advisory_unlock(hashtextextended(CAST(:customer_id AS 
 
 # Inside a new transaction: take the lock at transaction level (the session
 # holds it, so this cannot wait), then drop the session-level hold. The
-# transaction only marks rows applied, so its commit does not wait for the WAL
-# flush (`synchronous_commit` off for it alone): a mark lost in a crash leaves
-# its rows pending and the reconciler applies them again, a no-op (version
-# guards). WAL order keeps lost marks a suffix of each tenant's: the next
-# writer's journal commit, synchronous, flushes every mark before it.
+# transaction only marks rows applied (moves the tenant's watermark), so its
+# commit does not wait for the WAL flush (`synchronous_commit` off for it
+# alone): a mark lost in a crash leaves its rows pending and the reconciler
+# applies them again, a no-op (version guards). WAL order keeps lost marks a
+# suffix of each tenant's: the next writer's journal commit, synchronous,
+# flushes every mark before it.
 _HAND_OVER = text(
     "SELECT set_config('synchronous_commit', 'off', true), "
     "pg_advisory_xact_lock(hashtextextended(CAST(:customer_id AS text), 7)), "

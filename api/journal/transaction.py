@@ -50,7 +50,8 @@ class TenantTransaction:
 
     The order is the journal's (DESIGN.md §4): Neo4j commits only after the
     Postgres transaction that journaled the changes has committed, and the
-    rows turn `applied` only after that. What this adds is overlap: when the
+    rows turn applied (the tenant's watermark, `_MARK_APPLIED`, passes them)
+    only after that. What this adds is overlap: when the
     tenant has nothing pending, the transaction holds the tenant's apply lock
     from the start, opens a Neo4j transaction while the caller validates, and
     `record` runs the changes in it while Postgres writes and commits the
